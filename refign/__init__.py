@@ -1,0 +1,1 @@
+"""Refign: align and refine for UDA semantic segmentation."""
