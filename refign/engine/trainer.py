@@ -1,0 +1,225 @@
+"""The method-agnostic training loop: devices, DDP, AMP, optimiser and schedule, checkpoints, evaluation, logs.
+
+It knows one thing about the method: ``method(batch, step)`` returns a dict whose ``loss_*`` entries are summed
+and back-propagated (detectron2's loss-dict contract); everything else in the dict is logged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from refign.data.loader import merge_domains
+from refign.engine import checkpoint
+from refign.engine.dist import DistInfo, all_reduce_sum
+from refign.engine.evaluator import evaluate
+from refign.engine.loggers import MetricLogger
+from refign.uda.base import UDAMethod
+
+log = logging.getLogger(__name__)
+PRECISIONS = {"32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class NonFiniteLossError(RuntimeError):
+    """Too many consecutive steps with a NaN/inf loss: the run stops (its last checkpoint is kept)."""
+
+
+@dataclass
+class TrainerConfig:
+    max_steps: int
+    precision: str = "32"
+    grad_clip: float | None = None
+    log_every: int = 10
+    eval_every: int = 0
+    checkpoint_every: int = 0
+    max_nonfinite_steps: int = 5
+    sync_batchnorm: bool = False
+    find_unused_parameters: bool = False
+    eval_batch_size: int = 1
+    num_workers: int = 0
+
+
+class Trainer:
+    """Runs ``cfg.max_steps`` optimiser steps of ``method`` on batches from ``batches(start_step)``.
+
+    Args:
+        method: the UDA method (owns the student, teacher, losses).
+        optimizer, scheduler: built over the method's trainable parameters.
+        batches: ``start_step -> iterator`` of ``(source_batch, target_batch | None)`` pairs.
+        val_sets: name → dataset evaluated every ``eval_every`` steps and at the end.
+        run_dir: where checkpoints, ``metrics.jsonl`` and ``eval_*.json`` go.
+        resolved_config: stored in every checkpoint.
+    """
+
+    def __init__(
+        self,
+        cfg: TrainerConfig,
+        method: UDAMethod,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        batches: Callable[[int], object],
+        val_sets: dict,
+        dist_info: DistInfo,
+        run_dir: Path,
+        logger: MetricLogger,
+        resolved_config: dict | None = None,
+        over_present_classes: bool = False,
+    ) -> None:
+        if cfg.precision not in PRECISIONS:
+            raise ValueError(f"trainer.precision must be one of {list(PRECISIONS)}, got {cfg.precision!r}")
+        self.cfg, self.dist = cfg, dist_info
+        self.method = method.to(dist_info.device)
+        self.optimizer, self.scheduler = optimizer, scheduler
+        self.batches, self.val_sets = batches, val_sets
+        self.run_dir, self.logger = Path(run_dir), logger
+        self.resolved_config = resolved_config
+        self.over_present_classes = over_present_classes
+        self.step = 0
+        dtype = PRECISIONS[cfg.precision]
+        self.autocast = (
+            (lambda: torch.autocast(dist_info.device.type, dtype=dtype)) if dtype else contextlib.nullcontext
+        )
+        self.scaler = torch.amp.GradScaler(dist_info.device.type, enabled=cfg.precision == "fp16")
+        self.model = self._wrap(method)
+
+    def _wrap(self, method: nn.Module) -> nn.Module:
+        if not self.dist.distributed:
+            return method
+        if self.cfg.sync_batchnorm:
+            if self.dist.device.type == "cuda":
+                method = nn.SyncBatchNorm.convert_sync_batchnorm(method)
+            else:
+                log.warning("trainer.sync_batchnorm ignored: SyncBatchNorm needs CUDA")
+        ids = [self.dist.device.index] if self.dist.device.type == "cuda" else None
+        return DistributedDataParallel(
+            method, device_ids=ids, find_unused_parameters=self.cfg.find_unused_parameters
+        )
+
+    # ---- state -------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "model": self.method.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "step": self.step,
+            "rng": checkpoint.rng_state(),
+            "config": self.resolved_config,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.method.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.step = state["step"]
+        checkpoint.set_rng_state(state["rng"])
+
+    def save(self, name: str = checkpoint.LAST) -> None:
+        if self.dist.is_main:
+            checkpoint.save_atomic(self.state_dict(), self.run_dir / "checkpoints" / name)
+
+    # ---- loop --------------------------------------------------------------------------------------------
+    def train_step(self, batch: dict) -> tuple[dict[str, float], bool]:
+        with self.autocast():
+            out = self.model(batch, self.step)
+        losses = {k: v for k, v in out.items() if k.startswith("loss_")}
+        if not losses:
+            raise RuntimeError(f"{type(self.method).__name__} returned no 'loss_*' entry (got {sorted(out)})")
+        loss = sum(losses.values())
+        # Every rank back-propagates (DDP expects it); the step is taken only if all ranks saw finite losses.
+        self.scaler.scale(loss).backward()
+        finite = (
+            all_reduce_sum(torch.tensor([float(torch.isfinite(loss.detach()).all())])).item()
+            == self.dist.world_size
+        )
+        if finite:
+            if self.cfg.grad_clip:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.method.parameters(), self.cfg.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        logged = {
+            k: float(v.detach() if torch.is_tensor(v) else v)
+            for k, v in out.items()
+            if isinstance(v, float) or (torch.is_tensor(v) and v.numel() == 1)
+        }
+        logged["loss"] = float(loss.detach())
+        return logged, finite
+
+    def fit(self) -> dict:
+        self.method.train()
+        batches = self.batches(self.step)
+        bar = tqdm(
+            total=self.cfg.max_steps,
+            initial=self.step,
+            desc="train",
+            disable=not self.dist.is_main,
+            dynamic_ncols=True,
+        )
+        nonfinite = 0
+        while self.step < self.cfg.max_steps:
+            source, target = next(batches)
+            logged, finite = self.train_step(merge_domains(source, target, self.dist.device))
+            self.step += 1
+            nonfinite = 0 if finite else nonfinite + 1
+            if not finite:
+                log.warning("step %d: non-finite loss %s, step skipped", self.step, logged["loss"])
+                if nonfinite >= self.cfg.max_nonfinite_steps:
+                    self.save()
+                    raise NonFiniteLossError(
+                        f"{nonfinite} consecutive non-finite losses at step {self.step}; "
+                        f"last good state kept in {self.run_dir / 'checkpoints'}"
+                    )
+            bar.update(1)
+            if self.step % self.cfg.log_every == 0 or self.step == self.cfg.max_steps:
+                logged["lr"] = self.optimizer.param_groups[0]["lr"]
+                bar.set_postfix({k: f"{v:.3g}" for k, v in logged.items() if k.startswith("loss")})
+                self.logger.log({f"train/{k}": v for k, v in logged.items()}, self.step)
+            if self.cfg.checkpoint_every and self.step % self.cfg.checkpoint_every == 0:
+                self.save()
+            if (
+                self.cfg.eval_every
+                and self.step % self.cfg.eval_every == 0
+                and self.step < self.cfg.max_steps
+            ):
+                self.run_eval()
+        bar.close()
+        self.save()
+        return self.run_eval()
+
+    def run_eval(self) -> dict:
+        """Evaluate the method's inference network on every validation set; write ``eval_<step>.json``."""
+        model = self.method.inference_model()
+        results = {
+            name: evaluate(
+                model,
+                ds,
+                self.dist,
+                self.cfg.eval_batch_size,
+                self.cfg.num_workers,
+                self.over_present_classes,
+                desc=f"eval {name}",
+                autocast=self.autocast,
+            )
+            for name, ds in self.val_sets.items()
+        }
+        flat = {f"val/{name}/mIoU": r["mIoU"] for name, r in results.items()}
+        for name, r in results.items():
+            flat.update({f"val/{name}/{c}": v for c, v in r.get("per_condition", {}).items()})
+        self.logger.log(flat, self.step)
+        if self.dist.is_main:
+            (self.run_dir / f"eval_{self.step:07d}.json").write_text(json.dumps(results, indent=1))
+            log.info("step %d: %s", self.step, ", ".join(f"{k} {v:.2f}" for k, v in flat.items()))
+        return results

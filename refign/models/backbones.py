@@ -1,0 +1,40 @@
+"""Backbones reused from mmsegmentation, annotated with their output channels for the decode head."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from mmseg.models.backbones import MixVisionTransformer
+from torch import nn
+
+from refign.models.weights import load_backbone_weights
+
+
+def mit(
+    embed_dims: int,
+    num_layers: Sequence[int],
+    num_heads: Sequence[int],
+    sr_ratios: Sequence[int],
+    mlp_ratio: int,
+    drop_path_rate: float,
+    qkv_bias: bool = True,
+    pretrained: str | None = None,
+) -> nn.Module:
+    """mmseg ``MixVisionTransformer`` (SegFormer MiT-b0…b5 by the config's sizes), optionally pretrained.
+
+    ``pretrained`` names a local file with MiT weights (mmseg key names, optionally under ``backbone.``).
+    """
+    model = MixVisionTransformer(
+        embed_dims=embed_dims,
+        num_layers=list(num_layers),
+        num_heads=list(num_heads),
+        sr_ratios=list(sr_ratios),
+        mlp_ratio=mlp_ratio,
+        drop_path_rate=drop_path_rate,
+        qkv_bias=qkv_bias,
+        out_indices=(0, 1, 2, 3),
+    )
+    model.out_channels = [embed_dims * h for h in num_heads]
+    if pretrained:
+        load_backbone_weights(model, pretrained)
+    return model

@@ -1,0 +1,57 @@
+"""Loading weights from local files with errors that name the file and the offending keys."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+
+
+class CheckpointError(RuntimeError):
+    """A weight file that does not exist, cannot be read or does not fit the model."""
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Tensors of a checkpoint file, unwrapping ``state_dict`` / ``model`` containers."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"weight file not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure means an unusable file
+        raise CheckpointError(f"cannot read weight file {path}: {err}") from err
+    for key in ("state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state dict")
+    return obj
+
+
+def load_strict(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """``load_state_dict(strict=True)`` whose error lists missing, unexpected and mis-shaped keys."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or shapes:
+
+        def show(keys: list[str]) -> str:
+            return ", ".join(keys[:8]) + (f" … (+{len(keys) - 8})" if len(keys) > 8 else "")
+
+        parts = [
+            f"{name} ({len(keys)}): {show(keys)}"
+            for name, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes))
+            if keys
+        ]
+        raise CheckpointError(f"weights in {source} do not fit {type(module).__name__}: " + "; ".join(parts))
+    module.load_state_dict(state)
+
+
+def load_backbone_weights(module: nn.Module, path: str | os.PathLike) -> None:
+    """Backbone weights: keep ``backbone.*`` keys (prefix stripped) if present, drop decode-head keys."""
+    state = read_state_dict(path)
+    if any(k.startswith("backbone.") for k in state):
+        state = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
+    state = {k: v for k, v in state.items() if not k.startswith(("head.", "decode_head."))}
+    load_strict(module, state, str(path))

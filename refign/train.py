@@ -1,0 +1,115 @@
+"""python -m refign.train [dataset=… uda=… refign=on|off …] — one training run (or a sweep with -m)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from refign import build
+from refign.data.loader import step_loader
+from refign.engine import checkpoint, dist
+from refign.engine.loggers import MetricLogger
+from refign.engine.optim import build_optimizer, build_scheduler
+from refign.engine.trainer import Trainer, TrainerConfig
+from refign.uda.source_only import SourceOnly
+
+log = logging.getLogger("refign.train")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_resume(cfg: DictConfig, run_dir: Path) -> tuple[Path | None, Path]:
+    """Checkpoint to resume from and the run directory to keep writing to."""
+    if cfg.resume in (None, "", False):
+        return None, run_dir
+    if cfg.resume == "auto":
+        latest = checkpoint.find_latest(Path(cfg.paths.output_dir) / cfg.task_name / "runs")
+        if latest is None:
+            log.info("resume=auto: no previous run of task %r, starting fresh", cfg.task_name)
+            return None, run_dir
+        return latest, latest.parent.parent
+    path = Path(cfg.resume)
+    return path, path.parent.parent if path.parent.name == "checkpoints" else run_dir
+
+
+def run(cfg: DictConfig, run_dir: Path) -> dict:
+    info = dist.setup(cfg.trainer.device)
+    try:
+        ckpt_path, run_dir = resolve_resume(cfg, run_dir)
+        seed_everything(cfg.seed + info.rank)
+        method = build.build_method(cfg)
+        source, target = build.build_train_sets(cfg, needs_target=not isinstance(method, SourceOnly))
+        optimizer = build_optimizer(method, **cfg.optim)
+        scheduler = build_scheduler(optimizer, max_steps=cfg.trainer.max_steps, **cfg.schedule)
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+        logger = MetricLogger(
+            run_dir,
+            info.is_main,
+            OmegaConf.to_container(cfg.logger.wandb) if cfg.logger.wandb else None,
+            resolved,
+        )
+
+        def batches(start: int):
+            src = step_loader(source, cfg.dataset.batch_size, info, cfg.seed, start, cfg.trainer.num_workers)
+            trg = (
+                step_loader(
+                    target, cfg.dataset.batch_size, info, cfg.seed + 1, start, cfg.trainer.num_workers
+                )
+                if target is not None
+                else None
+            )
+            while True:
+                yield next(src), next(trg) if trg is not None else None
+
+        tcfg = TrainerConfig(**{k: v for k, v in cfg.trainer.items() if k != "device"})
+        trainer = Trainer(
+            tcfg,
+            method,
+            optimizer,
+            scheduler,
+            batches,
+            build.build_datasets(cfg, "val"),
+            info,
+            run_dir,
+            logger,
+            resolved,
+            cfg.dataset.over_present_classes,
+        )
+        if ckpt_path is not None:
+            trainer.load_state_dict(checkpoint.load(ckpt_path))
+            log.info("resumed from %s at step %d", ckpt_path, trainer.step)
+        try:
+            results = trainer.fit()
+        finally:
+            logger.close()
+        if info.is_main:
+            for name, r in results.items():
+                log.info("%s-val mIoU: %.2f", name, r["mIoU"])
+                print(f"{name}-val mIoU: {r['mIoU']:.2f}")
+        return results
+    finally:
+        dist.teardown()
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> float:
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    os.makedirs(run_dir, exist_ok=True)
+    results = run(cfg, run_dir)
+    return results.get("target", next(iter(results.values())))["mIoU"] if results else float("nan")
+
+
+if __name__ == "__main__":
+    main()
