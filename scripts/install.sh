@@ -45,7 +45,7 @@ if ! has "import spatial_correlation_sampler"; then
   cuda_home=${CUDA_HOME:-$(ls -d /usr/local/cuda 2>/dev/null || true)}
   if [ -n "$cuda_home" ] && [ -f "$cuda_home/include/cuda_runtime.h" ]; then
     step "spatial-correlation-sampler (about 1 minute) with CUDA_HOME=$cuda_home"
-    CUDA_HOME=$cuda_home TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-"8.0;9.0"} GPU_ARCH=${GPU_ARCH:-"8.0;9.0"} \
+    CUDA_HOME=$cuda_home TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-"8.0;9.0"} GPU_ARCH=${GPU_ARCH:-"80 90"} \
       "${PIP[@]}" install -q --no-build-isolation -c requirements/torch.txt "$(pin spatial-correlation-sampler)" \
       || echo "WARNING: spatial-correlation-sampler did not build; the pure-PyTorch correlation will be used" >&2
   else

@@ -11,7 +11,7 @@ from refign.data.synthetic.scene import compose, make_static, perturb_objects, p
 from refign.data.synthetic.views import apply_h, cut, flow_between, flow_validity, view_homography
 
 # Bump when the rendering changes so that cached datasets are regenerated.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 
 @dataclass(frozen=True)

@@ -120,7 +120,7 @@ def night(
     img: np.ndarray, label: np.ndarray, depth: np.ndarray, lights: list[tuple], rng: np.random.Generator
 ) -> np.ndarray:
     """Darkness: everything dim and noisy, lit windows and light sources the only strong cues."""
-    out = img**1.4 * rng.uniform(0.1, 0.18) * np.array([0.8, 0.85, 1.1], np.float32)
+    out = img**1.2 * rng.uniform(0.22, 0.35) * np.array([0.8, 0.85, 1.1], np.float32)
     out[label == C["sky"]] = (0.02, 0.02, 0.05)
     buildings = label == C["building"]
     lit = (rng.random(label.shape) < 0.02) & buildings
@@ -131,14 +131,14 @@ def night(
     )
     glow = _glow(label.shape, lights, 0.6, max(2.0, label.shape[0] / 40))[..., None]
     out = out + glow * np.array([1.0, 0.85, 0.55], np.float32)
-    return out + rng.normal(0, 0.035, out.shape).astype(np.float32)
+    return out + rng.normal(0, 0.025, out.shape).astype(np.float32)
 
 
 def fog(
     img: np.ndarray, label: np.ndarray, depth: np.ndarray, lights: list[tuple], rng: np.random.Generator
 ) -> np.ndarray:
     """Koschmieder fog: transmission falls with depth, far structure fades into the airlight."""
-    beta = rng.uniform(2.5, 4.0)
+    beta = rng.uniform(1.5, 2.5)
     t = np.exp(-beta * depth)[..., None]
     air = rng.uniform(0.65, 0.8)
     out = img * t + air * (1 - t)
@@ -150,7 +150,7 @@ def rain(
 ) -> np.ndarray:
     """Dull, desaturated, blurred, with bright streaks."""
     grey = img.mean(-1, keepdims=True)
-    out = (0.4 * img + 0.6 * grey) * rng.uniform(0.5, 0.65)
+    out = (0.5 * img + 0.5 * grey) * rng.uniform(0.6, 0.75)
     out = cv2.GaussianBlur(out, (0, 0), 0.9)
     h, w = label.shape
     streaks = np.zeros((h, w), np.float32)
@@ -167,7 +167,7 @@ def snow(
 ) -> np.ndarray:
     """Snow cover on the ground classes, a grey sky, low contrast and falling flakes."""
     ground = np.isin(label, [C["road"], C["sidewalk"], C["terrain"], C["vegetation"]])
-    cover = np.clip(0.65 + 0.35 * smooth_noise(rng, label.shape, 10), 0, 1)[..., None] * ground[..., None]
+    cover = np.clip(0.5 + 0.35 * smooth_noise(rng, label.shape, 10), 0, 1)[..., None] * ground[..., None]
     out = img * (1 - cover) + 0.9 * cover
     out = 0.6 * out + 0.3
     out[label == C["sky"]] = 0.75

@@ -1,0 +1,44 @@
+"""Reading images and labels from disk with errors that name the file at fault."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image
+
+
+class DatasetError(RuntimeError):
+    """A dataset folder, list or file that is missing, unpaired or unreadable."""
+
+
+def require_dir(path: str | os.PathLike, what: str) -> None:
+    """Fail early with the expected folder when a dataset root or split folder is missing."""
+    if not os.path.isdir(path):
+        raise DatasetError(f"{what}: expected folder {path} does not exist (check paths.data_root / "
+                           f"$REFIGN_DATA_DIR and the dataset layout in the README)")
+
+
+def load_image(path: str | os.PathLike, size: Sequence[int] | None = None) -> np.ndarray:
+    """RGB uint8 (H, W, 3), bilinearly resized to ``size`` = (H, W) when given (the official ``dims``)."""
+    return np.asarray(_open(path, "RGB", size, Image.BILINEAR))
+
+
+def load_label(path: str | os.PathLike, size: Sequence[int] | None = None) -> np.ndarray:
+    """Label map (H, W) as stored (train ids), nearest-resized to ``size`` when given."""
+    return np.asarray(_open(path, None, size, Image.NEAREST))
+
+
+def _open(path, mode: str | None, size: Sequence[int] | None, resample: int) -> Image.Image:
+    if not os.path.isfile(path):
+        raise DatasetError(f"file not found: {path}")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            img = img.convert(mode) if mode else img
+    except (OSError, SyntaxError, ValueError) as err:
+        raise DatasetError(f"cannot read image {path}: {err}") from err
+    if size is not None and img.size != (size[1], size[0]):
+        img = img.resize((size[1], size[0]), resample)
+    return img
