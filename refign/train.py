@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import random
 from pathlib import Path
 
@@ -48,6 +47,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     info = dist.setup(cfg.trainer.device)
     try:
         ckpt_path, run_dir = resolve_resume(cfg, run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
         seed_everything(cfg.seed + info.rank)
         method = build.build_method(cfg)
         source, target = build.build_train_sets(cfg, needs_target=not isinstance(method, SourceOnly))
@@ -105,9 +105,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float:
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    os.makedirs(run_dir, exist_ok=True)
-    results = run(cfg, run_dir)
+    results = run(cfg, Path(HydraConfig.get().runtime.output_dir))
     return results.get("target", next(iter(results.values())))["mIoU"] if results else float("nan")
 
 

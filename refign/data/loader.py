@@ -79,10 +79,13 @@ def step_loader(
         )
     per_rank = global_batch // dist_info.world_size
     sampler = StepBatchSampler(dataset, per_rank, dist_info, seed, start_step)
+    # Its own generator: creating the iterator must not draw from the global RNG that dropout uses,
+    # or a resumed run would see different dropout masks than an uninterrupted one.
     loader = DataLoader(
         SeededDataset(dataset, seed),
         batch_sampler=sampler,
         num_workers=num_workers,
+        generator=torch.Generator().manual_seed(seed),
         pin_memory=dist_info.device.type == "cuda",
         persistent_workers=num_workers > 0,
     )
