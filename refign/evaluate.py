@@ -27,8 +27,10 @@ def load_model(cfg: DictConfig):
     """The evaluated network of a checkpoint (the student unless the method says otherwise)."""
     state = checkpoint.load(cfg.checkpoint)
     if "model" not in state:
-        raise CheckpointError(f"{cfg.checkpoint} is not a refign training checkpoint (no 'model' entry; "
-                              f"keys: {sorted(state)[:8]})")
+        raise CheckpointError(
+            f"{cfg.checkpoint} is not a refign training checkpoint (no 'model' entry; "
+            f"keys: {sorted(state)[:8]})"
+        )
     if cfg.use_checkpoint_config and state.get("config"):
         stored = OmegaConf.create(state["config"])
         with open_dict(cfg):
@@ -47,9 +49,18 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
         datasets = build.build_datasets(cfg, cfg.split)
         if not datasets:
             raise ValueError(f"dataset {cfg.dataset.name!r} has no '{cfg.split}' split with labels")
-        results = {name: evaluate(model, ds, info, cfg.trainer.eval_batch_size, cfg.trainer.num_workers,
-                                  cfg.dataset.over_present_classes, desc=f"eval {name}")
-                   for name, ds in datasets.items()}
+        results = {
+            name: evaluate(
+                model,
+                ds,
+                info,
+                cfg.trainer.eval_batch_size,
+                cfg.trainer.num_workers,
+                cfg.dataset.over_present_classes,
+                desc=f"eval {name}",
+            )
+            for name, ds in datasets.items()
+        }
         if info.is_main:
             out_dir.mkdir(parents=True, exist_ok=True)
             (out_dir / "eval.json").write_text(json.dumps(results, indent=1))

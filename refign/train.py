@@ -97,7 +97,6 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         if info.is_main:
             for name, r in results.items():
                 log.info("%s-val mIoU: %.2f", name, r["mIoU"])
-                print(f"{name}-val mIoU: {r['mIoU']:.2f}")
         return results
     finally:
         dist.teardown()

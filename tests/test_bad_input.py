@@ -14,8 +14,14 @@ from refign.models.backbones import mit
 from refign.models.weights import CheckpointError, load_backbone_weights
 from refign.train import run
 
-B0 = dict(embed_dims=32, num_layers=[2, 2, 2, 2], num_heads=[1, 2, 5, 8], sr_ratios=[8, 4, 2, 1], mlp_ratio=4,
-          drop_path_rate=0.0)
+B0 = dict(
+    embed_dims=32,
+    num_layers=[2, 2, 2, 2],
+    num_heads=[1, 2, 5, 8],
+    sr_ratios=[8, 4, 2, 1],
+    mlp_ratio=4,
+    drop_path_rate=0.0,
+)
 
 
 def test_pretrained_backbone_loads_from_a_local_file(tmp_path):

@@ -43,11 +43,24 @@ def test_slurm_launcher_composes():
 
 
 def test_two_point_multirun_sweep(tmp_path):
-    cmd = [sys.executable, "-m", "refign.train", "-m", "seed=0,1", "debug=fast", "trainer.max_steps=2",
-           f"paths.output_dir={tmp_path}", f"paths.cache_dir={tmp_path}/cache",
-           "dataset.train_source.num_images=4", "dataset.val.source.num_images=2",
-           "dataset.val.target.num_images=2", "dataset.size=[32,64]", "dataset.crop_size=[32,32]",
-           "head.channels=16", "head.embed_dims=16"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "refign.train",
+        "-m",
+        "seed=0,1",
+        "debug=fast",
+        "trainer.max_steps=2",
+        f"paths.output_dir={tmp_path}",
+        f"paths.cache_dir={tmp_path}/cache",
+        "dataset.train_source.num_images=4",
+        "dataset.val.source.num_images=2",
+        "dataset.val.target.num_images=2",
+        "dataset.size=[32,64]",
+        "dataset.crop_size=[32,32]",
+        "head.channels=16",
+        "head.embed_dims=16",
+    ]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     jobs = sorted(tmp_path.glob("train/multirun/*/*/checkpoints/last.pt"))

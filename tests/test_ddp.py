@@ -10,13 +10,18 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from refign.engine.trainer import Trainer
 from refign.build import build_method
+from refign.engine.trainer import Trainer
 from refign.train import run, seed_everything
 
 COMMON = [
-    "trainer.max_steps=3", "trainer.device=cpu", "dataset.batch_size=2", "head.dropout_ratio=0",
-    "backbone.drop_path_rate=0", "head.norm_cfg.type=GN", "+head.norm_cfg.num_groups=8",
+    "trainer.max_steps=3",
+    "trainer.device=cpu",
+    "dataset.batch_size=2",
+    "head.dropout_ratio=0",
+    "backbone.drop_path_rate=0",
+    "head.norm_cfg.type=GN",
+    "+head.norm_cfg.num_groups=8",
 ]
 
 
@@ -27,8 +32,13 @@ def free_port() -> int:
 
 
 def _worker(rank: int, world: int, port: int, cfg, out_dir) -> None:
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
+    os.environ.update(
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
     torch.set_num_threads(1)
     fit = Trainer.fit
 
@@ -58,6 +68,7 @@ def test_two_process_ddp_matches_single_process(tiny_cfg, tmp_path):
     initial = build_method(cfg).state_dict()
     moved = [k for k, v in single.items() if v.is_floating_point() and not torch.allclose(v, initial[k])]
     assert len(moved) > 10
+
 
 def test_batch_size_not_divisible_by_world_size_is_rejected():
     from refign.data.loader import step_loader

@@ -17,7 +17,12 @@ def final_weights(run_dir):
 
 
 def test_kill_and_resume_equals_uninterrupted(tiny_cfg, tmp_path, monkeypatch):
-    common = ["trainer.max_steps=6", "trainer.checkpoint_every=3", "model.inference=whole", "dataset.batch_size=2"]
+    common = [
+        "trainer.max_steps=6",
+        "trainer.checkpoint_every=3",
+        "model.inference=whole",
+        "dataset.batch_size=2",
+    ]
     straight_dir = tmp_path / "straight"
     run(tiny_cfg(*common, "task_name=straight", n_train=8, n_val=2), straight_dir)
 
@@ -44,7 +49,9 @@ def test_kill_and_resume_equals_uninterrupted(tiny_cfg, tmp_path, monkeypatch):
 
 def test_resume_auto_without_previous_run_starts_fresh(tiny_cfg, tmp_path, caplog):
     with caplog.at_level(logging.INFO):
-        run(tiny_cfg("trainer.max_steps=1", "task_name=nothing_before", "resume=auto", n_train=4, n_val=2),
-            tmp_path)
+        run(
+            tiny_cfg("trainer.max_steps=1", "task_name=nothing_before", "resume=auto", n_train=4, n_val=2),
+            tmp_path,
+        )
     assert "no previous run" in caplog.text
     assert load(tmp_path / "checkpoints" / "last.pt")["step"] == 1

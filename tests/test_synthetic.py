@@ -25,8 +25,14 @@ def test_generator_is_deterministic_and_seed_dependent():
 
 
 def test_dataset_cache_round_trip(tmp_path):
-    kw = dict(split="val", domain="target", num_images=6, size=SIZE, seed=1,
-              load_keys=("image", "semantic", "image_ref", "flow", "flow_valid"))
+    kw = dict(
+        split="val",
+        domain="target",
+        num_images=6,
+        size=SIZE,
+        seed=1,
+        load_keys=("image", "semantic", "image_ref", "flow", "flow_valid"),
+    )
     fresh = SyntheticDataset(**kw, cache_dir=tmp_path)
     assert len(list(tmp_path.glob("*.npz"))) == 1
     cached = SyntheticDataset(**kw, cache_dir=tmp_path)
@@ -44,8 +50,9 @@ def test_reference_label_warped_by_gt_flow_matches_target_static_labels(conditio
     """Independent check of the flow: sample the reference label at p + F(p) (nearest) with grid_sample."""
     s = generate((0, 2, 1, 5), SIZE, condition, ViewConfig())
     h, w = SIZE
-    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64),
-                            indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij"
+    )
     flow = torch.from_numpy(s["flow"]).double()
     grid = torch.stack([2 * (xs + flow[0]) / (w - 1) - 1, 2 * (ys + flow[1]) / (h - 1) - 1], -1)[None]
     ref = torch.from_numpy(s["semantic_ref"]).double()[None, None]

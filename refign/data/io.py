@@ -16,8 +16,10 @@ class DatasetError(RuntimeError):
 def require_dir(path: str | os.PathLike, what: str) -> None:
     """Fail early with the expected folder when a dataset root or split folder is missing."""
     if not os.path.isdir(path):
-        raise DatasetError(f"{what}: expected folder {path} does not exist (check paths.data_root / "
-                           f"$REFIGN_DATA_DIR and the dataset layout in the README)")
+        raise DatasetError(
+            f"{what}: expected folder {path} does not exist (check paths.data_root / "
+            f"$REFIGN_DATA_DIR and the dataset layout in the README)"
+        )
 
 
 def load_image(path: str | os.PathLike, size: Sequence[int] | None = None) -> np.ndarray:
