@@ -71,10 +71,7 @@ def refine(
     p_trg = torch.softmax(logits_trg.float(), dim=1)
     p_ref = torch.softmax(logits_ref.float(), dim=1)
     s = trust_score(p_trg, gamma)[:, None, None, None]
-    if certainty is None:
-        p = torch.full_like(p_trg[:, :1], constant_certainty)
-    else:
-        p = certainty.float()
+    p = torch.full_like(p_trg[:, :1], constant_certainty) if certainty is None else certainty.float()
     if disable_m:
         eps = s * p.expand_as(p_trg)
     else:
