@@ -1,0 +1,55 @@
+"""Engine behaviour around the happy path: non-finite losses, gradient clipping, wandb offline logging."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from refign.engine.checkpoint import load
+from refign.engine.trainer import NonFiniteLossError
+from refign.train import run
+from refign.uda.source_only import SourceOnly
+
+
+def test_non_finite_losses_skip_steps_then_stop_with_a_checkpoint(tiny_cfg, tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real_forward = SourceOnly.forward
+
+    def poisoned(self, batch, step):
+        out = real_forward(self, batch, step)
+        calls["n"] += 1
+        if calls["n"] >= 3:  # two good steps, then NaN forever
+            out["loss_src"] = out["loss_src"] * float("nan")
+        return out
+
+    monkeypatch.setattr(SourceOnly, "forward", poisoned)
+    cfg = tiny_cfg(
+        "trainer.max_steps=20",
+        "trainer.max_nonfinite_steps=4",
+        "trainer.checkpoint_every=2",
+        n_train=8,
+        n_val=2,
+    )
+    with pytest.raises(NonFiniteLossError, match="4 consecutive non-finite losses"):
+        run(cfg, tmp_path)
+    state = load(tmp_path / "checkpoints" / "last.pt")
+    assert state["step"] == 6
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_fp16_with_grad_scaler_and_clipping_runs(tiny_cfg, tmp_path):
+    cfg = tiny_cfg(
+        "trainer.max_steps=3", "trainer.precision=fp16", "trainer.grad_clip=1.0", n_train=8, n_val=2
+    )
+    results = run(cfg, tmp_path)
+    assert 0 <= results["target"]["mIoU"] <= 100
+    assert "scaler" in load(tmp_path / "checkpoints" / "last.pt")
+
+
+def test_wandb_offline_run_is_written_locally(tiny_cfg, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg = tiny_cfg("trainer.max_steps=2", "logger=wandb", n_train=8, n_val=2)
+    run(cfg, tmp_path)
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and any(runs[0].glob("*.wandb"))
+    assert (tmp_path / "metrics.jsonl").read_text().count('"train/loss":') == 2
