@@ -1,0 +1,128 @@
+"""The matcher as one module: frozen VGG-16 + UAWarpC head → dense flow and certainty (spec 02 §3.1).
+
+Attribute names ``alignment_backbone`` / ``alignment_head`` are those of the official checkpoints, so
+``state_dict()`` of this module has the layout of ``uawarpc_megadepth.ckpt``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from refign.alignment.uawarpc import COARSE, Level, UAWarpCHead
+from refign.alignment.vgg import VGGPyramid
+from refign.models.weights import CheckpointError, read_state_dict
+
+HEAD_PREFIX, BACKBONE_PREFIX = "alignment_head.", "alignment_backbone."
+Pyramids = tuple[list[torch.Tensor], list[torch.Tensor]]  # (full-res [pool2, pool3], 256 [pool3, pool4])
+
+
+def certainty_from_logvar(logvar: torch.Tensor, radius: float = 1.0) -> torch.Tensor:
+    """P(|error| < radius) under an isotropic 2-D Gaussian with variance exp(logvar): 1 − exp(−R²/2σ²)."""
+    return -torch.expm1(-0.5 * radius**2 * torch.exp(-logvar))
+
+
+class AlignmentNetwork(nn.Module):
+    """Dense matcher: ``forward(image_trg, image_src) -> (flow, certainty)`` at the input resolution.
+
+    ``flow`` (B, 2, H, W) in pixels, target → source (channel 0 = x): target pixel p matches source
+    location p + flow(p), so ``warp(source_thing, flow)`` aligns it to the target. ``certainty`` (B, 1, H, W)
+    in [0, 1] is P_R with R = 1 px (what Refign uses; the official ``AlignmentModel.forward`` returns 1 − P_R).
+    Inputs are ImageNet-normalised RGB of the *same* size; different sizes raise ``ValueError`` (pad or
+    resize the pair to a common size first, as the official evaluation does with bottom-right padding).
+
+    Args:
+        backbone: the frozen VGG pyramid (kept frozen and in eval mode).
+        head: the UAWarpC head.
+        certainty_radius: R of P_R in pixels.
+    """
+
+    def __init__(self, backbone: VGGPyramid, head: UAWarpCHead, certainty_radius: float = 1.0) -> None:
+        super().__init__()
+        self.alignment_backbone = backbone.requires_grad_(False)
+        self.alignment_head = head
+        self.certainty_radius = certainty_radius
+
+    def train(self, mode: bool = True) -> AlignmentNetwork:
+        super().train(mode)
+        self.alignment_backbone.eval()
+        return self
+
+    @torch.no_grad()
+    def pyramids(self, images: torch.Tensor) -> Pyramids:
+        """Frozen features of a batch: full resolution (pool2, pool3) and 256×256 (pool3, pool4)."""
+        small = F.interpolate(images, size=(COARSE, COARSE), mode="area")
+        return self.alignment_backbone(images, [-3, -2]), self.alignment_backbone(small, [-2, -1])
+
+    def head_levels(self, pyr_trg: Pyramids, pyr_src: Pyramids, size: tuple[int, int]) -> tuple[Level, ...]:
+        """All four (flow, log-variance) levels, coarse → fine (used by training and the losses)."""
+        return self.alignment_head(pyr_trg[0], pyr_src[0], pyr_trg[1], pyr_src[1], size)
+
+    def forward(self, image_trg: torch.Tensor, image_src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if image_trg.shape != image_src.shape:
+            raise ValueError(
+                f"AlignmentNetwork needs a target and source of the same shape, got "
+                f"{tuple(image_trg.shape)} and {tuple(image_src.shape)}; pad or resize the pair first"
+            )
+        b, _, h, w = image_trg.shape
+        full, small = self.pyramids(torch.cat([image_src, image_trg]))
+        pyr_src = ([f[:b] for f in full], [f[:b] for f in small])
+        pyr_trg = ([f[b:] for f in full], [f[b:] for f in small])
+        flow, logvar = self.head_levels(pyr_trg, pyr_src, (h, w))[-1]
+        flow = F.interpolate(flow, size=(h, w), mode="bilinear", align_corners=False)
+        logvar = F.interpolate(logvar, size=(h, w), mode="bilinear", align_corners=False)
+        return flow, certainty_from_logvar(logvar, self.certainty_radius)
+
+
+def build_alignment_network(
+    vgg_weights: str | None = None,
+    checkpoint: str | None = None,
+    iterative_refinement: bool = False,
+    force_torch_correlation: bool = False,
+    certainty_radius: float = 1.0,
+) -> AlignmentNetwork:
+    """The matcher from config values: ImageNet VGG file and/or a full matcher checkpoint (both optional)."""
+    head = UAWarpCHead(iterative_refinement, force_torch_correlation)
+    network = AlignmentNetwork(VGGPyramid(vgg_weights), head, certainty_radius)
+    if checkpoint:
+        load_alignment_checkpoint(checkpoint, network)
+    return network
+
+
+def load_alignment_checkpoint(path: str | os.PathLike, network: AlignmentNetwork) -> None:
+    """Load ``alignment_head.*`` (strictly) and, when present, ``alignment_backbone.*`` from a checkpoint.
+
+    Accepts the released ``uawarpc_megadepth.ckpt`` (Lightning: tensors under ``state_dict``), a Refign
+    segmentation checkpoint (other prefixes are ignored), this project's own matcher checkpoints, or a bare
+    state dict. Raises ``CheckpointError`` listing every missing / unexpected / mis-shaped head key.
+    """
+    state = read_state_dict(path)
+    _load_prefixed(network.alignment_head, state, HEAD_PREFIX, path, required=True)
+    _load_prefixed(network.alignment_backbone, state, BACKBONE_PREFIX, path, required=False)
+
+
+def _load_prefixed(
+    module: nn.Module, state: dict, prefix: str, path: str | os.PathLike, required: bool
+) -> None:
+    sub = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    if not sub and not required:
+        return
+    own = module.state_dict()
+    missing = sorted(prefix + k for k in set(own) - set(sub))
+    unexpected = sorted(prefix + k for k in set(sub) - set(own))
+    shapes = sorted(
+        f"{prefix}{k} {tuple(sub[k].shape)} vs {tuple(own[k].shape)}"
+        for k in set(own) & set(sub)
+        if sub[k].shape != own[k].shape
+    )
+    if missing or unexpected or shapes:
+        parts = [
+            f"{name} ({len(keys)}): " + ", ".join(keys)
+            for name, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes))
+            if keys
+        ]
+        raise CheckpointError(f"{path}: '{prefix}*' weights do not fit the matcher; " + "; ".join(parts))
+    module.load_state_dict(sub)

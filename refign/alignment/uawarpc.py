@@ -1,0 +1,173 @@
+"""The UAWarpC head: a 4-level coarse-to-fine flow regressor with per-level log-variance (spec 02 §1).
+
+Levels 4 and 3 run on 256×256 (area-resized) copies of the pair, levels 2 and 1 at 1/8 and 1/4 of the
+original size. All returned flows are in pixels of the original image (channel 0 = x), pointing from the
+target grid into the source; log-variances are in (original pixel)² units.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from refign.alignment.blocks import FlowDecoder, RefinementModule, UncertaintyModule
+from refign.alignment.correlation import GlobalCorrelation, LocalCorrelation
+from refign.alignment.warp import pixel_grid, scale_flow, warp
+
+COARSE = 256  # side of the coarse branch's images
+Level = tuple[torch.Tensor, torch.Tensor]  # (flow, log-variance)
+
+
+def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+def mapping_to_flow(mapping: torch.Tensor) -> torch.Tensor:
+    """Normalised mapping in [-1, 1] (align-corners convention) → flow in pixels of the same grid."""
+    _, _, h, w = mapping.shape
+    scale = mapping.new_tensor([(w - 1) / 2, (h - 1) / 2]).view(1, 2, 1, 1)
+    return (mapping + 1) * scale - pixel_grid(h, w, mapping.device)[None]
+
+
+def num_extra_levels(h: int, w: int) -> int:
+    """Iterative-refinement levels between 32×32 and 1/8 resolution (added only for sides ≳ 1086 px)."""
+    ratio = max(h, w) / 8.0 / 32.0
+    return max(0, int(round(math.log(ratio / 3.0) / math.log(2))))
+
+
+class UAWarpCHead(nn.Module):
+    """Flow + uncertainty head on VGG pyramids; submodule names match the official ``alignment_head.*``.
+
+    Args:
+        iterative_refinement: in eval mode, insert extra local-correlation levels between 32×32 and 1/8
+            resolution for large images (official MegaDepth evaluation; off inside Refign).
+        force_torch_correlation: use the pure-PyTorch local correlation even when the extension exists.
+    """
+
+    def __init__(self, iterative_refinement: bool = False, force_torch_correlation: bool = False) -> None:
+        super().__init__()
+        self.iterative_refinement = iterative_refinement
+        self.global_corr = GlobalCorrelation(cyclic_consistency=True)
+        self.local_corr = LocalCorrelation(patch_size=9, force_torch=force_torch_correlation)
+        local = 9 * 9
+        self.decoder4 = FlowDecoder(16 * 16)
+        self.decoder3 = FlowDecoder(local + 2 + 1)
+        self.refinement_module_adaptive = RefinementModule()
+        self.decoder2 = FlowDecoder(local + 2 + 1)
+        self.reduce = nn.Conv2d(32, 2, 1)
+        self.decoder1 = FlowDecoder(local + 2 + 2 + 1)
+        self.refinement_module_finest = RefinementModule()
+        self.estimate_uncertainty_components4 = UncertaintyModule(16, feed_in_previous=False)
+        self.estimate_uncertainty_components3 = UncertaintyModule(9, feed_in_previous=True)
+        self.estimate_uncertainty_components2 = UncertaintyModule(9, feed_in_previous=True)
+        self.estimate_uncertainty_components1 = UncertaintyModule(9, feed_in_previous=True)
+
+    def _local_level(
+        self,
+        decoder: FlowDecoder,
+        uncertainty: UncertaintyModule,
+        feat_trg: torch.Tensor,
+        feat_src: torch.Tensor,
+        up_flow: torch.Tensor,
+        up_logvar: torch.Tensor,
+        flow_units: tuple[float, float],
+        extra: tuple[torch.Tensor, ...] = (),
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Warp the source features by the coarser flow, correlate, decode a residual.
+
+        ``flow_units`` = (width, height) of the image whose pixels ``up_flow`` is expressed in.
+        Returns (residual flow, decoder feature before refinement, log-variance).
+        """
+        h, w = feat_trg.shape[-2:]
+        warped = warp(feat_src, scale_flow(up_flow, w / flow_units[0], h / flow_units[1]))
+        corr = self.local_corr(warped, feat_trg)
+        res, feat = decoder(torch.cat([corr, up_flow, *extra, up_logvar], 1))
+        logvar = uncertainty(corr, feat, up_logvar, up_flow)
+        return res, feat, logvar
+
+    def forward(
+        self,
+        trg: list[torch.Tensor],
+        src: list[torch.Tensor],
+        trg_256: list[torch.Tensor],
+        src_256: list[torch.Tensor],
+        out_size: tuple[int, int],
+    ) -> tuple[Level, Level, Level, Level]:
+        """Pyramids: full-res ``[pool2, pool3]``, 256 ``[pool3, pool4]``. Returns levels 4, 3, 2, 1."""
+        c11, c12 = (F.normalize(f, dim=1) for f in trg)
+        c13, c14 = (F.normalize(f, dim=1) for f in trg_256)
+        c21, c22 = (F.normalize(f, dim=1) for f in src)
+        c23, c24 = (F.normalize(f, dim=1) for f in src_256)
+        if c14.shape[-2:] != (16, 16) or c13.shape[-2:] != (32, 32):
+            raise ValueError(f"coarse features must be 32×32 and 16×16, got {c13.shape}, {c14.shape}")
+        h_o, w_o = out_size
+        log_diag = 2 * math.log(math.hypot(h_o, w_o) / math.hypot(COARSE, COARSE))
+
+        # level 4: global correlation, decoder regresses a normalised mapping on the 16×16 grid
+        corr4 = self.global_corr(c24, c14)
+        mapping4, x4 = self.decoder4(corr4)
+        flow4_256 = mapping_to_flow(mapping4) * (COARSE / 16)
+        logvar4_256 = self.estimate_uncertainty_components4(corr4, x4) + 2 * math.log(COARSE / 16)
+
+        # level 3: local correlation at 32×32, values in 256-pixel units
+        up_flow4, up_logvar4 = resize(flow4_256, (32, 32)), resize(logvar4_256, (32, 32))
+        res3, x3, logvar3 = self._local_level(
+            self.decoder3,
+            self.estimate_uncertainty_components3,
+            c13,
+            c23,
+            up_flow4,
+            up_logvar4,
+            (COARSE, COARSE),
+        )
+        flow3 = scale_flow(res3 + self.refinement_module_adaptive(x3) + up_flow4, w_o / COARSE, h_o / COARSE)
+        logvar3 = logvar3 + log_diag
+
+        if self.iterative_refinement and not self.training:
+            n_extra = num_extra_levels(h_o, w_o)
+            for n in range(n_extra):
+                ratio = 1.0 / (8.0 * 2 ** (n_extra - n))
+                size = (int(h_o * ratio), int(w_o * ratio))
+                up_flow3, up_logvar3 = resize(flow3, size), resize(logvar3, size)
+                feat_trg = F.interpolate(c12, size=size, mode="area")
+                feat_src = F.interpolate(c22, size=size, mode="area")
+                res, _, logvar3 = self._local_level(
+                    self.decoder2,
+                    self.estimate_uncertainty_components2,
+                    feat_trg,
+                    feat_src,
+                    up_flow3,
+                    up_logvar3,
+                    (w_o, h_o),
+                )
+                flow3 = res + up_flow3
+
+        # level 2: 1/8 resolution, original-pixel units from here on
+        size2 = tuple(c12.shape[-2:])
+        up_flow3, up_logvar3 = resize(flow3, size2), resize(logvar3, size2)
+        res2, x2, logvar2 = self._local_level(
+            self.decoder2, self.estimate_uncertainty_components2, c12, c22, up_flow3, up_logvar3, (w_o, h_o)
+        )
+        flow2 = res2 + up_flow3
+
+        # level 1: 1/4 resolution, plus the reduced level-2 decoder feature
+        size1 = tuple(c11.shape[-2:])
+        up_flow2, up_logvar2 = resize(flow2, size1), resize(logvar2, size1)
+        up_feat2 = self.reduce(resize(x2, size1))
+        res1, x1, logvar1 = self._local_level(
+            self.decoder1,
+            self.estimate_uncertainty_components1,
+            c11,
+            c21,
+            up_flow2,
+            up_logvar2,
+            (w_o, h_o),
+            extra=(up_feat2,),
+        )
+        flow1 = res1 + self.refinement_module_finest(x1) + up_flow2
+
+        flow4 = scale_flow(flow4_256, w_o / COARSE, h_o / COARSE)
+        return (flow4, logvar4_256 + log_diag), (flow3, logvar3), (flow2, logvar2), (flow1, logvar1)
