@@ -1,0 +1,55 @@
+"""Evaluate a matcher on pairs with ground truth: dense flow (synthetic) or sparse points (csv sets)."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from refign.alignment.network import AlignmentNetwork
+from refign.alignment.pck import SparseEPE
+
+
+def pad_pair(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero-pad both (C, H, W) images at the bottom/right to their common size (official evaluation)."""
+    h, w = max(a.shape[1], b.shape[1]), max(a.shape[2], b.shape[2])
+    pad = lambda x: torch.nn.functional.pad(x, (0, w - x.shape[2], 0, h - x.shape[1]))
+    return pad(a), pad(b)
+
+
+def spearman(x: torch.Tensor, y: torch.Tensor) -> float:
+    rx, ry = x.argsort().argsort().double(), y.argsort().argsort().double()
+    return float(torch.corrcoef(torch.stack([rx, ry]))[0, 1])
+
+
+@torch.no_grad()
+def evaluate(
+    network: AlignmentNetwork, dataset: Dataset, device: torch.device, progress: bool = True
+) -> dict:
+    """PCK-1/3/5/10 and AEPE; with dense GT also the Spearman correlation of certainty and EPE (should be
+    negative: confident pixels have small errors) and the throughput in pairs/s."""
+    network.eval()
+    metric = SparseEPE()
+    certs, epes, seconds = [], [], 0.0
+    for i in tqdm(range(len(dataset)), desc="eval", disable=not progress, leave=False):
+        sample = dataset[i]
+        trg, src = pad_pair(sample["image"], sample["image_ref"])
+        start = time.perf_counter()
+        flow, cert = network(trg[None].to(device), src[None].to(device))
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds += time.perf_counter() - start
+        flow, cert = flow[0].cpu(), cert[0, 0].cpu()
+        if "flow" in sample:
+            valid = sample["flow_valid"]
+            epes.append(metric.update_dense(flow, sample["flow"], valid))
+            certs.append(cert[valid])
+        else:
+            metric.update(flow, sample["corr_pts_ref"], sample["corr_pts"])
+    out = metric.compute()
+    out["pairs_per_s"] = len(dataset) / max(seconds, 1e-9)
+    if certs:
+        out["spearman_cert_epe"] = spearman(torch.cat(certs), torch.cat(epes))
+    return out
