@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from refign.alignment.evaluate import evaluate
+from refign.alignment.evaluate import evaluate, identity_baseline
 from refign.alignment.losses import balance_weights, bipath_loss, warp_supervision_loss
 from refign.alignment.network import AlignmentNetwork
 from refign.alignment.pairs import WarpConsistencyPairs
@@ -112,7 +112,10 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         result["checkpoint"] = str(train(cfg, network, device, run_dir))
     elif cfg.mode != "eval":
         raise ValueError(f"mode must be 'train' or 'eval', got {cfg.mode!r}")
-    metrics = evaluate(network, instantiate(cfg.data.eval), device)
+    eval_set = instantiate(cfg.data.eval)
+    metrics = evaluate(network, eval_set, device)
+    if cfg.data.name == "synthetic":
+        metrics |= {f"identity_{k}": v for k, v in identity_baseline(eval_set).items()}
     log.info(
         "PCK-1 %.2f  PCK-3 %.2f  PCK-5 %.2f  AEPE %.3f  (%s)",
         metrics["pck1"], metrics["pck3"], metrics["pck5"], metrics["aepe"], cfg.data.name,

@@ -53,3 +53,12 @@ def evaluate(
     if certs:
         out["spearman_cert_epe"] = spearman(torch.cat(certs), torch.cat(epes))
     return out
+
+
+def identity_baseline(dataset: Dataset) -> dict:
+    """PCK of the zero flow on a dense-GT dataset: how far the pairs are from being aligned already."""
+    metric = SparseEPE()
+    for i in range(len(dataset)):
+        sample = dataset[i]
+        metric.update_dense(torch.zeros_like(sample["flow"]), sample["flow"], sample["flow_valid"])
+    return metric.compute()
