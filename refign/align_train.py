@@ -39,6 +39,14 @@ def split_pyramids(network: AlignmentNetwork, images: list[torch.Tensor]) -> lis
     ]
 
 
+def stage_cfg(cfg: DictConfig) -> DictConfig:
+    """The settings of the selected training stage (``stage=N`` → ``stages.stageN``)."""
+    key = f"stage{cfg.stage}"
+    if key not in cfg.stages:
+        raise ValueError(f"stage={cfg.stage!r}: no '{key}' in stages (have {list(cfg.stages)})")
+    return cfg.stages[key]
+
+
 def training_step(network: AlignmentNetwork, batch: dict, cfg: DictConfig) -> dict[str, torch.Tensor]:
     """Three head passes (I′→I, I′→J, J→I) and the weighted warp-supervision + bipath losses."""
     img_i, img_j, prime = batch["image"], batch["image_ref"], batch["image_prime"]
@@ -49,16 +57,17 @@ def training_step(network: AlignmentNetwork, batch: dict, cfg: DictConfig) -> di
     prime_j = network.head_levels(pyr_p, pyr_j, size)
     j_i = network.head_levels(pyr_j, pyr_i, size)
     loss_ss = warp_supervision_loss(prime_i, flow, mask)
-    loss_us = bipath_loss(prime_j, j_i, flow, mask, visibility_mask=cfg.stage.visibility_mask)
+    loss_us = bipath_loss(prime_j, j_i, flow, mask, visibility_mask=stage_cfg(cfg).visibility_mask)
     w_ss, w_us = balance_weights(loss_ss, loss_us, cfg.loss_weighting)
     return {"loss": w_ss * loss_ss + w_us * loss_us, "loss_ss": loss_ss.detach(), "loss_us": loss_us.detach()}
 
 
 def train(cfg: DictConfig, network: AlignmentNetwork, device: torch.device, run_dir: Path) -> Path:
-    max_steps = cfg.trainer.max_steps or cfg.stage.max_steps
+    stage = stage_cfg(cfg)
+    max_steps = cfg.trainer.max_steps or stage.max_steps
     pairs = WarpConsistencyPairs(
         instantiate(cfg.data.train),
-        WarpConfig(**OmegaConf.to_container(cfg.stage.warps)),
+        WarpConfig(**OmegaConf.to_container(stage.warps)),
         swap_p=cfg.swap_p,
         crop_size=cfg.data.crop_size,
         min_valid_fraction=cfg.min_valid_fraction,
@@ -67,14 +76,14 @@ def train(cfg: DictConfig, network: AlignmentNetwork, device: torch.device, run_
         pairs, cfg.trainer.batch_size, shuffle=True, drop_last=True, num_workers=cfg.trainer.num_workers
     )
     params = [p for p in network.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=cfg.stage.lr, weight_decay=cfg.stage.weight_decay)
-    milestones = [int(f * max_steps) for f in cfg.stage.milestones]
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=cfg.stage.gamma)
+    optimizer = torch.optim.Adam(params, lr=stage.lr, weight_decay=stage.weight_decay)
+    milestones = [int(f * max_steps) for f in stage.milestones]
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=stage.gamma)
     amp = bool(cfg.trainer.amp) and device.type == "cuda"
     scaler = torch.amp.GradScaler(enabled=amp)
     ckpt = run_dir / "checkpoints" / "last.pt"
     network.train()
-    step, bar = 0, tqdm(total=max_steps, desc=f"align stage {cfg.stage.id}")
+    step, bar = 0, tqdm(total=max_steps, desc=f"align stage {cfg.stage}")
     while step < max_steps:
         for batch in loader:
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
@@ -93,7 +102,7 @@ def train(cfg: DictConfig, network: AlignmentNetwork, device: torch.device, run_
                 bar.set_postfix({k: f"{v.item():.3f}" for k, v in out.items()})
             if step % cfg.trainer.checkpoint_every == 0 or step == max_steps:
                 state = {"state_dict": network.state_dict(), "optimizer": optimizer.state_dict(),
-                         "scheduler": scheduler.state_dict(), "step": step, "stage": cfg.stage.id}  # fmt: skip
+                         "scheduler": scheduler.state_dict(), "step": step, "stage": cfg.stage}  # fmt: skip
                 save_atomic(state, ckpt)
             if step >= max_steps:
                 break
