@@ -73,16 +73,15 @@ class UAWarpCHead(nn.Module):
         feat_src: torch.Tensor,
         up_flow: torch.Tensor,
         up_logvar: torch.Tensor,
-        flow_units: tuple[float, float],
+        warp_scale: tuple[float, float],
         extra: tuple[torch.Tensor, ...] = (),
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Warp the source features by the coarser flow, correlate, decode a residual.
 
-        ``flow_units`` = (width, height) of the image whose pixels ``up_flow`` is expressed in.
+        ``warp_scale`` = (sx, sy) converting ``up_flow``'s units to pixels of this level's grid.
         Returns (residual flow, decoder feature before refinement, log-variance).
         """
-        h, w = feat_trg.shape[-2:]
-        warped = warp(feat_src, scale_flow(up_flow, w / flow_units[0], h / flow_units[1]))
+        warped = warp(feat_src, scale_flow(up_flow, *warp_scale))
         corr = self.local_corr(warped, feat_trg)
         res, feat = decoder(torch.cat([corr, up_flow, *extra, up_logvar], 1))
         logvar = uncertainty(corr, feat, up_logvar, up_flow)
@@ -121,7 +120,7 @@ class UAWarpCHead(nn.Module):
             c23,
             up_flow4,
             up_logvar4,
-            (COARSE, COARSE),
+            (32 / COARSE, 32 / COARSE),
         )
         flow3 = scale_flow(res3 + self.refinement_module_adaptive(x3) + up_flow4, w_o / COARSE, h_o / COARSE)
         logvar3 = logvar3 + log_diag
@@ -141,7 +140,7 @@ class UAWarpCHead(nn.Module):
                     feat_src,
                     up_flow3,
                     up_logvar3,
-                    (w_o, h_o),
+                    (ratio, ratio),
                 )
                 flow3 = res + up_flow3
 
@@ -149,7 +148,13 @@ class UAWarpCHead(nn.Module):
         size2 = tuple(c12.shape[-2:])
         up_flow3, up_logvar3 = resize(flow3, size2), resize(logvar3, size2)
         res2, x2, logvar2 = self._local_level(
-            self.decoder2, self.estimate_uncertainty_components2, c12, c22, up_flow3, up_logvar3, (w_o, h_o)
+            self.decoder2,
+            self.estimate_uncertainty_components2,
+            c12,
+            c22,
+            up_flow3,
+            up_logvar3,
+            (size2[1] / w_o, size2[0] / h_o),
         )
         flow2 = res2 + up_flow3
 
@@ -164,7 +169,7 @@ class UAWarpCHead(nn.Module):
             c21,
             up_flow2,
             up_logvar2,
-            (w_o, h_o),
+            (size1[1] / w_o, size1[0] / h_o),
             extra=(up_feat2,),
         )
         flow1 = res1 + self.refinement_module_finest(x1) + up_flow2

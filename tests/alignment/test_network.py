@@ -157,3 +157,22 @@ def test_certainty_and_iterative_levels():
     expected = 1 - torch.exp(-1 / (2 * torch.exp(logvar)))
     torch.testing.assert_close(certainty_from_logvar(logvar), expected)
     assert [num_extra_levels(s, s) for s in (480, 1024, 1536, 3072)] == [0, 0, 1, 2]
+
+
+def test_iterative_refinement_reuses_level2_modules(network, monkeypatch):
+    """Force one extra level (normally only for sides > ~1086 px) and check it runs in eval mode only."""
+    import refign.alignment.uawarpc as uawarpc
+
+    monkeypatch.setattr(uawarpc, "num_extra_levels", lambda h, w: 1)
+    calls = []
+    hook = network.alignment_head.decoder2.register_forward_hook(lambda *a: calls.append(1))
+    network.alignment_head.iterative_refinement = True
+    try:
+        network.eval()
+        with torch.no_grad():
+            flow, cert = network(torch.randn(1, 3, 64, 96), torch.randn(1, 3, 64, 96))
+    finally:
+        network.alignment_head.iterative_refinement = False
+        hook.remove()
+    assert flow.shape == (1, 2, 64, 96) and torch.isfinite(flow).all() and torch.isfinite(cert).all()
+    assert len(calls) == 2  # the extra level (1/16 resolution) and level 2 share decoder2
