@@ -119,7 +119,7 @@ class RareClassSampler(Dataset):
         self.images_with_class = {c: np.flatnonzero(counts[:, c] > min_pixels) for c in range(num_classes)}
         # The official code asserts that every present class has a candidate image; here such classes are
         # dropped (with a warning) and the others renormalised, i.e. P(c | c has a candidate).
-        orphans = [c for c in np.flatnonzero(probs) if len(self.images_with_class[c]) == 0]
+        orphans = [int(c) for c in np.flatnonzero(probs) if len(self.images_with_class[c]) == 0]
         if orphans:
             log.warning(
                 "rare class sampling: classes %s never exceed %d pixels in one image; not sampled",

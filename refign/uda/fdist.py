@@ -54,5 +54,5 @@ def feature_distance(
     if mask is not None:
         dist = dist[mask]
     if dist.numel() == 0:
-        return student.sum() * 0, False
+        return student.sum() * 0.0 + 0.0, False  # +0.0: no negative zero in the logs
     return dist.mean(), True
