@@ -39,6 +39,7 @@ class TrainerConfig:
     precision: str = "32"
     grad_clip: float | None = None
     log_every: int = 10
+    image_every: int = 0
     eval_every: int = 0
     checkpoint_every: int = 0
     max_nonfinite_steps: int = 5
@@ -129,7 +130,8 @@ class Trainer:
             checkpoint.save_atomic(self.state_dict(), self.run_dir / "checkpoints" / name)
 
     # ---- loop --------------------------------------------------------------------------------------------
-    def train_step(self, batch: dict) -> tuple[dict[str, float], bool]:
+    def train_step(self, batch: dict) -> tuple[dict[str, float], bool, dict]:
+        """One optimiser step; returns logged scalars, whether the step was taken, and ``img/*`` panels."""
         with self.autocast():
             out = self.model(batch, self.step)
         losses = {k: v for k, v in out.items() if k.startswith("loss_")}
@@ -156,7 +158,8 @@ class Trainer:
             if isinstance(v, float) or (torch.is_tensor(v) and v.numel() == 1)
         }
         logged["loss"] = float(loss.detach())
-        return logged, finite
+        images = {k: v for k, v in out.items() if k.startswith("img/")}
+        return logged, finite, images
 
     def fit(self) -> dict:
         self.method.train()
@@ -171,7 +174,9 @@ class Trainer:
         nonfinite = 0
         while self.step < self.cfg.max_steps:
             source, target = next(batches)
-            logged, finite = self.train_step(merge_domains(source, target, self.dist.device))
+            every = self.cfg.image_every
+            self.method.wants_images = self.dist.is_main and bool(every) and (self.step + 1) % every == 0
+            logged, finite, images = self.train_step(merge_domains(source, target, self.dist.device))
             self.step += 1
             nonfinite = 0 if finite else nonfinite + 1
             if not finite:
@@ -187,6 +192,8 @@ class Trainer:
                 logged["lr"] = self.optimizer.param_groups[0]["lr"]
                 bar.set_postfix({k: f"{v:.3g}" for k, v in logged.items() if k.startswith("loss")})
                 self.logger.log({f"train/{k}": v for k, v in logged.items()}, self.step)
+            for key, image in images.items():
+                self.logger.log_image(key, image, self.step)
             if self.cfg.checkpoint_every and self.step % self.cfg.checkpoint_every == 0:
                 self.save()
             if (

@@ -18,7 +18,12 @@ class UDAMethod(nn.Module):
     Batch keys (tensors already on the right device): ``image_src`` (B,3,H,W) normalised, ``semantic_src``
     (B,H,W) int64 train ids with 255 = ignore, and for adaptation methods ``image_trg`` (B,3,H,W) plus
     ``image_ref`` (B,3,H,W) where the target dataset has reference images.
+
+    When the engine sets ``wants_images`` before a step, the method may add ``img/<name>`` entries: (H, W, 3)
+    uint8 panels that are saved as PNG and sent to wandb.
     """
+
+    wants_images: bool = False
 
     def __init__(self, model: Segmentor) -> None:
         super().__init__()

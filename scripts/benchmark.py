@@ -1,0 +1,107 @@
+"""Train several configurations over several seeds and print a mean ± std table of validation mIoU.
+
+    python scripts/benchmark.py --row source-only uda=source_only --row daformer uda=daformer --seeds 0 1 2
+
+Each row is a name followed by Hydra overrides; ``--common`` overrides apply to every row. Every run is a
+separate ``python -m refign.train`` process writing to ``<out>/<row>/seed<k>``; a run whose ``eval_*.json``
+already exists is not repeated, so an interrupted benchmark continues where it stopped. The table is printed
+and written to ``<out>/table.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument(
+        "--row",
+        nargs="+",
+        action="append",
+        required=True,
+        metavar=("NAME", "OVERRIDE"),
+        help="a row: its name, then Hydra overrides",
+    )
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--common", nargs="*", default=[], help="overrides applied to every row")
+    p.add_argument("--out", type=Path, default=ROOT / "outputs" / "benchmark")
+    return p.parse_args(argv)
+
+
+def last_eval(run_dir: Path) -> dict | None:
+    evals = sorted(run_dir.glob("eval_*.json"))
+    return json.loads(evals[-1].read_text()) if evals else None
+
+
+def train(name: str, overrides: list[str], seed: int, out: Path) -> tuple[dict, float | None]:
+    run_dir = out / name / f"seed{seed}"
+    done = last_eval(run_dir)
+    if done is not None:
+        return done, None
+    cmd = [
+        sys.executable,
+        "-m",
+        "refign.train",
+        f"seed={seed}",
+        f"task_name=bench_{name}",
+        f"hydra.run.dir={run_dir}",
+        *overrides,
+    ]
+    print(f"[benchmark] {name} seed {seed}: {' '.join(cmd[2:])}", flush=True)
+    start = time.time()
+    subprocess.run(cmd, cwd=ROOT, check=True)
+    return last_eval(run_dir), time.time() - start
+
+
+def mean_std(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.1f}"
+    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
+
+
+def table(results: dict[str, list[dict]], times: dict[str, list[float]]) -> str:
+    conditions = sorted(
+        {c for runs in results.values() for r in runs for c in r.get("target", {}).get("per_condition", {})}
+    )
+    head = ["method", "source-val", "target-val", *conditions, "min/run"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, runs in results.items():
+        cells = [
+            name,
+            mean_std([r["source"]["mIoU"] for r in runs if "source" in r]),
+            mean_std([r["target"]["mIoU"] for r in runs]),
+        ]
+        cells += [mean_std([r["target"]["per_condition"][c] for r in runs]) for c in conditions]
+        cells.append(f"{statistics.mean(times[name]) / 60:.1f}" if times[name] else "–")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    results: dict[str, list[dict]] = {}
+    times: dict[str, list[float]] = {}
+    for name, *overrides in args.row:
+        for seed in args.seeds:
+            result, seconds = train(name, [*args.common, *overrides], seed, args.out)
+            results.setdefault(name, []).append(result)
+            times.setdefault(name, [])
+            if seconds is not None:
+                times[name].append(seconds)
+    text = table(results, times)
+    print(f"\nValidation mIoU (%), mean ± std over seeds {args.seeds}:\n\n{text}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "table.md").write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
