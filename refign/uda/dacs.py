@@ -6,9 +6,13 @@ from __future__ import annotations
 import copy
 import random
 from collections.abc import Sequence
+from typing import NamedTuple
 
+import numpy as np
 import torch
 
+from refign.data.classes import colorize
+from refign.data.transforms import denormalize
 from refign.models.segmentor import Segmentor, resize
 from refign.uda.augment import strong_photometric
 from refign.uda.base import UDAMethod
@@ -17,6 +21,26 @@ from refign.uda.fdist import feature_distance, feature_distance_mask
 from refign.uda.losses import pixel_weighted_ce
 from refign.uda.mix import class_masks, class_mix
 from refign.uda.pseudo_label import PseudoLabeler, TeacherSoftmax, confidence_weight
+
+
+class MixedBatch(NamedTuple):
+    image: torch.Tensor  # mixed, strongly augmented images (B, 3, H, W)
+    label: torch.Tensor  # mixed labels (B, H, W)
+    weight: torch.Tensor  # pixel weights (B, H, W)
+    confident_fraction: torch.Tensor  # q, logged
+    target: torch.Tensor  # the target images that were pseudo-labelled
+    pseudo_label: torch.Tensor  # the teacher's hard labels on them
+
+
+def mix_panel(mixed: MixedBatch) -> np.ndarray:
+    """First sample: target | pseudo-label | mixed image | mixed label, as one (H, 4W, 3) uint8 image."""
+
+    def rgb(x: torch.Tensor) -> np.ndarray:
+        return (denormalize(x).clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).astype(np.uint8)
+
+    parts = [rgb(mixed.target[0]), colorize(mixed.pseudo_label[0].cpu().numpy())]
+    parts += [rgb(mixed.image[0]), colorize(mixed.label[0].cpu().numpy())]
+    return np.concatenate(parts, axis=1)
 
 
 class DACS(UDAMethod):
@@ -119,13 +143,8 @@ class DACS(UDAMethod):
         return self.fdist_lambda * dist
 
     @torch.no_grad()
-    def mixed_batch(
-        self, batch: dict[str, torch.Tensor]
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Teacher pseudo-labels on the target, ClassMix with the source, strong augmentation.
-
-        Returns the mixed images, labels, pixel weights and the confident fraction q (logged).
-        """
+    def mixed_batch(self, batch: dict[str, torch.Tensor]) -> MixedBatch:
+        """Teacher pseudo-labels on the target, ClassMix with the source, strong augmentation."""
         images_trg, probs = self.pseudo_labeler(self.teacher.model, batch)
         pseudo, weight = confidence_weight(probs, self.threshold, self.ignore_top, self.ignore_bottom)
         n = images_trg.shape[0]  # a larger source batch mixes only its first n images (quirk Q13)
@@ -136,7 +155,7 @@ class DACS(UDAMethod):
         image = strong_photometric(
             image, jitter_draw, blur_draw, self.jitter_s, self.jitter_p, self.blur, self.blur_sigma
         )
-        return image, label, pixel_weight, weight.amax()
+        return MixedBatch(image, label, pixel_weight, weight.amax(), images_trg, pseudo)
 
     def forward(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
         alpha = self.teacher.update(self.model, step)
@@ -145,6 +164,9 @@ class DACS(UDAMethod):
         if self.imnet_backbone is not None:
             out["loss_fdist"] = self.fdist_loss(batch["image_src"], batch["semantic_src"], feats_src)
             out["fdist_empty_steps"] = float(self.fdist_empty_steps)
-        image, label, weight, out["pseudo_weight"] = self.mixed_batch(batch)
-        out["loss_mix"], _ = self.segmentation_loss(image, label, weight)
+        mixed = self.mixed_batch(batch)
+        out["pseudo_weight"] = mixed.confident_fraction
+        out["loss_mix"], _ = self.segmentation_loss(mixed.image, mixed.label, mixed.weight)
+        if self.wants_images:
+            out["img/dacs"] = mix_panel(mixed)
         return out

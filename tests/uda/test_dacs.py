@@ -6,7 +6,9 @@ from tests.uda.conftest import tiny_segmentor, toy_batch, uda_kwargs
 
 def test_step_returns_finite_losses_and_logs():
     method = DACS(tiny_segmentor(), **uda_kwargs("daformer")).train()
+    method.wants_images = True
     out = method(toy_batch(), step=0)
+    assert out.pop("img/dacs").shape == (64, 4 * 64, 3)
     assert {"loss_src", "loss_mix", "loss_fdist"} <= out.keys()
     for k, v in out.items():
         assert torch.isfinite(torch.as_tensor(v)).all(), k
@@ -46,10 +48,12 @@ def test_injected_pseudo_labeler_and_eval_teacher():
         return images, probs
 
     method = DACS(tiny_segmentor(), **uda_kwargs("dacs", eval_teacher=True), pseudo_labeler=labeler)
-    image, label, weight, q = method.mixed_batch(toy_batch())
+    batch = toy_batch()
+    mixed = method.mixed_batch(batch)
     assert calls == [method.teacher.model]
-    assert q == 1 and torch.all(weight == 1)
-    assert set(torch.unique(label).tolist()) <= {0, 1, 2, 3, 4}
+    assert torch.equal(mixed.target, batch["image_ref"]) and torch.all(mixed.pseudo_label == 2)
+    assert mixed.confident_fraction == 1 and torch.all(mixed.weight == 1)
+    assert set(torch.unique(mixed.label).tolist()) <= {0, 1, 2, 3, 4}
     assert method.inference_model() is method.teacher.model
 
 
