@@ -31,15 +31,28 @@ class RefignPseudoLabeler(nn.Module):
         gamma, disable_m, disable_p, renormalize: see ``refine``.
     """
 
-    def __init__(self, aligner: nn.Module | None, use_align: bool = True, adapt_to_ref: bool = True,
-                 adapt_to_ref_p: float = 0.5, gamma: float = 0.25, disable_m: bool = False,
-                 disable_p: bool = False, renormalize: bool = False) -> None:
+    def __init__(
+        self,
+        aligner: nn.Module | None,
+        use_align: bool = True,
+        adapt_to_ref: bool = True,
+        adapt_to_ref_p: float = 0.5,
+        gamma: float = 0.25,
+        disable_m: bool = False,
+        disable_p: bool = False,
+        renormalize: bool = False,
+    ) -> None:
         super().__init__()
         if use_align and aligner is None:
             raise ValueError("refine.use_align=true needs an aligner (alignment=uawarpc)")
         self.aligner = aligner.eval().requires_grad_(False) if aligner is not None else None
         self.use_align, self.adapt_to_ref, self.adapt_to_ref_p = use_align, adapt_to_ref, adapt_to_ref_p
-        self.gamma, self.disable_m, self.disable_p, self.renormalize = gamma, disable_m, disable_p, renormalize
+        self.gamma, self.disable_m, self.disable_p, self.renormalize = (
+            gamma,
+            disable_m,
+            disable_p,
+            renormalize,
+        )
         self.stats: dict[str, float] = {}
         self.panel: np.ndarray | None = None
 
@@ -58,8 +71,9 @@ class RefignPseudoLabeler(nn.Module):
         return warped, valid, certainty
 
     @torch.no_grad()
-    def forward(self, teacher: nn.Module, batch: dict[str, torch.Tensor],
-                want_panel: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, teacher: nn.Module, batch: dict[str, torch.Tensor], want_panel: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         image_trg, image_ref = batch["image_trg"], batch.get("image_ref")
         if image_ref is None:
             raise KeyError("refign=on needs reference images: the target dataset must load 'image_ref'")
@@ -72,8 +86,15 @@ class RefignPseudoLabeler(nn.Module):
         valid = certainty = None
         if self.use_align:
             logits_ref, valid, certainty = self.align(logits_ref, image_ref, image_trg)
-        probs = refine(logits_trg, logits_ref, valid, None if self.disable_p else certainty, gamma=self.gamma,
-                       disable_m=self.disable_m, renormalize=self.renormalize)
+        probs = refine(
+            logits_trg,
+            logits_ref,
+            valid,
+            None if self.disable_p else certainty,
+            gamma=self.gamma,
+            disable_m=self.disable_m,
+            renormalize=self.renormalize,
+        )
         before = logits_trg.argmax(1)
         self.stats = {
             "refign/adapt_to_ref": 0.0,
@@ -81,17 +102,28 @@ class RefignPseudoLabeler(nn.Module):
             "refign/changed_fraction": float((probs.argmax(1) != before).float().mean()),
             "refign/warp_valid_fraction": float(valid.float().mean()) if valid is not None else 1.0,
         }
-        self.panel = self._panel(image_trg, image_ref, logits_ref, certainty, before, probs) if want_panel else None
+        self.panel = (
+            self._panel(image_trg, image_ref, logits_ref, certainty, before, probs) if want_panel else None
+        )
         return image_trg, probs
 
     @staticmethod
     def _panel(image_trg, image_ref, warped_ref, certainty, before, probs) -> np.ndarray:
         """First image of the batch: target | reference | warped ref prediction | certainty | before | after."""
+
         def rgb(x):
             return (denormalize(x[0]).clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).astype(np.uint8)
 
-        cert = certainty[0, 0] if certainty is not None else torch.full_like(before[0], 0.5, dtype=torch.float)
+        cert = (
+            certainty[0, 0] if certainty is not None else torch.full_like(before[0], 0.5, dtype=torch.float)
+        )
         cert = (cert.clamp(0, 1).cpu().numpy()[..., None].repeat(3, -1) * 255).astype(np.uint8)
-        tiles = [rgb(image_trg), rgb(image_ref), colorize(warped_ref[0].argmax(0).cpu().numpy()), cert,
-                 colorize(before[0].cpu().numpy()), colorize(probs[0].argmax(0).cpu().numpy())]
+        tiles = [
+            rgb(image_trg),
+            rgb(image_ref),
+            colorize(warped_ref[0].argmax(0).cpu().numpy()),
+            cert,
+            colorize(before[0].cpu().numpy()),
+            colorize(probs[0].argmax(0).cpu().numpy()),
+        ]
         return np.concatenate(tiles, axis=1)
