@@ -27,5 +27,7 @@ def build_datasets(cfg: DictConfig, node: str) -> dict[str, Dataset]:
 
 def build_train_sets(cfg: DictConfig, needs_target: bool) -> tuple[Dataset, Dataset | None]:
     source = instantiate(cfg.dataset.train_source)
+    if cfg.get("rcs"):  # rcs=on: rare class sampling wraps the source set
+        source = instantiate(cfg.rcs, dataset=source)
     target = instantiate(cfg.dataset.train_target) if needs_target else None
     return source, target

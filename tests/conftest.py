@@ -25,8 +25,6 @@ def tiny_overrides(tmp: Path, n_train: int = 32, n_val: int = 16) -> list[str]:
         f"dataset.val.target.num_images={n_val}",
         "dataset.size=[64,128]",
         "dataset.crop_size=[64,64]",
-        "head.channels=32",
-        "head.embed_dims=32",
         "trainer.num_workers=0",
         "trainer.log_every=1",
         "trainer.checkpoint_every=0",

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from mmseg.models.backbones import MixVisionTransformer
+from mmseg.models.backbones import MixVisionTransformer, ResNetV1c
 from torch import nn
 
-from refign.models.weights import load_backbone_weights
+from refign.models.weights import load_backbone_weights, load_strict, read_state_dict
 
 
 def mit(
@@ -37,4 +37,30 @@ def mit(
     model.out_channels = [embed_dims * h for h in num_heads]
     if pretrained:
         load_backbone_weights(model, pretrained)
+    return model
+
+
+def resnet_v1c(
+    depth: int,
+    strides: Sequence[int],
+    dilations: Sequence[int],
+    pretrained: str | None = None,
+) -> nn.Module:
+    """mmseg ``ResNetV1c`` (deep stem) as in the DeepLabV2 configs, all four stages returned, BN trainable.
+
+    ``pretrained`` names a local file with mmseg ResNet weights (e.g. ``resnet101_v1c``); ``fc.*`` is dropped.
+    """
+    model = ResNetV1c(
+        depth=depth,
+        strides=tuple(strides),
+        dilations=tuple(dilations),
+        out_indices=(0, 1, 2, 3),
+        contract_dilation=False,
+        norm_eval=False,
+        style="pytorch",
+    )
+    model.out_channels = [64 * 4 * 2**i for i in range(4)]
+    if pretrained:
+        state = {k: v for k, v in read_state_dict(pretrained).items() if not k.startswith("fc.")}
+        load_strict(model, state, pretrained)
     return model

@@ -1,0 +1,129 @@
+"""Refign as a pseudo-labeler that any self-training method accepts (spec 03 §1–2).
+
+The teacher predicts target and reference in one batch; the reference logits are warped onto the target with
+the frozen aligner's flow; ``refine`` fuses both into the target probabilities. With probability
+``adapt_to_ref_p`` a step adapts on the reference images instead (no refinement then).
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+from torch import nn
+
+from refign.alignment.warp import warp
+from refign.data.classes import colorize
+from refign.data.transforms import denormalize
+from refign.models.segmentor import resize
+from refign.refine.refiner import refine, trust_score
+
+
+class RefignPseudoLabeler(nn.Module):
+    """Align the reference prediction to the target and refine the target pseudo-label with it.
+
+    Args:
+        aligner: frozen network ``(image_trg, image_ref) -> (flow trg→ref in pixels, certainty (B,1,H,W))``;
+            None only with ``use_align=False``.
+        use_align: warp the reference logits (False: ablation row 1, raw reference logits, no mask, P ≡ 0.5).
+        adapt_to_ref: with probability ``adapt_to_ref_p`` per batch, adapt on the reference images instead.
+        gamma, disable_m, disable_p, renormalize: see ``refine``.
+    """
+
+    def __init__(
+        self,
+        aligner: nn.Module | None,
+        use_align: bool = True,
+        adapt_to_ref: bool = True,
+        adapt_to_ref_p: float = 0.5,
+        gamma: float = 0.25,
+        disable_m: bool = False,
+        disable_p: bool = False,
+        renormalize: bool = False,
+    ) -> None:
+        super().__init__()
+        if use_align and aligner is None:
+            raise ValueError("refine.use_align=true needs an aligner (alignment=uawarpc)")
+        self.aligner = aligner.eval().requires_grad_(False) if aligner is not None else None
+        self.use_align, self.adapt_to_ref, self.adapt_to_ref_p = use_align, adapt_to_ref, adapt_to_ref_p
+        self.gamma, self.disable_m, self.disable_p, self.renormalize = (
+            gamma,
+            disable_m,
+            disable_p,
+            renormalize,
+        )
+        self.stats: dict[str, float] = {}
+        self.panel: np.ndarray | None = None
+
+    def train(self, mode: bool = True) -> RefignPseudoLabeler:
+        """The aligner stays in eval mode (BatchNorm running statistics) whatever the method's mode."""
+        super().train(mode)
+        if self.aligner is not None:
+            self.aligner.eval()
+        return self
+
+    @torch.no_grad()
+    def align(self, logits_ref: torch.Tensor, image_ref: torch.Tensor, image_trg: torch.Tensor):
+        """Reference logits warped into the target frame, the warp's validity mask and the certainty."""
+        flow, certainty = self.aligner(image_trg, image_ref)
+        warped, valid = warp(logits_ref, flow, return_mask=True)
+        return warped, valid, certainty
+
+    @torch.no_grad()
+    def forward(
+        self, teacher: nn.Module, batch: dict[str, torch.Tensor], want_panel: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        image_trg, image_ref = batch["image_trg"], batch.get("image_ref")
+        if image_ref is None:
+            raise KeyError("refign=on needs reference images: the target dataset must load 'image_ref'")
+        if self.adapt_to_ref and random.random() < self.adapt_to_ref_p:
+            self.stats = {"refign/adapt_to_ref": 1.0}
+            return image_ref, torch.softmax(resize(teacher(image_ref), image_ref.shape[-2:]).float(), dim=1)
+        n = image_trg.shape[0]
+        logits = resize(teacher(torch.cat([image_trg, image_ref])), image_trg.shape[-2:])
+        logits_trg, logits_ref = logits[:n], logits[n:]
+        valid = certainty = None
+        if self.use_align:
+            logits_ref, valid, certainty = self.align(logits_ref, image_ref, image_trg)
+        probs = refine(
+            logits_trg,
+            logits_ref,
+            valid,
+            None if self.disable_p else certainty,
+            gamma=self.gamma,
+            disable_m=self.disable_m,
+            renormalize=self.renormalize,
+        )
+        before = logits_trg.argmax(1)
+        self.stats = {
+            "refign/adapt_to_ref": 0.0,
+            "refign/trust_s": float(trust_score(torch.softmax(logits_trg.float(), 1), self.gamma).mean()),
+            "refign/changed_fraction": float((probs.argmax(1) != before).float().mean()),
+            "refign/warp_valid_fraction": float(valid.float().mean()) if valid is not None else 1.0,
+        }
+        self.panel = (
+            self._panel(image_trg, image_ref, logits_ref, certainty, before, probs) if want_panel else None
+        )
+        return image_trg, probs
+
+    @staticmethod
+    def _panel(image_trg, image_ref, warped_ref, certainty, before, probs) -> np.ndarray:
+        """First image of the batch: target | reference | warped ref prediction | certainty | before | after."""
+
+        def rgb(x):
+            return (denormalize(x[0]).clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).astype(np.uint8)
+
+        cert = (
+            certainty[0, 0] if certainty is not None else torch.full_like(before[0], 0.5, dtype=torch.float)
+        )
+        cert = (cert.clamp(0, 1).cpu().numpy()[..., None].repeat(3, -1) * 255).astype(np.uint8)
+        tiles = [
+            rgb(image_trg),
+            rgb(image_ref),
+            colorize(warped_ref[0].argmax(0).cpu().numpy()),
+            cert,
+            colorize(before[0].cpu().numpy()),
+            colorize(probs[0].argmax(0).cpu().numpy()),
+        ]
+        return np.concatenate(tiles, axis=1)

@@ -1,0 +1,146 @@
+"""DACS strong photometric augmentation: colour jitter and Gaussian blur (spec 01 §1.3 step 5).
+
+kornia is not a dependency, so both are written here with kornia 0.5.8's semantics, which produced the
+published numbers: brightness is additive, contrast and saturation multiplicative, hue a rotation in
+radians, each op clamped to [0, 1] and the four applied in a random order per image; the blur is a separable
+Gaussian with reflect borders on the normalised image.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from refign.data.transforms import IMAGENET_MEAN, IMAGENET_STD, denormalize
+
+EPS = 1e-8
+
+
+def normalize(image: torch.Tensor) -> torch.Tensor:
+    """Inverse of ``refign.data.transforms.denormalize``."""
+    return (image - image.new_tensor(IMAGENET_MEAN)[:, None, None]) / image.new_tensor(IMAGENET_STD)[
+        :, None, None
+    ]
+
+
+def rgb_to_hsv(rgb: torch.Tensor) -> torch.Tensor:
+    """(…, 3, H, W) RGB in [0, 1] → HSV with hue in radians [0, 2π) (kornia's convention)."""
+    maxc, argmax = rgb.max(-3)
+    delta = maxc - rgb.min(-3).values
+    sat = delta / (maxc + EPS)
+    safe = torch.where(delta == 0, torch.ones_like(delta), delta)
+    r, g, b = rgb.unbind(-3)
+    candidates = torch.stack([(g - b) / safe, 2 + (b - r) / safe, 4 + (r - g) / safe], -3)
+    hue = candidates.gather(-3, argmax.unsqueeze(-3)).squeeze(-3)
+    hue = torch.where(delta == 0, torch.zeros_like(hue), hue)
+    hue = torch.remainder(hue / 6, 1.0) * 2 * math.pi
+    return torch.stack([hue, sat, maxc], -3)
+
+
+def hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`rgb_to_hsv` (hue taken modulo 2π)."""
+    hue, sat, val = hsv.unbind(-3)
+    h6 = torch.remainder(hue / (2 * math.pi), 1.0) * 6
+    sector = torch.floor(h6).long() % 6
+    f = h6 - torch.floor(h6)
+    p, q, t = val * (1 - sat), val * (1 - f * sat), val * (1 - (1 - f) * sat)
+    table = torch.stack(
+        [
+            torch.stack([val, q, p, p, t, val], -3),  # red per sector
+            torch.stack([t, val, val, q, p, p], -3),  # green
+            torch.stack([p, p, t, val, val, q], -3),  # blue
+        ],
+        -4,
+    )  # (…, 3, 6, H, W)
+    index = sector.unsqueeze(-3).unsqueeze(-4).expand(*table.shape[:-3], 1, *table.shape[-2:])
+    return table.gather(-3, index).squeeze(-3)
+
+
+def adjust_brightness(x: torch.Tensor, factor: float) -> torch.Tensor:
+    return (x + (factor - 1)).clamp(0, 1)
+
+
+def adjust_contrast(x: torch.Tensor, factor: float) -> torch.Tensor:
+    return (x * factor).clamp(0, 1)
+
+
+def adjust_saturation(x: torch.Tensor, factor: float) -> torch.Tensor:
+    h, s, v = rgb_to_hsv(x).unbind(-3)
+    return hsv_to_rgb(torch.stack([h, (s * factor).clamp(0, 1), v], -3)).clamp(0, 1)
+
+
+def adjust_hue(x: torch.Tensor, shift: float) -> torch.Tensor:
+    """Rotate the hue by ``shift`` radians."""
+    h, s, v = rgb_to_hsv(x).unbind(-3)
+    return hsv_to_rgb(torch.stack([h + shift, s, v], -3)).clamp(0, 1)
+
+
+def color_jitter(image: torch.Tensor, strength: float) -> torch.Tensor:
+    """kornia 0.5 ``ColorJitter(s, s, s, s)`` on one de-normalised (3, H, W) image in [0, 1].
+
+    Factors: brightness, contrast, saturation ~ U[max(0, 1−s), 1+s], hue ~ U[−s, s]·2π rad; the four ops
+    in a random order. ``strength == 0`` is the identity (up to the [0, 1] clamp).
+    """
+    low = max(0.0, 1.0 - strength)
+    factors = (torch.empty(3).uniform_(low, 1.0 + strength) if strength > 0 else torch.ones(3)).tolist()
+    hue = float(torch.empty(()).uniform_(-strength, strength)) * 2 * math.pi if strength > 0 else 0.0
+    ops = [
+        lambda x: adjust_brightness(x, factors[0]),
+        lambda x: adjust_contrast(x, factors[1]),
+        lambda x: adjust_saturation(x, factors[2]),
+        lambda x: adjust_hue(x, hue),
+    ]
+    for i in torch.randperm(4).tolist():
+        image = ops[i](image)
+    return image
+
+
+def blur_kernel_size(length: int) -> int:
+    """⌈0.1·L⌉, made odd by subtracting one when even (512 → 51, 1024 → 103)."""
+    k = math.ceil(0.1 * length)
+    return k if k % 2 else k - 1
+
+
+def gaussian_kernel1d(size: int, sigma: float, device=None, dtype=None) -> torch.Tensor:
+    x = torch.arange(size, device=device, dtype=dtype) - size // 2
+    kernel = torch.exp(-(x**2) / (2 * sigma**2))
+    return kernel / kernel.sum()
+
+
+def gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of a (B, C, H, W) tensor, kernel sizes from :func:`blur_kernel_size`, reflect
+    border (kornia ``GaussianBlur2d`` defaults)."""
+    c, (h, w) = image.shape[1], image.shape[-2:]
+    ky, kx = blur_kernel_size(h), blur_kernel_size(w)
+    gy = gaussian_kernel1d(ky, sigma, image.device, image.dtype).view(1, 1, ky, 1).expand(c, 1, ky, 1)
+    gx = gaussian_kernel1d(kx, sigma, image.device, image.dtype).view(1, 1, 1, kx).expand(c, 1, 1, kx)
+    out = F.pad(image, (kx // 2, kx // 2, ky // 2, ky // 2), mode="reflect")
+    return F.conv2d(F.conv2d(out, gy, groups=c), gx, groups=c)
+
+
+def strong_photometric(
+    images: torch.Tensor,
+    jitter_draw: float,
+    blur_draw: float,
+    jitter_s: float,
+    jitter_p: float,
+    blur: bool,
+    sigma_range: tuple[float, float],
+) -> torch.Tensor:
+    """Colour jitter (when ``jitter_draw > jitter_p``) then blur (when ``blur`` and ``blur_draw > 0.5``).
+
+    The two draws are made once per batch by the caller (quirk Q9); jitter factors and σ are per image.
+    ``images`` are ImageNet-normalised; jitter works on the de-normalised image, blur on the normalised one.
+    """
+    out = []
+    for image in images:
+        x = image.unsqueeze(0)
+        if jitter_draw > jitter_p:
+            x = normalize(color_jitter(denormalize(x), jitter_s))
+        if blur and blur_draw > 0.5:
+            x = gaussian_blur(x, float(np.random.uniform(*sigma_range)))
+        out.append(x)
+    return torch.cat(out)

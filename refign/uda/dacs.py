@@ -1,0 +1,172 @@
+"""Mean-teacher self-training with ClassMix: DACS, and DAFormer's additions (feature distance; rare class
+sampling lives on the data side, ``refign/data/rcs.py``)."""
+
+from __future__ import annotations
+
+import copy
+import random
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from refign.data.classes import colorize
+from refign.data.transforms import denormalize
+from refign.models.segmentor import Segmentor, resize
+from refign.uda.augment import strong_photometric
+from refign.uda.base import UDAMethod
+from refign.uda.ema import EMATeacher
+from refign.uda.fdist import feature_distance, feature_distance_mask
+from refign.uda.losses import pixel_weighted_ce
+from refign.uda.mix import class_masks, class_mix
+from refign.uda.pseudo_label import PseudoLabeler, TeacherSoftmax, confidence_weight
+
+
+class MixedBatch(NamedTuple):
+    image: torch.Tensor  # mixed, strongly augmented images (B, 3, H, W)
+    label: torch.Tensor  # mixed labels (B, H, W)
+    weight: torch.Tensor  # pixel weights (B, H, W)
+    confident_fraction: torch.Tensor  # q, logged
+    target: torch.Tensor  # the target images that were pseudo-labelled
+    pseudo_label: torch.Tensor  # the teacher's hard labels on them
+
+
+def mix_panel(mixed: MixedBatch) -> np.ndarray:
+    """First sample: target | pseudo-label | mixed image | mixed label, as one (H, 4W, 3) uint8 image."""
+
+    def rgb(x: torch.Tensor) -> np.ndarray:
+        return (denormalize(x).clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).astype(np.uint8)
+
+    parts = [rgb(mixed.target[0]), colorize(mixed.pseudo_label[0].cpu().numpy())]
+    parts += [rgb(mixed.image[0]), colorize(mixed.label[0].cpu().numpy())]
+    return np.concatenate(parts, axis=1)
+
+
+class DACS(UDAMethod):
+    """One step: EMA update → source CE (+ feature distance) → teacher pseudo-labels → ClassMix + strong
+    augmentation → weighted CE on the mixed images (spec 01 §1.2). The three losses are returned separately
+    and summed by the engine into one backward, which equals the official three backward passes.
+
+    Args:
+        model: the student segmentor.
+        num_classes: number of classes (for the feature-distance label downscaling).
+        ema_momentum: upper bound of the EMA momentum ramp.
+        teacher_eval_mode: False = official (teacher dropout/DropPath active, quirk Q1), True = intended.
+        eval_teacher: evaluate the EMA teacher instead of the student (off by default, spec decision 3).
+        pseudo_label_threshold: confidence τ of the pseudo-label weight.
+        psweight_ignore_top, psweight_ignore_bottom: rows of the weight map set to 0.
+        color_jitter_s, color_jitter_p: jitter strength; jitter happens when a U(0,1) draw exceeds p.
+        blur: Gaussian blur with probability 0.5, σ ~ U(blur_sigma).
+        blur_sigma: range of σ.
+        enable_fdist: DAFormer's feature distance to a frozen copy of the initial backbone.
+        fdist_lambda: its weight.
+        fdist_classes: classes whose cells enter the distance (None = all cells).
+        fdist_scale_min_ratio: minimum purity of a cell's majority class.
+        pseudo_labeler: how target probabilities are made (default: teacher softmax); Refign plugs in here.
+    """
+
+    def __init__(
+        self,
+        model: Segmentor,
+        num_classes: int,
+        ema_momentum: float,
+        teacher_eval_mode: bool,
+        eval_teacher: bool,
+        pseudo_label_threshold: float,
+        psweight_ignore_top: int,
+        psweight_ignore_bottom: int,
+        color_jitter_s: float,
+        color_jitter_p: float,
+        blur: bool,
+        blur_sigma: Sequence[float],
+        enable_fdist: bool,
+        fdist_lambda: float,
+        fdist_classes: Sequence[int] | None,
+        fdist_scale_min_ratio: float,
+        pseudo_labeler: PseudoLabeler | None = None,
+    ) -> None:
+        super().__init__(model)
+        self.num_classes = num_classes
+        self.teacher = EMATeacher(model, ema_momentum, eval_mode=teacher_eval_mode)
+        self.eval_teacher = eval_teacher
+        self.threshold = pseudo_label_threshold
+        self.ignore_top, self.ignore_bottom = psweight_ignore_top, psweight_ignore_bottom
+        self.jitter_s, self.jitter_p = color_jitter_s, color_jitter_p
+        self.blur, self.blur_sigma = blur, (float(blur_sigma[0]), float(blur_sigma[1]))
+        self.pseudo_labeler = pseudo_labeler if pseudo_labeler is not None else TeacherSoftmax()
+        # A frozen copy of the *initial* (pretrained) backbone, taken before any update.
+        self.imnet_backbone = copy.deepcopy(model.backbone).requires_grad_(False) if enable_fdist else None
+        self.fdist_lambda = fdist_lambda
+        self.fdist_classes = list(fdist_classes) if fdist_classes is not None else None
+        self.fdist_min_ratio = fdist_scale_min_ratio
+        # Steps whose feature distance had no qualifying cell (NaN officially, 0 here); saved for resumes.
+        self.register_buffer("fdist_empty_steps", torch.zeros((), dtype=torch.long))
+
+    def train(self, mode: bool = True) -> DACS:
+        super().train(mode)
+        if self.imnet_backbone is not None:
+            self.imnet_backbone.eval()
+        return self
+
+    def inference_model(self) -> Segmentor:
+        return self.teacher.model if self.eval_teacher else self.model
+
+    # ---- pieces a subclass (HRDA) adapts ---------------------------------------------------------------
+    def segmentation_loss(
+        self, image: torch.Tensor, label: torch.Tensor, weight: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Student CE on ``image`` and the backbone features it used (for the feature distance)."""
+        feats = self.model.backbone(image)
+        logits = resize(self.model.head(feats), label.shape[-2:])
+        return pixel_weighted_ce(logits, label, weight), feats
+
+    def imnet_input(self, image: torch.Tensor) -> torch.Tensor:
+        """What the frozen backbone sees: the same input as the student features compared with it."""
+        return image
+
+    # ---- the step ----------------------------------------------------------------------------------------
+    def fdist_loss(
+        self, image: torch.Tensor, label: torch.Tensor, feats: Sequence[torch.Tensor]
+    ) -> torch.Tensor:
+        with torch.no_grad():
+            frozen = self.imnet_backbone(self.imnet_input(image))[-1]
+        student = feats[-1]
+        mask = None
+        if self.fdist_classes is not None:
+            mask = feature_distance_mask(
+                label, student.shape[-2:], self.fdist_classes, self.fdist_min_ratio, self.num_classes
+            )
+        dist, defined = feature_distance(student, frozen, mask)
+        if not defined:
+            self.fdist_empty_steps += 1
+        return self.fdist_lambda * dist
+
+    @torch.no_grad()
+    def mixed_batch(self, batch: dict[str, torch.Tensor]) -> MixedBatch:
+        """Teacher pseudo-labels on the target, ClassMix with the source, strong augmentation."""
+        images_trg, probs = self.pseudo_labeler(self.teacher.model, batch)
+        pseudo, weight = confidence_weight(probs, self.threshold, self.ignore_top, self.ignore_bottom)
+        n = images_trg.shape[0]  # a larger source batch mixes only its first n images (quirk Q13)
+        image_src, label_src = batch["image_src"][:n], batch["semantic_src"][:n]
+        masks = class_masks(label_src)
+        image, label, pixel_weight = class_mix(masks, image_src, label_src, images_trg, pseudo, weight)
+        jitter_draw, blur_draw = random.uniform(0, 1), random.uniform(0, 1)  # once per batch (quirk Q9)
+        image = strong_photometric(
+            image, jitter_draw, blur_draw, self.jitter_s, self.jitter_p, self.blur, self.blur_sigma
+        )
+        return MixedBatch(image, label, pixel_weight, weight.amax(), images_trg, pseudo)
+
+    def forward(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
+        alpha = self.teacher.update(self.model, step)
+        out: dict[str, torch.Tensor | float] = {"ema_alpha": alpha}
+        out["loss_src"], feats_src = self.segmentation_loss(batch["image_src"], batch["semantic_src"])
+        if self.imnet_backbone is not None:
+            out["loss_fdist"] = self.fdist_loss(batch["image_src"], batch["semantic_src"], feats_src)
+            out["fdist_empty_steps"] = float(self.fdist_empty_steps)
+        mixed = self.mixed_batch(batch)
+        out["pseudo_weight"] = mixed.confident_fraction
+        out["loss_mix"], _ = self.segmentation_loss(mixed.image, mixed.label, mixed.weight)
+        if self.wants_images:
+            out["img/dacs"] = mix_panel(mixed)
+        return out

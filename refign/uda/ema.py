@@ -1,0 +1,65 @@
+"""The mean teacher: an exponential moving average of the student's parameters (spec 01 §1.2 step 2)."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+from torch.nn.modules.dropout import _DropoutNd
+
+
+def ema_momentum(step: int, max_momentum: float) -> float:
+    """``min(1 - 1/(step+1), max_momentum)``: the teacher equals the student at step 0 and ramps up."""
+    return min(1.0 - 1.0 / (step + 1), max_momentum)
+
+
+def is_stochastic(module: nn.Module) -> bool:
+    """Dropout of any kind or stochastic depth (mmcv/timm ``DropPath``), matched by class name."""
+    return isinstance(module, _DropoutNd) or type(module).__name__ == "DropPath"
+
+
+class EMATeacher(nn.Module):
+    """A frozen deep copy of the student updated as θ_T ← α·θ_T + (1−α)·θ_S.
+
+    Only parameters are averaged; buffers (BN running statistics) are the teacher's own, as in the official
+    code (quirk Q2).
+
+    Args:
+        student: the network to copy (typically a ``Segmentor``).
+        momentum: the upper bound of α (0.999 in every official config).
+        eval_mode: False (official, quirk Q1): the teacher follows the method's train/eval mode, so its
+            dropout and DropPath stay active while pseudo-labelling. True: dropout and DropPath are switched
+            off whenever the teacher is put in train mode (the intended behaviour; BN keeps batch statistics,
+            as in DAFormer/HRDA).
+    """
+
+    def __init__(self, student: nn.Module, momentum: float, eval_mode: bool = False) -> None:
+        super().__init__()
+        self.model = copy.deepcopy(student)
+        self.model.requires_grad_(False)
+        self.momentum = momentum
+        self.eval_mode = eval_mode
+
+    def train(self, mode: bool = True) -> EMATeacher:
+        super().train(mode)
+        if mode and self.eval_mode:
+            for m in self.model.modules():
+                if is_stochastic(m):
+                    m.eval()
+        return self
+
+    @torch.no_grad()
+    def update(self, student: nn.Module, step: int) -> float:
+        """Average the student's parameters into the teacher; returns the α used (for logging)."""
+        alpha = ema_momentum(step, self.momentum)
+        teacher_params = list(self.model.parameters())
+        student_params = list(student.parameters())
+        if len(teacher_params) != len(student_params):
+            raise RuntimeError("EMA teacher and student have different parameter lists")
+        torch._foreach_mul_(teacher_params, alpha)
+        torch._foreach_add_(teacher_params, [p.detach() for p in student_params], alpha=1.0 - alpha)
+        return alpha
+
+    def forward(self, *args, **kwargs):
+        return self.model(*args, **kwargs)

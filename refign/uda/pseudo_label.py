@@ -1,0 +1,51 @@
+"""Teacher pseudo-labels on the target and their confidence weight (spec 01 §1.2 step 5, §1.3 steps 2–3)."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+from torch import nn
+
+from refign.models.segmentor import resize
+
+
+class PseudoLabeler(Protocol):
+    """Produces the target images of a step and the teacher's class probabilities on them.
+
+    The default is the teacher's softmax on ``image_trg``; Refign plugs in here (alignment of the reference
+    prediction and refinement, plus the 50 % adapt-to-reference choice of the images).
+    """
+
+    def __call__(
+        self, teacher: nn.Module, batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+class TeacherSoftmax(nn.Module):
+    """``softmax(up(teacher(image_trg)))``: the plain DACS pseudo-labeler."""
+
+    def forward(
+        self, teacher: nn.Module, batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        images = batch["image_trg"]
+        return images, torch.softmax(resize(teacher(images), images.shape[-2:]).float(), dim=1)
+
+
+def confidence_weight(
+    probs: torch.Tensor, threshold: float, ignore_top: int = 0, ignore_bottom: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hard pseudo-labels and their pixel weights.
+
+    The weight is one scalar for the whole batch, the fraction of pixels whose max probability is at least
+    ``threshold`` (quirk Q5), broadcast to a (B, H, W) map whose first ``ignore_top`` and last
+    ``ignore_bottom`` rows are zeroed.
+    """
+    confidence, label = probs.max(dim=1)
+    q = (confidence >= threshold).float().mean()
+    weight = q * torch.ones_like(confidence)
+    if ignore_top > 0:
+        weight[:, :ignore_top] = 0
+    if ignore_bottom > 0:
+        weight[:, -ignore_bottom:] = 0
+    return label, weight

@@ -1,0 +1,65 @@
+import torch
+
+from refign.uda.dacs import DACS
+from tests.uda.conftest import tiny_segmentor, toy_batch, uda_kwargs
+
+
+def test_step_returns_finite_losses_and_logs():
+    method = DACS(tiny_segmentor(), **uda_kwargs("daformer")).train()
+    method.wants_images = True
+    out = method(toy_batch(), step=0)
+    assert out.pop("img/dacs").shape == (64, 4 * 64, 3)
+    assert {"loss_src", "loss_mix", "loss_fdist"} <= out.keys()
+    for k, v in out.items():
+        assert torch.isfinite(torch.as_tensor(v)).all(), k
+    # the teacher equals the student after the step-0 update
+    for t, s in zip(method.teacher.model.parameters(), method.model.parameters(), strict=True):
+        torch.testing.assert_close(t, s)
+    sum(v for k, v in out.items() if k.startswith("loss_")).backward()
+    assert all(p.grad is not None for p in method.model.parameters())
+    assert all(p.grad is None for p in method.teacher.parameters())
+    assert all(p.grad is None for p in method.imnet_backbone.parameters())
+    assert not method.imnet_backbone.training
+
+
+def test_loss_falls_on_a_fixed_batch():
+    method = DACS(tiny_segmentor(), **uda_kwargs("dacs")).train()
+    opt = torch.optim.AdamW([p for p in method.parameters() if p.requires_grad], lr=1e-2)
+    batch = toy_batch()
+    losses = []
+    for step in range(30):
+        out = method(batch, step)
+        loss = out["loss_src"] + out["loss_mix"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(out["loss_src"].detach()))
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_injected_pseudo_labeler_and_eval_teacher():
+    calls = []
+
+    def labeler(teacher, batch):
+        calls.append(teacher)
+        images = batch["image_ref"]
+        probs = torch.zeros(images.shape[0], 5, *images.shape[-2:])
+        probs[:, 2] = 1
+        return images, probs
+
+    method = DACS(tiny_segmentor(), **uda_kwargs("dacs", eval_teacher=True), pseudo_labeler=labeler)
+    batch = toy_batch()
+    mixed = method.mixed_batch(batch)
+    assert calls == [method.teacher.model]
+    assert torch.equal(mixed.target, batch["image_ref"]) and torch.all(mixed.pseudo_label == 2)
+    assert mixed.confident_fraction == 1 and torch.all(mixed.weight == 1)
+    assert set(torch.unique(mixed.label).tolist()) <= {0, 1, 2, 3, 4}
+    assert method.inference_model() is method.teacher.model
+
+
+def test_fdist_without_thing_cells_counts_instead_of_nan():
+    method = DACS(tiny_segmentor(), **uda_kwargs("daformer", fdist_classes=[4])).train()
+    batch = toy_batch()
+    batch["semantic_src"][batch["semantic_src"] == 4] = 0
+    out = method(batch, step=0)
+    assert out["loss_fdist"].item() == 0 and out["fdist_empty_steps"] == 1
