@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from hydra.utils import instantiate
+import inspect
+
+from hydra.errors import InstantiationException
+from hydra.utils import get_class
+from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig
 from torch.utils.data import Dataset
 
@@ -16,8 +20,51 @@ def build_segmentor(cfg: DictConfig) -> Segmentor:
     return instantiate(cfg.model, backbone=backbone, head=head)
 
 
+class ConfigError(ValueError):
+    """A configuration whose parts cannot work together."""
+
+
+def instantiate(node, *args, **kwargs):
+    """``hydra.utils.instantiate`` that lets the project's own errors through unwrapped, so that the user
+    reads "weight file not found: X" rather than a Hydra traceback around it."""
+    try:
+        return hydra_instantiate(node, *args, **kwargs)
+    except InstantiationException as err:
+        if isinstance(err.__cause__, ValueError | KeyError | RuntimeError | OSError):
+            raise err.__cause__ from None
+        raise
+
+
+def build_pseudo_labeler(cfg: DictConfig):
+    """Refign's aligner + refiner (``refign=on``), or None for the method's own pseudo-labels."""
+    if not cfg.get("refine"):
+        return None
+    if "pseudo_labeler" not in inspect.signature(get_class(cfg.uda._target_)).parameters:
+        raise ConfigError(
+            f"refign=on needs a self-training method (uda=dacs|daformer|hrda); "
+            f"{cfg.uda._target_} produces no pseudo-labels to refine"
+        )
+    keys = cfg.dataset.train_target.get("load_keys", [])
+    if "image_ref" not in keys:
+        raise ConfigError(
+            f"refign=on needs reference images ('image_ref'), but dataset {cfg.dataset.name!r} loads "
+            f"{list(keys)} for its training target (dataset.train_target.load_keys)"
+        )
+    aligner = None
+    if cfg.refine.use_align:
+        if not cfg.alignment.get("checkpoint"):
+            raise ConfigError(
+                "refign=on aligns with a trained matcher: set alignment.checkpoint=<file> "
+                "(the released uawarpc_megadepth.ckpt, or one from python -m refign.align_train)"
+            )
+        aligner = instantiate(cfg.alignment)
+    return instantiate(cfg.refine, aligner=aligner)
+
+
 def build_method(cfg: DictConfig) -> UDAMethod:
-    return instantiate(cfg.uda, model=build_segmentor(cfg), _recursive_=False)
+    labeler = build_pseudo_labeler(cfg)
+    extra = {"pseudo_labeler": labeler} if labeler is not None else {}
+    return instantiate(cfg.uda, model=build_segmentor(cfg), _recursive_=False, **extra)
 
 
 def build_datasets(cfg: DictConfig, node: str) -> dict[str, Dataset]:

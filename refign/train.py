@@ -29,6 +29,17 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def check_reference_pairs(target) -> None:
+    """Refign warps reference onto target pixel for pixel: both must come in the same size."""
+    sample = target[0]
+    a, b = tuple(sample["image"].shape), tuple(sample["image_ref"].shape)
+    if a != b:
+        raise build.ConfigError(
+            f"target {sample.get('filename', '#0')} is {a} but its reference is {b}: "
+            f"refign=on needs target/reference pairs of equal size (set the dataset's dims)"
+        )
+
+
 def resolve_resume(cfg: DictConfig, run_dir: Path) -> tuple[Path | None, Path]:
     """Checkpoint to resume from and the run directory to keep writing to."""
     if cfg.resume in (None, "", False):
@@ -51,6 +62,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         seed_everything(cfg.seed + info.rank)
         method = build.build_method(cfg)
         source, target = build.build_train_sets(cfg, needs_target=not isinstance(method, SourceOnly))
+        if cfg.get("refine"):
+            check_reference_pairs(target)
         optimizer = build_optimizer(method, **cfg.optim)
         scheduler = build_scheduler(optimizer, max_steps=cfg.trainer.max_steps, **cfg.schedule)
         resolved = OmegaConf.to_container(cfg, resolve=True)

@@ -54,6 +54,7 @@ class RefignPseudoLabeler(nn.Module):
             renormalize,
         )
         self.stats: dict[str, float] = {}
+        self.want_panel = False
         self.panel: np.ndarray | None = None
 
     def train(self, mode: bool = True) -> RefignPseudoLabeler:
@@ -78,7 +79,7 @@ class RefignPseudoLabeler(nn.Module):
         if image_ref is None:
             raise KeyError("refign=on needs reference images: the target dataset must load 'image_ref'")
         if self.adapt_to_ref and random.random() < self.adapt_to_ref_p:
-            self.stats = {"refign/adapt_to_ref": 1.0}
+            self.stats, self.panel = {"refign/adapt_to_ref": 1.0}, None
             return image_ref, torch.softmax(resize(teacher(image_ref), image_ref.shape[-2:]).float(), dim=1)
         n = image_trg.shape[0]
         logits = resize(teacher(torch.cat([image_trg, image_ref])), image_trg.shape[-2:])
@@ -103,7 +104,9 @@ class RefignPseudoLabeler(nn.Module):
             "refign/warp_valid_fraction": float(valid.float().mean()) if valid is not None else 1.0,
         }
         self.panel = (
-            self._panel(image_trg, image_ref, logits_ref, certainty, before, probs) if want_panel else None
+            self._panel(image_trg, image_ref, logits_ref, certainty, before, probs)
+            if self.want_panel
+            else None
         )
         return image_trg, probs
 

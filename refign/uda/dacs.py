@@ -145,6 +145,7 @@ class DACS(UDAMethod):
     @torch.no_grad()
     def mixed_batch(self, batch: dict[str, torch.Tensor]) -> MixedBatch:
         """Teacher pseudo-labels on the target, ClassMix with the source, strong augmentation."""
+        self.pseudo_labeler.want_panel = self.wants_images
         images_trg, probs = self.pseudo_labeler(self.teacher.model, batch)
         pseudo, weight = confidence_weight(probs, self.threshold, self.ignore_top, self.ignore_bottom)
         n = images_trg.shape[0]  # a larger source batch mixes only its first n images (quirk Q13)
@@ -166,7 +167,10 @@ class DACS(UDAMethod):
             out["fdist_empty_steps"] = float(self.fdist_empty_steps)
         mixed = self.mixed_batch(batch)
         out["pseudo_weight"] = mixed.confident_fraction
+        out.update(getattr(self.pseudo_labeler, "stats", {}))
         out["loss_mix"], _ = self.segmentation_loss(mixed.image, mixed.label, mixed.weight)
         if self.wants_images:
             out["img/dacs"] = mix_panel(mixed)
+            if getattr(self.pseudo_labeler, "panel", None) is not None:
+                out["img/refign"] = self.pseudo_labeler.panel
         return out
