@@ -27,6 +27,14 @@ class TokenMLP(nn.Module):
         return self.proj(x.flatten(2).transpose(1, 2)).transpose(1, 2).reshape(b, -1, h, w)
 
 
+def classifier(channels: int, num_classes: int) -> nn.Conv2d:
+    """The final 1×1 convolution, initialised N(0, 0.01) with zero bias as in the official heads."""
+    conv = nn.Conv2d(channels, num_classes, 1)
+    nn.init.normal_(conv.weight, 0, 0.01)
+    nn.init.zeros_(conv.bias)
+    return conv
+
+
 class SeparableASPP(nn.Module):
     """ASPP with a 1×1 branch and depthwise-separable dilated branches, then a 3×3 bottleneck."""
 
@@ -80,9 +88,7 @@ class DAFormerHead(nn.Module):
         self.embed_layers = nn.ModuleList([TokenMLP(c, embed_dims) for c in in_channels])
         self.fuse_layer = SeparableASPP(embed_dims * len(in_channels), channels, dilations, norm_cfg)
         self.dropout = nn.Dropout2d(dropout_ratio)
-        self.conv_seg = nn.Conv2d(channels, num_classes, 1)
-        nn.init.normal_(self.conv_seg.weight, 0, 0.01)
-        nn.init.zeros_(self.conv_seg.bias)
+        self.conv_seg = classifier(channels, num_classes)
 
     def forward(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
         size = feats[0].shape[-2:]

@@ -12,7 +12,7 @@ import torch
 from mmcv.cnn import ConvModule
 from torch import nn
 
-from refign.models.heads.daformer import TokenMLP
+from refign.models.heads.daformer import TokenMLP, classifier
 from refign.models.segmentor import resize
 
 
@@ -44,9 +44,7 @@ class SegFormerHead(nn.Module):
             4 * channels, channels, 1, norm_cfg=dict(norm_cfg or {"type": "BN"}), act_cfg={"type": "ReLU"}
         )
         self.dropout = nn.Dropout2d(dropout_ratio)
-        self.linear_pred = nn.Conv2d(channels, num_classes, 1)
-        nn.init.normal_(self.linear_pred.weight, 0, 0.01)
-        nn.init.zeros_(self.linear_pred.bias)
+        self.linear_pred = classifier(channels, num_classes)
 
     def forward(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
         size = feats[0].shape[-2:]
