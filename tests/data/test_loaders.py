@@ -32,7 +32,7 @@ def test_acdc_counts_pairing_and_conditions(tmp_path):
         assert e.image_ref.parent.parent.name == "val_ref" and e.image_ref.parent.name == e.image.parent.name
         assert e.image_ref.name == e.image.name.replace("_rgb_anon", "_rgb_ref_anon")
     s = ds[4]  # night, recording GOPR0415, i=1 (sorted after GOPR0405 frames 0 and 2)
-    assert s["filename"] == "GOPR0415_frame_000001_rgb_anon.png"
+    assert s["filename"] == "GOPR0415_frame_000101_rgb_anon.png"
     assert raw(s["image"])[0, 0, 0] == 15 and raw(s["image_ref"])[0, 0, 0] == 115
     assert s["semantic"].dtype == torch.int64 and s["semantic"][0, 0] == 1 and s["semantic"][0, -1] == 2
     assert len(ACDC(root, "test", load_keys=("image",))) == 8
@@ -161,9 +161,9 @@ def test_wrong_layout_names_expected_folder(tmp_path, make, cls, split, missing)
 
 def test_unpaired_reference_and_missing_label_name_the_file(tmp_path):
     root = trees.acdc(tmp_path / "ACDC")
-    ref = root / "rgb_anon/night/val_ref/GOPR0405/GOPR0405_frame_000002_rgb_ref_anon.png"
+    ref = root / "rgb_anon/night/val_ref/GOPR0405/GOPR0405_frame_000102_rgb_ref_anon.png"
     ref.unlink()
-    with pytest.raises(DatasetError, match="GOPR0405_frame_000002_rgb_ref_anon.png"):
+    with pytest.raises(DatasetError, match="GOPR0405_frame_000102_rgb_ref_anon.png"):
         ACDC(root, "val", load_keys=("image", "image_ref"))
     assert len(ACDC(root, "val")) == 8  # references not requested: not needed
     (root / "gt/fog/val/GOPR0415/GOPR0415_frame_000001_gt_labelTrainIds.png").unlink()

@@ -29,10 +29,10 @@ def png(path: Path, value: int, mode: str = "RGB") -> Path:
 def acdc(root: Path, per_condition: dict[str, int] | None = None) -> Path:
     """ACDC: ``per_condition`` images in train, val and test of every condition, two recordings."""
     counts = per_condition or {"fog": 2, "night": 3, "rain": 1, "snow": 2}
-    for cond, n in counts.items():
+    for c, (cond, n) in enumerate(counts.items()):
         for split in ("train", "val", "test"):
-            for i in range(n):
-                rec, name = f"GOPR04{i % 2}5", f"GOPR04{i % 2}5_frame_{i:06d}"
+            for i in range(n):  # names are unique across conditions, as in ACDC
+                rec, name = f"GOPR04{i % 2}5", f"GOPR04{i % 2}5_frame_{100 * c + i:06d}"
                 value = 10 * i + len(cond)
                 png(root / "rgb_anon" / cond / split / rec / f"{name}_rgb_anon.png", value)
                 png(root / "rgb_anon" / cond / f"{split}_ref" / rec / f"{name}_rgb_ref_anon.png", value + 100)
