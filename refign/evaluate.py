@@ -37,6 +37,8 @@ def load_model(cfg: DictConfig):
             for node in MODEL_NODES:
                 cfg[node] = stored[node]
             cfg.dataset.num_classes = stored.dataset.num_classes
+    with open_dict(cfg):  # every weight comes from the checkpoint: do not read the initialisation file
+        cfg.backbone.pretrained = None
     method = build.build_method(cfg)
     load_strict(method, state["model"], str(cfg.checkpoint))
     return method.inference_model()

@@ -1,0 +1,140 @@
+"""Shared machinery of the real-data loaders: an index of (image, label, reference) files checked up front.
+
+Each dataset module only says where its files are (``list_entries``); loading, load-time resizing (the
+official ``dims``), pairing checks and the sample dict live here, so the loaders cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from torch.utils.data import Dataset
+
+from refign.data.io import DatasetError, load_image, load_label, require_dir
+from refign.data.transforms import JointTransform
+
+KEYS = ("image", "image_ref", "semantic")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """The files of one sample; ``None`` where the dataset has no such file for this split."""
+
+    image: Path
+    semantic: Path | None = None
+    image_ref: Path | None = None
+    condition: str = ""
+
+
+def find_files(folder: Path, suffix: str, what: str, depth: int = 1) -> list[Path]:
+    """Files ending in ``suffix`` exactly ``depth`` folders below ``folder``, sorted (the official code uses
+    unsorted ``os.listdir``; sorting only makes the order reproducible)."""
+    require_dir(folder, what)
+    files = sorted(folder.glob("/".join(["*"] * depth + [f"*{suffix}"])))
+    if not files:
+        raise DatasetError(f"{what}: no '*{suffix}' files found in {folder} (wrong layout?)")
+    return files
+
+
+def strip_suffix(name: str, suffix: str) -> str:
+    return name[: -len(suffix)] if name.endswith(suffix) else name
+
+
+class FolderDataset(Dataset):
+    """Base class of the real datasets. Subclasses set the class attributes and ``list_entries``.
+
+    Args:
+        root: the dataset folder (``<paths.data_root>/<subdir>`` in the configs).
+        split: a split name of the dataset itself (e.g. ACDC ``val``; see each module for the stage mapping).
+        load_keys: subset of ``image``, ``image_ref``, ``semantic``.
+        dims: (H, W) every image and label is resized to when loaded (official ``dims``); None = native.
+        resize_labels: False keeps labels at native size while images follow ``dims`` — the official test
+            pipeline (``Resize(img_only=True)``), so metrics are computed at full label resolution.
+        transform: joint transform; default = normalisation to tensors only.
+    """
+
+    name: str = ""
+    orig_dims: tuple[int, int] = (0, 0)
+    splits: tuple[str, ...] = ()
+    labelled_splits: tuple[str, ...] = ()
+    reference_splits: tuple[str, ...] = ()
+    conditions: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        split: str,
+        load_keys: Sequence[str] = ("image", "semantic"),
+        dims: Sequence[int] | None = None,
+        resize_labels: bool = True,
+        transform: Callable[[dict], dict] | None = None,
+    ) -> None:
+        if split not in self.splits:
+            raise ValueError(f"{self.name}: split must be one of {list(self.splits)}, got {split!r}")
+        self.load_keys = tuple(load_keys)
+        allowed = {"image"}
+        allowed |= {"semantic"} if split in self.labelled_splits else set()
+        allowed |= {"image_ref"} if split in self.reference_splits else set()
+        if "image" not in self.load_keys or set(self.load_keys) - allowed:
+            raise ValueError(
+                f"{self.name} {split}: load_keys {list(self.load_keys)} not available "
+                f"(this split offers {sorted(allowed)}, and 'image' is required)"
+            )
+        self.root, self.split = Path(root), split
+        require_dir(self.root, f"{self.name} root")
+        self.dims = tuple(int(d) for d in dims) if dims is not None else None
+        self.resize_labels = resize_labels
+        self.transform = transform if transform is not None else JointTransform()
+        self.entries = self.list_entries()
+        self._check_pairs()
+
+    def list_entries(self) -> list[Entry]:
+        raise NotImplementedError
+
+    def _check_pairs(self) -> None:
+        """Every requested label and reference must exist: a missing one is an error, never a skip."""
+        for entry in self.entries:
+            for key in self.load_keys:
+                path = getattr(entry, key)
+                if path is None or not path.is_file():
+                    raise DatasetError(
+                        f"{self.name} {self.split}: no {key} for {entry.image} "
+                        f"(expected {path if path is not None else 'a paired file'})"
+                    )
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def map_label(self, label: np.ndarray) -> np.ndarray:
+        """Stored label values → train ids (identity: the files already hold train ids)."""
+        return label
+
+    def read_label(self, index: int, size: Sequence[int] | None) -> np.ndarray:
+        # The id mapping comes before any resize (nearest), as in the official loaders.
+        label = self.map_label(load_label(self.entries[index].semantic))
+        if size is not None and label.shape != tuple(size):
+            label = np.asarray(Image.fromarray(label).resize((size[1], size[0]), Image.NEAREST))
+        return label
+
+    def load_label(self, index: int) -> np.ndarray:
+        """The native-resolution label: rare class sampling counts pixels on it, as the official class
+        statistics (computed on full-size Cityscapes labels, min_pixels 3000) do."""
+        return self.read_label(index, None)
+
+    def __getitem__(self, index: int) -> dict:
+        entry = self.entries[index]
+        sample = {}
+        for key in self.load_keys:
+            if key == "semantic":
+                sample[key] = self.read_label(index, self.dims if self.resize_labels else None)
+            else:
+                sample[key] = load_image(getattr(entry, key), self.dims)
+        sample = self.transform(sample)
+        sample["filename"] = entry.image.name
+        sample["condition"] = entry.condition
+        return sample

@@ -1,0 +1,97 @@
+"""Benchmark-server export: trainId PNGs named after the inputs, colour PNGs, one upload-ready zip.
+
+Servers (spec decision 4; field notes §3):
+
+* ACDC (acdc.vision.ee.ethz.ch/submit): the test images of all four conditions, one single-channel PNG of
+  train ids per input image, named like the input (``<name>_rgb_anon.png``), at the archive root. The server
+  reports the all-conditions mIoU only; per-condition numbers need one submission per condition.
+* Dark Zurich (CodaLab competition 3783): the archive needs the three folders ``labelTrainIds/``,
+  ``labelTrainIds_invalid/`` and ``confidence/``. This model predicts no invalid regions and no separate
+  confidence, so the same trainId maps go into all three — the submission the server is known to accept
+  (without them it answers "Missing prediction for ground truth file …").
+
+Predictions are the argmax of logits resized bilinearly to the dataset's native size (official
+``predict_step``), so the files match the ground truth the servers hold.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from refign.data.classes import colorize
+
+TRAINIDS, COLOR = "labelTrainIds", "color"
+
+
+@dataclass(frozen=True)
+class ServerFormat:
+    folders: tuple[str, ...]  # archive folders that each hold every trainId PNG ("" = archive root)
+    url: str
+
+
+SERVER_FORMATS = {
+    "ACDC": ServerFormat(("",), "https://acdc.vision.ee.ethz.ch/submit"),
+    "DarkZurich": ServerFormat(
+        ("labelTrainIds", "labelTrainIds_invalid", "confidence"),
+        "https://codalab.lisn.upsaclay.fr/competitions/3783",
+    ),
+}
+DEFAULT_FORMAT = ServerFormat(("",), "")
+
+
+def png_name(filename: str) -> str:
+    """The input file name with a ``.png`` extension (BDD100k images are ``.jpg``)."""
+    return str(Path(filename).with_suffix(".png"))
+
+
+def prepare_dir(path: Path, overwrite: bool) -> None:
+    """Create ``path``; refuse to write into a non-empty one unless ``overwrite`` (never silently)."""
+    if path.exists() and any(path.iterdir()) and not overwrite:
+        raise FileExistsError(
+            f"{path} already holds predictions; choose another out_dir or set overwrite=true"
+        )
+    (path / TRAINIDS).mkdir(parents=True, exist_ok=True)
+    (path / COLOR).mkdir(parents=True, exist_ok=True)
+
+
+@torch.no_grad()
+def predict_dataset(
+    model: torch.nn.Module, dataset: Dataset, out_dir: Path, device: torch.device, overwrite: bool = False
+) -> list[Path]:
+    """Write ``out_dir/labelTrainIds/<name>.png`` (train ids 0..18) and ``out_dir/color/<name>.png`` for
+    every image; returns the trainId files in dataset order."""
+    prepare_dir(out_dir, overwrite)
+    out_size = tuple(getattr(dataset, "orig_dims", ())) or None
+    model.eval()
+    written = []
+    for batch in tqdm(DataLoader(dataset, batch_size=1), desc=f"predict {out_dir.name}"):
+        image = batch["image"].to(device)
+        logits = model.predict(image, out_size=out_size or image.shape[-2:])
+        pred = logits.argmax(1)[0].to(torch.uint8).cpu().numpy()
+        name = png_name(batch["filename"][0])
+        if (out_dir / TRAINIDS / name).exists() and not overwrite:
+            raise FileExistsError(f"two inputs map to the same prediction file {name}")
+        Image.fromarray(pred, "L").save(out_dir / TRAINIDS / name)
+        Image.fromarray(colorize(pred)).save(out_dir / COLOR / name)
+        written.append(out_dir / TRAINIDS / name)
+    return written
+
+
+def make_archive(files: list[Path], fmt: ServerFormat, archive: Path, overwrite: bool = False) -> Path:
+    """One zip in the server's layout: every trainId PNG in each of ``fmt.folders``."""
+    if archive.exists() and not overwrite:
+        raise FileExistsError(f"{archive} exists; set overwrite=true to replace it")
+    tmp = archive.with_name(f".{archive.name}.tmp")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+        for folder in fmt.folders:
+            for path in files:
+                zf.write(path, f"{folder}/{path.name}" if folder else path.name)
+    tmp.replace(archive)
+    return archive

@@ -1,0 +1,80 @@
+"""Import published weights from local files.
+
+    # ImageNet MiT-B5 (SegFormer release, mit_b5.pth) or the Cityscapes SegFormer-B5 → mmseg MiT names
+    python scripts/convert_checkpoint.py mit pretrained_models/mit_b5.pth pretrained_models/mit_b5_mmseg.pth
+
+    # an official Refign checkpoint → a refign checkpoint for refign.evaluate / refign.predict;
+    # the Hydra overrides after -- describe the model it holds (as for training)
+    python scripts/convert_checkpoint.py refign refign_daformer_acdc.ckpt outputs/refign_daformer_acdc.pt \
+        -- dataset=acdc uda=daformer [refign=…]
+
+    # check the torchvision VGG-16 file of the aligner (and optionally write its conv layers only)
+    python scripts/convert_checkpoint.py vgg pretrained_models/vgg16-397923af.pth
+
+A file that does not fit stops with the offending keys listed; nothing is overwritten without --force.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf, open_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from refign import build  # noqa: E402
+from refign.models.convert import check_vgg16, convert_mit, convert_refign  # noqa: E402
+from refign.models.weights import read_state_dict  # noqa: E402
+
+
+def save(obj: dict, out: Path, force: bool) -> None:
+    if out.exists() and not force:
+        raise SystemExit(f"{out} exists; pass --force to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(obj, out)
+    print(f"wrote {out}")
+
+
+def refign_checkpoint(src: Path, overrides: list[str], drop_unmatched: bool) -> dict:
+    """Build the method the overrides describe, map the official tensors onto it, return a checkpoint."""
+    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
+        cfg = compose(config_name="train", overrides=overrides)
+    with open_dict(cfg):
+        cfg.backbone.pretrained = None  # every tensor comes from the converted file
+    method = build.build_method(cfg)
+    conversion = convert_refign(read_state_dict(src), method.state_dict(), str(src), drop_unmatched)
+    print(conversion.report())
+    return {"model": conversion.state, "config": OmegaConf.to_container(cfg), "converted_from": str(src)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("kind", choices=["mit", "refign", "vgg"])
+    p.add_argument("src", type=Path)
+    p.add_argument("out", type=Path, nargs="?")
+    p.add_argument(
+        "--drop-unmatched", action="store_true", help="drop official keys the model has no place for"
+    )
+    p.add_argument("--force", action="store_true", help="replace an existing output file")
+    args, overrides = p.parse_known_args(argv)
+    overrides = [o for o in overrides if o != "--"]
+    if args.kind != "vgg" and args.out is None:
+        p.error(f"{args.kind} needs an output path")
+    if args.kind == "mit":
+        state = convert_mit(read_state_dict(args.src), str(args.src))
+        save(state, args.out, args.force)
+    elif args.kind == "refign":
+        save(refign_checkpoint(args.src, overrides, args.drop_unmatched), args.out, args.force)
+    else:
+        features = check_vgg16(read_state_dict(args.src), str(args.src))
+        print(f"{args.src}: VGG-16 with all 13 conv layers ({len(features)} tensors)")
+        if args.out:
+            save(features, args.out, args.force)
+
+
+if __name__ == "__main__":
+    main()
