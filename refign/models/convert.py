@@ -34,8 +34,8 @@ PREFIXES: dict[str, str] = {
     "m_head.": "teacher.model.head.",
     "m_hrda_scale_attention.": "teacher.model.scale_attention.",
     "imnet_backbone.": "imnet_backbone.",
-    "alignment_backbone.": "pseudo_labeler.aligner.backbone.",
-    "alignment_head.": "pseudo_labeler.aligner.head.",
+    "alignment_backbone.": "pseudo_labeler.aligner.alignment_backbone.",
+    "alignment_head.": "pseudo_labeler.aligner.alignment_head.",
 }
 BACKBONE_PREFIXES = ("backbone.", "m_backbone.", "imnet_backbone.")
 # state of this project that the official checkpoints do not have: taken from the freshly built model
