@@ -66,3 +66,35 @@ def test_two_point_multirun_sweep(tmp_path):
     jobs = sorted(tmp_path.glob("train/multirun/*/*/checkpoints/last.pt"))
     assert len(jobs) == 2
     assert out.stdout.count("target-val mIoU") == 2
+
+
+EXPECTED_EXPERIMENTS = {  # spec 01 §6.2: (uda, backbone, head, crop, rcs min_crop_ratio, max_steps, inference)
+    "acdc_refign_daformer": ("DACS", "mit", "DAFormerHead", 512, 0.5, 40000, "whole"),
+    "acdc_refign_deeplabv2": ("DACS", "resnet_v1c", "DeepLabV2Head", 512, 0.5, 40000, "whole"),
+    "acdc_refign_hrda_star": ("HRDA", "mit", "DAFormerHead", 1024, 2.0, 40000, "slide"),
+    "dark_zurich_refign_daformer": ("DACS", "mit", "DAFormerHead", 512, 0.5, 40000, "whole"),
+    "dark_zurich_refign_deeplabv2": ("DACS", "resnet_v1c", "DeepLabV2Head", 512, 0.5, 40000, "whole"),
+    "dark_zurich_refign_hrda_star": ("HRDA", "mit", "DAFormerHead", 1024, 2.0, 40000, "slide"),
+    "robotcar_refign_daformer": ("DACS", "mit", "DAFormerHead", 512, 0.5, 20000, "whole"),
+    "robotcar_refign_deeplabv2": ("DACS", "resnet_v1c", "DeepLabV2Head", 512, 0.5, 20000, "whole"),
+}
+
+
+def test_every_official_config_has_an_experiment_that_composes():
+    found = {p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml")}
+    assert found == set(EXPECTED_EXPERIMENTS)
+    with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
+        for name, (uda, backbone, head, crop, ratio, steps, inference) in EXPECTED_EXPERIMENTS.items():
+            c = compose("train", overrides=[f"experiment={name}", "+ablation=row3"])
+            got = (
+                c.uda._target_.rsplit(".", 1)[1],
+                c.backbone._target_.rsplit(".", 1)[1],
+                c.head._target_.rsplit(".", 1)[1],
+                c.dataset.crop_size[0],
+                c.dataset.rcs.min_crop_ratio,
+                c.trainer.max_steps,
+                c.model.inference,
+            )
+            assert got == (uda, backbone, head, crop, ratio, steps, inference), name
+            assert c.refine.gamma == 0.0 and c.refine.disable_m and c.uda.enable_fdist
+            assert c.optim.backbone_lr_factor == 0.1 and c.schedule.warmup_iters == 1500
