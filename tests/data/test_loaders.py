@@ -13,7 +13,7 @@ from refign.data.datasets.dark_zurich import DarkZurich
 from refign.data.datasets.nighttime_driving import NighttimeDriving
 from refign.data.datasets.robotcar import RobotCar
 from refign.data.io import DatasetError
-from refign.data.transforms import IMAGENET_MEAN, IMAGENET_STD, JointTransform
+from refign.data.transforms import IMAGENET_MEAN, IMAGENET_STD, JointTransform, denormalize
 from tests.data import trees
 
 
@@ -178,3 +178,32 @@ def test_corrupt_png_names_the_file(tmp_path):
     ds = Cityscapes(root, "val")
     with pytest.raises(DatasetError, match="bremen_000001_000019_gtFine_labelTrainIds.png"):
         ds[1]
+
+
+def test_robotcar_correspondence_pairs_from_mat_files(tmp_path):
+    """MATLAB v7.3 files are HDF5: the image paths are stored as arrays of character codes (spec 03 §3.5)."""
+    h5py = pytest.importorskip("h5py")
+    root = trees.robotcar_labelled(tmp_path / "RobotCar")
+    pairs = [
+        ("overcast-reference/rear/100.jpg", "night/rear/200.jpg"),
+        ("overcast-reference/rear/101.jpg", "dawn/rear/300.jpg"),
+    ]
+    (root / "correspondence_data").mkdir()
+    for k, (ref, trg) in enumerate(pairs):
+        for rel, value in ((ref, 40 + 100 * k), (trg, 90 + 100 * k)):
+            trees.png(root / "images" / rel, value)
+        with h5py.File(root / "correspondence_data" / f"pair_{k:04d}.mat", "w") as f:
+            f["im_i_path"] = np.array([[ord(c)] for c in ref], np.uint16)
+            f["im_j_path"] = np.array([[ord(c)] for c in trg], np.uint16)
+    ds = RobotCar(root, "train", load_keys=("image", "image_ref"))
+    assert len(ds) == 2
+    by_name = {ds[i]["filename"]: ds[i] for i in range(2)}
+    assert set(by_name) == {"200.jpg", "300.jpg"}
+
+    # the target is im_j (adverse), the reference im_i (overcast): the red level identifies the file
+    def red(x):
+        return float(denormalize(x)[0].mean()) * 255
+
+    for name, (trg_value, ref_value) in {"200.jpg": (90, 40), "300.jpg": (190, 140)}.items():
+        assert abs(red(by_name[name]["image"]) - trg_value) < 8
+        assert abs(red(by_name[name]["image_ref"]) - ref_value) < 8
