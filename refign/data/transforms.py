@@ -87,11 +87,11 @@ def to_tensors(sample: dict, normalize: A.Normalize) -> dict:
         if key in IMAGE_KEYS:
             out[key] = torch.from_numpy(normalize(image=value)["image"].transpose(2, 0, 1).copy())
         elif key in ("semantic", "semantic_ref"):
-            out[key] = torch.from_numpy(np.ascontiguousarray(value)).long()
+            out[key] = torch.tensor(value, dtype=torch.long)
         elif key == "flow_valid":
-            out[key] = torch.from_numpy(np.ascontiguousarray(value)).bool()
+            out[key] = torch.tensor(value, dtype=torch.bool)
         elif key == "flow":
-            out[key] = torch.from_numpy(np.ascontiguousarray(value)).float()
+            out[key] = torch.tensor(value, dtype=torch.float32)
         else:
             out[key] = value
     return out
