@@ -52,7 +52,13 @@ def build_pseudo_labeler(cfg: DictConfig):
         )
     aligner = None
     if cfg.refine.use_align:
-        if not cfg.alignment.get("checkpoint"):
+        if getattr(get_class(cfg.alignment._target_), "needs_gt_flow", False):
+            if not {"flow", "flow_valid"} <= set(keys):
+                raise ConfigError(
+                    "alignment=oracle reads the ground-truth flow: add "
+                    "dataset.train_target.load_keys=[image,image_ref,flow,flow_valid]"
+                )
+        elif not cfg.alignment.get("checkpoint"):
             raise ConfigError(
                 "refign=on aligns with a trained matcher: set alignment.checkpoint=<file> "
                 "(the released uawarpc_megadepth.ckpt, or one from python -m refign.align_train)"

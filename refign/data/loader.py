@@ -98,6 +98,6 @@ def merge_domains(source: dict, target: dict | None, device: torch.device) -> di
     batch = {"image_src": source["image"], "semantic_src": source["semantic"]}
     if target is not None:
         batch["image_trg"] = target["image"]
-        if "image_ref" in target:
-            batch["image_ref"] = target["image_ref"]
+        # the reference and, for alignment=oracle, the ground-truth flow travel with the target images
+        batch.update({k: target[k] for k in ("image_ref", "flow", "flow_valid") if k in target})
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}

@@ -65,9 +65,18 @@ class RefignPseudoLabeler(nn.Module):
         return self
 
     @torch.no_grad()
-    def align(self, logits_ref: torch.Tensor, image_ref: torch.Tensor, image_trg: torch.Tensor):
+    def align(
+        self,
+        logits_ref: torch.Tensor,
+        image_ref: torch.Tensor,
+        image_trg: torch.Tensor,
+        batch: dict[str, torch.Tensor] | None = None,
+    ):
         """Reference logits warped into the target frame, the warp's validity mask and the certainty."""
-        flow, certainty = self.aligner(image_trg, image_ref)
+        if getattr(self.aligner, "needs_gt_flow", False):
+            flow, certainty = self.aligner(image_trg, image_ref, batch["flow"], batch["flow_valid"])
+        else:
+            flow, certainty = self.aligner(image_trg, image_ref)
         warped, valid = warp(logits_ref, flow, return_mask=True)
         return warped, valid, certainty
 
@@ -86,7 +95,7 @@ class RefignPseudoLabeler(nn.Module):
         logits_trg, logits_ref = logits[:n], logits[n:]
         valid = certainty = None
         if self.use_align:
-            logits_ref, valid, certainty = self.align(logits_ref, image_ref, image_trg)
+            logits_ref, valid, certainty = self.align(logits_ref, image_ref, image_trg, batch)
         probs = refine(
             logits_trg,
             logits_ref,
