@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 
 from hydra.errors import InstantiationException
-from hydra.utils import get_class
+from hydra.utils import get_class, get_object
 from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig
 from torch.utils.data import Dataset
@@ -52,7 +52,7 @@ def build_pseudo_labeler(cfg: DictConfig):
         )
     aligner = None
     if cfg.refine.use_align:
-        if getattr(get_class(cfg.alignment._target_), "needs_gt_flow", False):
+        if getattr(get_object(cfg.alignment._target_), "needs_gt_flow", False):
             if not {"flow", "flow_valid"} <= set(keys):
                 raise ConfigError(
                     "alignment=oracle reads the ground-truth flow: add "
