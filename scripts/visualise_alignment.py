@@ -14,11 +14,7 @@ from PIL import Image
 from refign.alignment.network import build_alignment_network
 from refign.alignment.warp import warp
 from refign.data.datasets.synthetic import SyntheticDataset
-from refign.data.transforms import JointTransform, denormalize
-
-
-def to_uint8(image: torch.Tensor) -> np.ndarray:
-    return (denormalize(image).clamp(0, 1).permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+from refign.data.transforms import JointTransform, to_rgb_uint8
 
 
 def main() -> None:
@@ -45,7 +41,7 @@ def main() -> None:
     warped = warped[0] * valid[0]
     cert_rgb = np.repeat((cert[0, 0].numpy() * 255).astype(np.uint8)[..., None], 3, axis=2)
     panel = np.concatenate(
-        [to_uint8(sample["image"]), to_uint8(sample["image_ref"]), to_uint8(warped), cert_rgb], 1
+        [to_rgb_uint8(sample["image"]), to_rgb_uint8(sample["image_ref"]), to_rgb_uint8(warped), cert_rgb], 1
     )
     Image.fromarray(panel).save(args.out)
     print(f"wrote {args.out}: target | reference | warped reference | certainty")

@@ -97,6 +97,11 @@ def to_tensors(sample: dict, normalize: A.Normalize) -> dict:
     return out
 
 
+def to_rgb_uint8(image: torch.Tensor) -> np.ndarray:
+    """One normalised (3, H, W) image → (H, W, 3) uint8, for panels and PNGs."""
+    return (denormalize(image).clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).astype(np.uint8)
+
+
 def denormalize(image: torch.Tensor) -> torch.Tensor:
     """Normalised (…,3,H,W) → [0, 1], for visualisation and photometric augmentation."""
     mean = image.new_tensor(IMAGENET_MEAN)[:, None, None]

@@ -15,7 +15,7 @@ from torch import nn
 
 from refign.alignment.warp import warp
 from refign.data.classes import colorize
-from refign.data.transforms import denormalize
+from refign.data.transforms import to_rgb_uint8
 from refign.models.segmentor import resize
 from refign.refine.refiner import refine, trust_score
 
@@ -123,16 +123,13 @@ class RefignPseudoLabeler(nn.Module):
     def _panel(image_trg, image_ref, warped_ref, certainty, before, probs) -> np.ndarray:
         """First image of the batch: target | reference | warped ref prediction | certainty | before | after."""
 
-        def rgb(x):
-            return (denormalize(x[0]).clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).astype(np.uint8)
-
         cert = (
             certainty[0, 0] if certainty is not None else torch.full_like(before[0], 0.5, dtype=torch.float)
         )
         cert = (cert.clamp(0, 1).cpu().numpy()[..., None].repeat(3, -1) * 255).astype(np.uint8)
         tiles = [
-            rgb(image_trg),
-            rgb(image_ref),
+            to_rgb_uint8(image_trg[0]),
+            to_rgb_uint8(image_ref[0]),
             colorize(warped_ref[0].argmax(0).cpu().numpy()),
             cert,
             colorize(before[0].cpu().numpy()),

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from refign.data.classes import colorize
-from refign.data.transforms import denormalize
+from refign.data.transforms import to_rgb_uint8
 from refign.models.segmentor import Segmentor, resize
 from refign.uda.augment import strong_photometric
 from refign.uda.base import UDAMethod
@@ -34,12 +34,8 @@ class MixedBatch(NamedTuple):
 
 def mix_panel(mixed: MixedBatch) -> np.ndarray:
     """First sample: target | pseudo-label | mixed image | mixed label, as one (H, 4W, 3) uint8 image."""
-
-    def rgb(x: torch.Tensor) -> np.ndarray:
-        return (denormalize(x).clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).astype(np.uint8)
-
-    parts = [rgb(mixed.target[0]), colorize(mixed.pseudo_label[0].cpu().numpy())]
-    parts += [rgb(mixed.image[0]), colorize(mixed.label[0].cpu().numpy())]
+    parts = [to_rgb_uint8(mixed.target[0]), colorize(mixed.pseudo_label[0].cpu().numpy())]
+    parts += [to_rgb_uint8(mixed.image[0]), colorize(mixed.label[0].cpu().numpy())]
     return np.concatenate(parts, axis=1)
 
 
