@@ -18,6 +18,7 @@ from refign.data.classes import colorize
 from refign.data.transforms import to_rgb_uint8
 from refign.models.segmentor import resize
 from refign.refine.refiner import refine, trust_score
+from refign.uda.pseudo_label import teacher_probs
 
 
 class RefignPseudoLabeler(nn.Module):
@@ -89,7 +90,7 @@ class RefignPseudoLabeler(nn.Module):
             raise KeyError("refign=on needs reference images: the target dataset must load 'image_ref'")
         if self.adapt_to_ref and random.random() < self.adapt_to_ref_p:
             self.stats, self.panel = {"refign/adapt_to_ref": 1.0}, None
-            return image_ref, torch.softmax(resize(teacher(image_ref), image_ref.shape[-2:]).float(), dim=1)
+            return image_ref, teacher_probs(teacher, image_ref)
         n = image_trg.shape[0]
         logits = resize(teacher(torch.cat([image_trg, image_ref])), image_trg.shape[-2:])
         logits_trg, logits_ref = logits[:n], logits[n:]

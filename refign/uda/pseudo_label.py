@@ -22,6 +22,11 @@ class PseudoLabeler(Protocol):
     ) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
+def teacher_probs(teacher: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """``softmax(up(teacher(images)))`` in fp32: class probabilities at the input resolution."""
+    return torch.softmax(resize(teacher(images), images.shape[-2:]).float(), dim=1)
+
+
 class TeacherSoftmax(nn.Module):
     """``softmax(up(teacher(image_trg)))``: the plain DACS pseudo-labeler."""
 
@@ -29,7 +34,7 @@ class TeacherSoftmax(nn.Module):
         self, teacher: nn.Module, batch: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor]:
         images = batch["image_trg"]
-        return images, torch.softmax(resize(teacher(images), images.shape[-2:]).float(), dim=1)
+        return images, teacher_probs(teacher, images)
 
 
 def confidence_weight(
