@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -115,22 +115,50 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     device = pick_device(cfg.device)
+    if cfg.mode not in ("train", "eval"):
+        raise ValueError(f"mode must be 'train' or 'eval', got {cfg.mode!r}")
+    if cfg.mode == "eval" and not cfg.alignment.checkpoint:
+        shipped = cfg.data.get("shipped_checkpoint")
+        if not shipped:
+            raise ValueError(
+                f"mode=eval needs alignment.checkpoint=<file> (data {cfg.data.name!r} ships none)"
+            )
+        log.info("mode=eval without alignment.checkpoint: evaluating the shipped matcher %s", shipped)
+        with open_dict(cfg):
+            cfg.alignment.checkpoint = shipped
     network = instantiate(cfg.alignment).to(device)
     result: dict = {}
     if cfg.mode == "train":
         result["checkpoint"] = str(train(cfg, network, device, run_dir))
-    elif cfg.mode != "eval":
-        raise ValueError(f"mode must be 'train' or 'eval', got {cfg.mode!r}")
     eval_set = instantiate(cfg.data.eval)
     metrics = evaluate(network, eval_set, device)
     if cfg.data.name == "synthetic":
         metrics |= {f"identity_{k}": v for k, v in identity_baseline(eval_set).items()}
-    log.info(
-        "PCK-1 %.2f  PCK-3 %.2f  PCK-5 %.2f  AEPE %.3f  (%s)",
-        metrics["pck1"], metrics["pck3"], metrics["pck5"], metrics["aepe"], cfg.data.name,
-    )  # fmt: skip
-    print(" ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+    print(format_metrics(metrics, cfg.data.name))
     return result | metrics
+
+
+def format_metrics(metrics: dict[str, float], data_name: str) -> str:
+    """PCK / AEPE overall and per condition as a table, then the certainty and speed figures."""
+    groups = [""] + sorted({k.split("/")[0] for k in metrics if "/" in k})
+    cols = ("pck1", "pck3", "pck5", "pck10", "aepe")
+    lines = [f"matcher on {data_name}: " + " | ".join(["split".ljust(8), *(c.upper() for c in cols)])]
+    for g in groups:
+        prefix = f"{g}/" if g else ""
+        if f"{prefix}pck5" in metrics:
+            cells = [f"{metrics[prefix + c]:6.2f}" for c in cols]
+            lines.append(" " * (len(data_name) + 13) + " | ".join([(g or "all").ljust(8), *cells]))
+    if "identity_pck5" in metrics:
+        lines.append(
+            f"identity (zero flow): PCK-5 {metrics['identity_pck5']:.2f}, AEPE {metrics['identity_aepe']:.2f}"
+        )
+    if "certain50_epe_ratio" in metrics:
+        lines.append(
+            f"certainty: EPE of the 50 % most certain pixels / EPE of all = {metrics['certain50_epe_ratio']:.3f} "
+            f"(Spearman certainty–EPE {metrics['spearman_cert_epe']:+.3f})"
+        )
+    lines.append(f"throughput: {metrics['pairs_per_s']:.1f} pairs/s")
+    return "\n".join(lines)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="align_train")

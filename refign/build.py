@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import logging
 
 from hydra.errors import InstantiationException
 from hydra.utils import get_class, get_object
@@ -11,13 +12,26 @@ from omegaconf import DictConfig
 from torch.utils.data import Dataset
 
 from refign.models.segmentor import Segmentor
+from refign.models.weights import init_segmentor
 from refign.uda.base import UDAMethod
+
+log = logging.getLogger(__name__)
 
 
 def build_segmentor(cfg: DictConfig) -> Segmentor:
+    """Backbone + head (+ HRDA's attention); ``init_weights`` replaces the fresh weights by a file's, before
+    any method copies the segmentor (so the EMA teacher and the frozen feature-distance copy start from it)."""
     backbone = instantiate(cfg.backbone)
     head = instantiate(cfg.head, in_channels=list(backbone.out_channels), num_classes=cfg.dataset.num_classes)
-    return instantiate(cfg.model, backbone=backbone, head=head)
+    segmentor = instantiate(cfg.model, backbone=backbone, head=head)
+    if cfg.get("init_weights"):
+        fresh = init_segmentor(segmentor, cfg.init_weights)
+        log.info(
+            "initialised the segmentor from %s%s",
+            cfg.init_weights,
+            f" (fresh: {len(fresh)} tensors)" * bool(fresh),
+        )
+    return segmentor
 
 
 class ConfigError(ValueError):

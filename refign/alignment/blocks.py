@@ -9,9 +9,15 @@ from __future__ import annotations
 from collections import OrderedDict
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 LEAKY_SLOPE = 0.1
+
+
+def scaled(channels: int, width: float) -> int:
+    """A layer's channel count under the head's width factor (1.0 = official)."""
+    return max(4, round(channels * width))
 
 
 class ConvBN(nn.Sequential):
@@ -40,18 +46,19 @@ class ConvBN(nn.Sequential):
 
 class FlowDecoder(nn.Module):
     """Residual CNN that regresses a 2-channel flow (or mapping) from a cost volume; also returns its
-    32-channel last feature. The skips take pre-activation tensors, as in the official decoder."""
+    32-channel (× width) last feature. The skips take pre-activation tensors, as in the official decoder."""
 
-    def __init__(self, in_channels: int) -> None:
+    def __init__(self, in_channels: int, width: float = 1.0) -> None:
         super().__init__()
-        self.conv_0 = ConvBN(in_channels, 128, act=False)
-        self.conv0_skip = ConvBN(128, 96, kernel_size=1, act=False)
-        self.conv_1 = ConvBN(128, 128)
-        self.conv_2 = ConvBN(128, 96, act=False)
-        self.conv2_skip = ConvBN(96, 32, kernel_size=1, act=False)
-        self.conv_3 = ConvBN(96, 64)
-        self.conv_4 = ConvBN(64, 32, act=False)
-        self.predict_mapping = nn.Conv2d(32, 2, 3, padding=1)
+        c128, c96, c64, c32 = (scaled(c, width) for c in (128, 96, 64, 32))
+        self.conv_0 = ConvBN(in_channels, c128, act=False)
+        self.conv0_skip = ConvBN(c128, c96, kernel_size=1, act=False)
+        self.conv_1 = ConvBN(c128, c128)
+        self.conv_2 = ConvBN(c128, c96, act=False)
+        self.conv2_skip = ConvBN(c96, c32, kernel_size=1, act=False)
+        self.conv_3 = ConvBN(c96, c64)
+        self.conv_4 = ConvBN(c64, c32, act=False)
+        self.predict_mapping = nn.Conv2d(c32, 2, 3, padding=1)
         self.act = nn.LeakyReLU(LEAKY_SLOPE)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -67,10 +74,12 @@ class RefinementModule(nn.Module):
 
     DILATIONS = ((32, 128, 1), (128, 128, 2), (128, 128, 4), (128, 96, 8), (96, 64, 16), (64, 32, 1))
 
-    def __init__(self) -> None:
+    def __init__(self, width: float = 1.0) -> None:
         super().__init__()
-        convs = [ConvBN(cin, cout, dilation=d) for cin, cout, d in self.DILATIONS]
-        self.dc_convs = nn.Sequential(*convs, nn.Conv2d(32, 2, 3, padding=1))
+        convs = [
+            ConvBN(scaled(cin, width), scaled(cout, width), dilation=d) for cin, cout, d in self.DILATIONS
+        ]
+        self.dc_convs = nn.Sequential(*convs, nn.Conv2d(scaled(32, width), 2, 3, padding=1))
 
     def forward(self, feat: torch.Tensor) -> torch.Tensor:
         return self.dc_convs(feat)
@@ -83,24 +92,30 @@ class UncertaintyModule(nn.Module):
     are fused with the decoder feature (and, at levels 3–1, the previous log-variance and flow).
 
     Args:
-        search_size: side of the correlation patch: 16 (global level) or 9 (local levels).
+        search_size: side of the correlation patch: 16 (global level of the official 256² coarse branch),
+            9 (local levels), or below 9 for the global level of a smaller coarse branch — such a patch is
+            zero-padded to 9×9 (zero = no correlation) so that the same unpadded convs reduce it to one
+            value per pixel.
         feed_in_previous: also take the upsampled previous log-variance (1 ch) and flow (2 ch).
+        width: channel factor (1.0 = official) of these convs and of the decoder feature they fuse.
     """
 
-    def __init__(self, search_size: int, feed_in_previous: bool) -> None:
+    def __init__(self, search_size: int, feed_in_previous: bool, width: float = 1.0) -> None:
         super().__init__()
-        if search_size not in (9, 16):
-            raise ValueError(f"search_size must be 9 or 16, got {search_size}")
+        if search_size != 16 and not 1 <= search_size <= 9:
+            raise ValueError(f"search_size must be 16 or 1…9, got {search_size}")
         self.search_size = search_size
+        self.pad = max(0, 9 - search_size)
         self.feed_in_previous = feed_in_previous
-        self.conv_0 = ConvBN(1, 32, padding=0)
+        c32, c16 = scaled(32, width), scaled(16, width)
+        self.conv_0 = ConvBN(1, c32, padding=0)
         self.maxpool = nn.MaxPool2d(2) if search_size == 16 else nn.Identity()
-        self.conv_1 = ConvBN(32, 32, padding=0)
-        self.conv_2 = ConvBN(32, 16, padding=0)
-        self.predict_uncertainty = nn.Conv2d(16, 6, 3)
-        self.pred_conv_0 = ConvBN(6 + 32 + (3 if feed_in_previous else 0), 32)
-        self.pred_conv_1 = ConvBN(32, 16)
-        self.predict_uncertainty_final = nn.Conv2d(16, 1, 3, padding=1)
+        self.conv_1 = ConvBN(c32, c32, padding=0)
+        self.conv_2 = ConvBN(c32, c16, padding=0)
+        self.predict_uncertainty = nn.Conv2d(c16, 6, 3)
+        self.pred_conv_0 = ConvBN(6 + c32 + (3 if feed_in_previous else 0), c32)
+        self.pred_conv_1 = ConvBN(c32, c16)
+        self.predict_uncertainty_final = nn.Conv2d(c16, 1, 3, padding=1)
 
     def forward(
         self,
@@ -112,6 +127,8 @@ class UncertaintyModule(nn.Module):
         b, _, h, w = corr.shape
         s = self.search_size
         patches = corr.permute(0, 2, 3, 1).reshape(b * h * w, 1, s, s)
+        if self.pad:
+            patches = F.pad(patches, (self.pad // 2, self.pad - self.pad // 2) * 2)
         x = self.conv_2(self.conv_1(self.maxpool(self.conv_0(patches))))
         x = self.predict_uncertainty(x).view(b, h, w, 6).permute(0, 3, 1, 2)
         parts = [x, feat]

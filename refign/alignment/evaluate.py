@@ -24,14 +24,22 @@ def spearman(x: torch.Tensor, y: torch.Tensor) -> float:
     return float(torch.corrcoef(torch.stack([rx, ry]))[0, 1])
 
 
+def certain_half_epe_ratio(certainty: torch.Tensor, epe: torch.Tensor) -> float:
+    """Mean EPE of the 50 % most certain pixels divided by the mean EPE of all of them: 1 for a certainty
+    that says nothing, near 0 when the confident pixels are the accurate ones (what Refign's P relies on)."""
+    top = certainty.argsort(descending=True)[: max(1, len(certainty) // 2)]
+    return float(epe[top].mean() / epe.mean().clamp_min(1e-12))
+
+
 @torch.no_grad()
 def evaluate(
     network: AlignmentNetwork, dataset: Dataset, device: torch.device, progress: bool = True
 ) -> dict:
-    """PCK-1/3/5/10 and AEPE; with dense GT also the Spearman correlation of certainty and EPE (should be
-    negative: confident pixels have small errors) and the throughput in pairs/s."""
+    """PCK-1/3/5/10 and AEPE; with dense GT also, per condition, ``<condition>/pck5`` etc., and for the
+    certainty the Spearman correlation with the EPE (should be negative: confident pixels have small errors)
+    and ``certain50_epe_ratio`` (``certain_half_epe_ratio``); and the throughput in pairs/s."""
     network.eval()
-    metric = SparseEPE()
+    metric, per_condition = SparseEPE(), {}
     certs, epes, seconds = [], [], 0.0
     for i in tqdm(range(len(dataset)), desc="eval", disable=not progress, leave=False):
         sample = dataset[i]
@@ -46,12 +54,19 @@ def evaluate(
             valid = sample["flow_valid"]
             epes.append(metric.update_dense(flow, sample["flow"], valid))
             certs.append(cert[valid])
+            if "condition" in sample:
+                cond = per_condition.setdefault(sample["condition"], SparseEPE())
+                cond.update_dense(flow, sample["flow"], valid)
         else:
             metric.update(flow, sample["corr_pts_ref"], sample["corr_pts"])
     out = metric.compute()
     out["pairs_per_s"] = len(dataset) / max(seconds, 1e-9)
+    for name, cond in sorted(per_condition.items()):
+        out |= {f"{name}/{k}": v for k, v in cond.compute().items()}
     if certs:
-        out["spearman_cert_epe"] = spearman(torch.cat(certs), torch.cat(epes))
+        cert_all, epe_all = torch.cat(certs), torch.cat(epes)
+        out["spearman_cert_epe"] = spearman(cert_all, epe_all)
+        out["certain50_epe_ratio"] = certain_half_epe_ratio(cert_all, epe_all)
     return out
 
 

@@ -17,7 +17,7 @@ from refign.alignment.vgg import VGGPyramid
 from refign.models.weights import CheckpointError, read_state_dict
 
 HEAD_PREFIX, BACKBONE_PREFIX = "alignment_head.", "alignment_backbone."
-Pyramids = tuple[list[torch.Tensor], list[torch.Tensor]]  # (full-res [pool2, pool3], 256 [pool3, pool4])
+Pyramids = tuple[list[torch.Tensor], list[torch.Tensor]]  # (full-res [pool2, pool3], coarse [pool3, pool4])
 
 
 def certainty_from_logvar(logvar: torch.Tensor, radius: float = 1.0) -> torch.Tensor:
@@ -35,27 +35,32 @@ class AlignmentNetwork(nn.Module):
     resize the pair to a common size first, as the official evaluation does with bottom-right padding).
 
     Args:
-        backbone: the frozen VGG pyramid (kept frozen and in eval mode).
+        backbone: the feature pyramid: the frozen VGG-16 (official; kept frozen and in eval mode) or a
+            pyramid with ``trainable = True`` (``ConvPyramid``), which is learnt together with the head.
         head: the UAWarpC head.
         certainty_radius: R of P_R in pixels.
     """
 
-    def __init__(self, backbone: VGGPyramid, head: UAWarpCHead, certainty_radius: float = 1.0) -> None:
+    def __init__(self, backbone: nn.Module, head: UAWarpCHead, certainty_radius: float = 1.0) -> None:
         super().__init__()
-        self.alignment_backbone = backbone.requires_grad_(False)
+        self.backbone_trainable = bool(getattr(backbone, "trainable", False))
+        self.alignment_backbone = backbone.requires_grad_(self.backbone_trainable)
         self.alignment_head = head
         self.certainty_radius = certainty_radius
 
     def train(self, mode: bool = True) -> AlignmentNetwork:
         super().train(mode)
-        self.alignment_backbone.eval()
+        if not self.backbone_trainable:
+            self.alignment_backbone.eval()
         return self
 
-    @torch.no_grad()
     def pyramids(self, images: torch.Tensor) -> Pyramids:
-        """Frozen features of a batch: full resolution (pool2, pool3) and 256×256 (pool3, pool4)."""
-        small = F.interpolate(images, size=(COARSE, COARSE), mode="area")
-        return self.alignment_backbone(images, [-3, -2]), self.alignment_backbone(small, [-2, -1])
+        """Features of a batch: full resolution (pool2, pool3) and coarse² (pool3, pool4); without gradient
+        unless the pyramid is trained with the head."""
+        coarse = self.alignment_head.coarse_size
+        small = F.interpolate(images, size=(coarse, coarse), mode="area")
+        with torch.set_grad_enabled(self.backbone_trainable and torch.is_grad_enabled()):
+            return self.alignment_backbone(images, [-3, -2]), self.alignment_backbone(small, [-2, -1])
 
     def head_levels(self, pyr_trg: Pyramids, pyr_src: Pyramids, size: tuple[int, int]) -> tuple[Level, ...]:
         """All four (flow, log-variance) levels, coarse → fine (used by training and the losses)."""
@@ -83,10 +88,23 @@ def build_alignment_network(
     iterative_refinement: bool = False,
     force_torch_correlation: bool = False,
     certainty_radius: float = 1.0,
+    coarse_size: int = COARSE,
+    head_width: float = 1.0,
+    pyramid: nn.Module | None = None,
 ) -> AlignmentNetwork:
-    """The matcher from config values: ImageNet VGG file and/or a full matcher checkpoint (both optional)."""
-    head = UAWarpCHead(iterative_refinement, force_torch_correlation)
-    network = AlignmentNetwork(VGGPyramid(vgg_weights), head, certainty_radius)
+    """The matcher from config values: ImageNet VGG file and/or a full matcher checkpoint (both optional).
+
+    ``pyramid`` replaces the official VGG-16 (e.g. a ``ConvPyramid`` for CPU-scale matchers; ``vgg_weights``
+    must then be null), ``coarse_size`` the official 256² coarse branch and ``head_width`` scales the head's
+    channels (1.0 = official).
+    """
+    if pyramid is not None and vgg_weights:
+        raise ValueError(
+            "alignment.vgg_weights is set but alignment.pyramid replaces VGG-16: set one of them"
+        )
+    head = UAWarpCHead(iterative_refinement, force_torch_correlation, coarse_size, head_width)
+    backbone = pyramid if pyramid is not None else VGGPyramid(vgg_weights)
+    network = AlignmentNetwork(backbone, head, certainty_radius)
     if checkpoint:
         load_alignment_checkpoint(checkpoint, network)
     return network
@@ -101,7 +119,9 @@ def load_alignment_checkpoint(path: str | os.PathLike, network: AlignmentNetwork
     """
     state = read_state_dict(path)
     _load_prefixed(network.alignment_head, state, HEAD_PREFIX, path, required=True)
-    _load_prefixed(network.alignment_backbone, state, BACKBONE_PREFIX, path, required=False)
+    # a trained pyramid is part of the matcher; a frozen VGG may come from its own ImageNet file instead
+    required = network.backbone_trainable
+    _load_prefixed(network.alignment_backbone, state, BACKBONE_PREFIX, path, required=required)
 
 
 def _load_prefixed(

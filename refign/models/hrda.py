@@ -61,6 +61,9 @@ class HRDASegmentor(Segmentor):
         hr_crop_size: detail crop (h, w) in input pixels; None = the context view's size (official).
     """
 
+    # ``init_weights`` from a plain segmentor leaves the scale attention at its fresh initialisation
+    init_optional_prefixes = ("scale_attention.",)
+
     def __init__(
         self,
         backbone: nn.Module,

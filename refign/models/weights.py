@@ -55,3 +55,30 @@ def load_backbone_weights(module: nn.Module, path: str | os.PathLike) -> None:
         state = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
     state = {k: v for k, v in state.items() if not k.startswith(("head.", "decode_head."))}
     load_strict(module, state, str(path))
+
+
+def segmentor_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The segmentor weights in a file: a bare segmentor state dict (``backbone.*``, ``head.*``…) or a
+    training checkpoint of this project, whose student segmentor is stored under ``model.*``."""
+    state = read_state_dict(path)
+    if not any(k.startswith(("backbone.", "head.")) for k in state):
+        student = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
+        if student:
+            state = student
+    return state
+
+
+def init_segmentor(segmentor: nn.Module, path: str | os.PathLike) -> list[str]:
+    """Initialise a whole segmentor (backbone + decode head) from ``path`` before training.
+
+    Every tensor of the file must fit; tensors missing from the file are allowed only under the prefixes the
+    segmentor class declares in ``init_optional_prefixes`` (HRDA's scale attention, which a plain segmentor
+    does not have and which starts from scratch, as in the official HRDA). Returns the keys left at their
+    fresh initialisation.
+    """
+    state = segmentor_state(path)
+    optional = tuple(getattr(segmentor, "init_optional_prefixes", ()))
+    own = segmentor.state_dict()
+    fresh = sorted(k for k in set(own) - set(state) if k.startswith(optional)) if optional else []
+    load_strict(segmentor, {**{k: own[k] for k in fresh}, **state}, f"{path} (init_weights)")
+    return fresh

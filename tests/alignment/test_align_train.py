@@ -34,16 +34,21 @@ def align_cfg(tmp_path: Path, *overrides: str):
 
 
 def test_stage_configs_compose(tmp_path):
-    one, two = align_cfg(tmp_path), align_cfg(tmp_path, "stage=2", "loss_weighting=intended")
+    md = "align_data=megadepth"
+    one, two = align_cfg(tmp_path, md), align_cfg(tmp_path, md, "stage=2", "loss_weighting=intended")
     s1, s2 = stage_cfg(one), stage_cfg(two)
     assert not s1.visibility_mask and not s1.warps.elastic and s1.lr == 1e-4
     assert s2.visibility_mask and s2.warps.elastic and s2.lr == 5e-5
     with pytest.raises(ValueError, match="stage3"):
-        stage_cfg(align_cfg(tmp_path, "stage=3"))
+        stage_cfg(align_cfg(tmp_path, md, "stage=3"))
     assert one.loss_weighting == "official" and two.loss_weighting == "intended"
     assert one.alignment._target_.endswith("build_alignment_network")
-    md = align_cfg(tmp_path, "align_data=megadepth")
-    assert md.data.crop_size == [520, 520] and md.trainer.max_steps is None
+    assert one.data.crop_size == [520, 520] and one.trainer.max_steps is None
+    assert one.alignment.coarse_size == 256 and one.alignment.pyramid is None  # the faithful matcher
+    # the synthetic benchmark (default) trains the CPU-scale variant from scratch with its own schedule
+    syn = align_cfg(tmp_path)
+    assert syn.alignment.pyramid._target_.endswith("ConvPyramid") and syn.alignment.checkpoint is None
+    assert syn.loss_weighting == "intended" and stage_cfg(syn).max_steps < 10_000
 
 
 class TinyPairs(torch.utils.data.Dataset):
@@ -60,7 +65,7 @@ class TinyPairs(torch.utils.data.Dataset):
 
 def test_one_training_step_has_finite_losses_and_head_gradients(tmp_path):
     torch.manual_seed(0)
-    cfg = align_cfg(tmp_path, "stage=2")
+    cfg = align_cfg(tmp_path, "align_data=megadepth", "stage=2")
     network = build_alignment_network().train()
     pairs = WarpConsistencyPairs(TinyPairs(), WarpConfig(elastic=True), swap_p=0.5)
     batch = torch.utils.data.default_collate([pairs[0]])

@@ -1,0 +1,55 @@
+"""The synthetic benchmark's shipped weights: where they are and how they are scored.
+
+``segmentor_synthetic.pt`` is the source-only segmentor every synthetic UDA run starts from (the analogue of
+the paper's ImageNet / Cityscapes initialisation) and ``uawarpc_small_synthetic.pt`` the CPU-scale matcher
+that ``refign=on`` uses there. ``scripts/make_synthetic_assets.py`` reproduces both and records, in
+``manifest.json``, the scores computed here; the test suite recomputes them from the shipped files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from refign import build
+from refign.alignment.evaluate import evaluate as evaluate_matcher
+from refign.engine.dist import DistInfo
+from refign.engine.evaluator import evaluate as evaluate_segmentor
+
+ASSETS = Path(__file__).resolve().parent
+MANIFEST = ASSETS / "manifest.json"
+SEGMENTOR_FILE = "segmentor_synthetic.pt"
+MATCHER_FILE = "uawarpc_small_synthetic.pt"
+CONF_DIR = str(ASSETS.parents[1] / "conf")
+CPU = DistInfo(0, 1, 0, torch.device("cpu"))
+
+
+def _compose(config: str, overrides: list[str]):
+    with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
+        return compose(config, overrides=overrides)
+
+
+def segmentor_scores(path: str | Path, cache_dir: str | None = None) -> dict[str, float]:
+    """Validation mIoU of a synthetic-benchmark segmentor file: source, target and each target condition."""
+    extra = [f"paths.cache_dir={cache_dir}"] if cache_dir else []
+    cfg = _compose("train", ["uda=source_only", "refign=off", f"init_weights={path}", *extra])
+    model = build.build_segmentor(cfg)
+    scores = {}
+    for name, dataset in build.build_datasets(cfg, "val").items():
+        result = evaluate_segmentor(model, dataset, CPU, desc=f"eval {name}")
+        scores[f"{name}_val_mIoU"] = result["mIoU"]
+        scores |= {f"{name}_val/{c}": v for c, v in result.get("per_condition", {}).items()}
+    return scores
+
+
+def matcher_scores(path: str | Path, cache_dir: str | None = None) -> dict[str, float]:
+    """PCK / AEPE of a synthetic matcher file on the synthetic test split, overall and per condition, and
+    how informative its certainty is (``certain50_epe_ratio``)."""
+    extra = [f"paths.cache_dir={cache_dir}"] if cache_dir else []
+    cfg = _compose("align_train", ["align_data=synthetic", f"alignment.checkpoint={path}", *extra])
+    network = instantiate(cfg.alignment)
+    metrics = evaluate_matcher(network, instantiate(cfg.data.eval), CPU.device, progress=False)
+    return {k: v for k, v in metrics.items() if k != "pairs_per_s"}

@@ -1,0 +1,118 @@
+"""Reproduce the two small files shipped for the embedded synthetic benchmark (``refign/assets/``).
+
+    python scripts/make_synthetic_assets.py segmentor   # source-only segmentor, the UDA rows' pretrained start
+    python scripts/make_synthetic_assets.py matcher     # the CPU-scale UAWarpC matcher (alignment=uawarpc_small)
+    python scripts/make_synthetic_assets.py all
+
+They play the part of the paper's ImageNet / Cityscapes weights and of ``uawarpc_megadepth.ckpt``: every
+synthetic run starts from them, so nothing slow happens on a fresh clone. Each command trains with the
+project's own entry points (``refign.train``, ``refign.align_train``) in a separate process, keeps only the
+network weights (a bare state dict, no optimiser), scores the file exactly as the test suite does
+(``refign/assets/scores.py``) and records command, SHA-256 and scores in ``refign/assets/manifest.json``.
+Extra Hydra overrides go after ``--``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from refign.assets.scores import (  # noqa: E402
+    ASSETS,
+    MANIFEST,
+    MATCHER_FILE,
+    SEGMENTOR_FILE,
+    matcher_scores,
+    segmentor_scores,
+)
+from refign.models.weights import read_state_dict, segmentor_state  # noqa: E402
+
+SEGMENTOR_STEPS = 3000
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def run(cmd: list[str]) -> float:
+    print("[assets] " + " ".join(cmd), flush=True)
+    start = time.time()
+    subprocess.run([sys.executable, *cmd], cwd=ROOT, check=True)
+    return time.time() - start
+
+
+def record(name: str, path: Path, command: list[str], seconds: float, scores: dict) -> None:
+    manifest = json.loads(MANIFEST.read_text()) if MANIFEST.exists() else {}
+    manifest[name] = {
+        "file": path.name,
+        "sha256": sha256(path),
+        "bytes": path.stat().st_size,
+        "command": "python " + " ".join(command),
+        "train_minutes": round(seconds / 60, 1),
+        "scores": {k: round(v, 3) for k, v in scores.items()},
+    }
+    MANIFEST.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    print(f"[assets] {path} ({path.stat().st_size / 2**20:.1f} MiB): {manifest[name]['scores']}")
+
+
+def make_segmentor(extra: list[str]) -> None:
+    run_dir = ROOT / "outputs" / "assets" / "segmentor"
+    cmd = [
+        "-m",
+        "refign.train",
+        "uda=source_only",
+        "refign=off",
+        "init_weights=null",
+        "seed=0",
+        f"trainer.max_steps={SEGMENTOR_STEPS}",
+        "task_name=assets_segmentor",
+        f"hydra.run.dir={run_dir}",
+        *extra,
+    ]
+    seconds = run(cmd)
+    state = {k: v.clone() for k, v in segmentor_state(run_dir / "checkpoints" / "last.pt").items()}
+    path = ASSETS / SEGMENTOR_FILE
+    torch.save(state, path)
+    record("segmentor", path, cmd, seconds, segmentor_scores(path))
+
+
+def make_matcher(extra: list[str]) -> None:
+    run_dir = ROOT / "outputs" / "assets" / "matcher"
+    cmd = [
+        "-m",
+        "refign.align_train",
+        "align_data=synthetic",
+        "alignment.checkpoint=null",
+        "seed=0",
+        f"hydra.run.dir={run_dir}",
+        *extra,
+    ]
+    seconds = run(cmd)
+    state = {k: v.clone() for k, v in read_state_dict(run_dir / "checkpoints" / "last.pt").items()}
+    path = ASSETS / MATCHER_FILE
+    torch.save(state, path)
+    record("matcher", path, cmd, seconds, matcher_scores(path))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("what", choices=["segmentor", "matcher", "all"])
+    args, extra = p.parse_known_args()
+    extra = [e for e in extra if e != "--"]
+    if args.what in ("segmentor", "all"):
+        make_segmentor(extra)
+    if args.what in ("matcher", "all"):
+        make_matcher(extra)
+
+
+if __name__ == "__main__":
+    main()
