@@ -4,18 +4,22 @@
 
 Each row is a name followed by Hydra overrides; ``--common`` overrides apply to every row. Every run is a
 separate ``python -m refign.train`` process writing to ``<out>/<row>/seed<k>``; a run whose ``eval_*.json``
-already exists is not repeated, so an interrupted benchmark continues where it stopped. The table is printed
-and written to ``<out>/table.md``.
+already exists is not repeated (its wall time is kept in ``bench_time.json``), so an interrupted benchmark
+continues where it stopped. ``--jobs N`` runs N processes at once, each with ``cores / N`` threads (on a
+2-core machine two 1-thread runs finish sooner than two 2-thread runs in a row; times per run are then
+per-process times under that load). The table is printed and written to ``<out>/table.md``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,6 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--common", nargs="*", default=[], help="overrides applied to every row")
     p.add_argument("--out", type=Path, default=ROOT / "outputs" / "benchmark")
+    p.add_argument("--jobs", type=int, default=1, help="training processes at once")
     return p.parse_args(argv)
 
 
@@ -42,11 +47,12 @@ def last_eval(run_dir: Path) -> dict | None:
     return json.loads(evals[-1].read_text()) if evals else None
 
 
-def train(name: str, overrides: list[str], seed: int, out: Path) -> tuple[dict, float | None]:
+def train(name: str, overrides: list[str], seed: int, out: Path, threads: int | None = None) -> tuple[dict, float]:
+    """One run (or its stored result): the last evaluation and the run's wall time in seconds."""
     run_dir = out / name / f"seed{seed}"
-    done = last_eval(run_dir)
+    done, timing = last_eval(run_dir), run_dir / "bench_time.json"
     if done is not None:
-        return done, None
+        return done, json.loads(timing.read_text())["seconds"] if timing.exists() else float("nan")
     cmd = [
         sys.executable,
         "-m",
@@ -56,10 +62,15 @@ def train(name: str, overrides: list[str], seed: int, out: Path) -> tuple[dict, 
         f"hydra.run.dir={run_dir}",
         *overrides,
     ]
+    env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
     print(f"[benchmark] {name} seed {seed}: {' '.join(cmd[2:])}", flush=True)
     start = time.time()
-    subprocess.run(cmd, cwd=ROOT, check=True)
-    return last_eval(run_dir), time.time() - start
+    with open(out / f"{name}.seed{seed}.log", "w") as log:
+        subprocess.run(cmd, cwd=ROOT, check=True, env=env, stdout=log, stderr=subprocess.STDOUT)
+    seconds = time.time() - start
+    timing.write_text(json.dumps({"seconds": seconds, "threads": threads}))
+    print(f"[benchmark] {name} seed {seed}: done in {seconds / 60:.1f} min", flush=True)
+    return last_eval(run_dir), seconds
 
 
 def mean_std(values: list[float]) -> str:
@@ -81,25 +92,26 @@ def table(results: dict[str, list[dict]], times: dict[str, list[float]]) -> str:
             mean_std([r["target"]["mIoU"] for r in runs]),
         ]
         cells += [mean_std([r["target"]["per_condition"][c] for r in runs]) for c in conditions]
-        cells.append(f"{statistics.mean(times[name]) / 60:.1f}" if times[name] else "–")
+        known = [t for t in times[name] if t == t]  # NaN: a run finished before times were recorded
+        cells.append(f"{statistics.mean(known) / 60:.1f}" if known else "–")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    threads = max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else None
+    runs = [(name, [*args.common, *overrides], seed) for name, *overrides in args.row for seed in args.seeds]
+    with ThreadPoolExecutor(args.jobs) as pool:
+        done = list(pool.map(lambda r: train(*r, args.out, threads), runs))
     results: dict[str, list[dict]] = {}
     times: dict[str, list[float]] = {}
-    for name, *overrides in args.row:
-        for seed in args.seeds:
-            result, seconds = train(name, [*args.common, *overrides], seed, args.out)
-            results.setdefault(name, []).append(result)
-            times.setdefault(name, [])
-            if seconds is not None:
-                times[name].append(seconds)
+    for (name, _, _), (result, seconds) in zip(runs, done, strict=True):
+        results.setdefault(name, []).append(result)
+        times.setdefault(name, []).append(seconds)
     text = table(results, times)
     print(f"\nValidation mIoU (%), mean ± std over seeds {args.seeds}:\n\n{text}")
-    args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "table.md").write_text(text + "\n")
 
 

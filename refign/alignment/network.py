@@ -36,7 +36,7 @@ class AlignmentNetwork(nn.Module):
 
     Args:
         backbone: the feature pyramid: the frozen VGG-16 (official; kept frozen and in eval mode) or a
-            pyramid with ``trainable = True`` (``ConvPyramid``), which is learnt together with the head.
+            pyramid with ``trainable = True`` (``PatchPyramid``), which is learnt together with the head.
         head: the UAWarpC head.
         certainty_radius: R of P_R in pixels.
     """
@@ -94,7 +94,7 @@ def build_alignment_network(
 ) -> AlignmentNetwork:
     """The matcher from config values: ImageNet VGG file and/or a full matcher checkpoint (both optional).
 
-    ``pyramid`` replaces the official VGG-16 (e.g. a ``ConvPyramid`` for CPU-scale matchers; ``vgg_weights``
+    ``pyramid`` replaces the official VGG-16 (e.g. a ``PatchPyramid`` for CPU-scale matchers; ``vgg_weights``
     must then be null), ``coarse_size`` the official 256² coarse branch and ``head_width`` scales the head's
     channels (1.0 = official).
     """

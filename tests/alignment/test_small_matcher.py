@@ -1,5 +1,5 @@
-"""The CPU-scale matcher variant: configurable coarse branch and width, the trainable pyramid with fixed patch
-descriptors, its checkpoints, and the evaluation figures it is judged by."""
+"""The CPU-scale matcher variant: configurable coarse branch and width, the patch pyramid with learnt
+projections, its checkpoints, and the evaluation figures it is judged by."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ import torch.nn.functional as F
 from refign.alignment.blocks import UncertaintyModule
 from refign.alignment.evaluate import certain_half_epe_ratio, evaluate
 from refign.alignment.network import build_alignment_network, load_alignment_checkpoint
-from refign.alignment.pyramid import ConvPyramid
+from refign.alignment.pyramid import PatchPyramid
 from refign.models.weights import CheckpointError
 
 
 def small_network(**kw) -> torch.nn.Module:
     torch.manual_seed(0)
     args = dict(
-        pyramid=ConvPyramid(patch_size=3), coarse_size=64, head_width=0.5, force_torch_correlation=True
+        pyramid=PatchPyramid(patch_size=3), coarse_size=64, head_width=0.5, force_torch_correlation=True
     )
     return build_alignment_network(**(args | kw))
 
@@ -52,22 +52,21 @@ def test_coarse_size_sets_the_coarse_grids_and_width_keeps_the_official_keys():
         small_network(coarse_size=200)
 
 
-def test_pyramid_strides_patch_descriptors_and_small_initial_learnt_part():
-    pyramid = ConvPyramid(widths=(8, 8, 16, 16), depth=1, patch_size=3).train()
+def test_pyramid_strides_and_patch_descriptors_start_as_plain_patches():
+    pyramid = PatchPyramid(patch_size=3)
     image = torch.randn(1, 3, 32, 48)
     outs = pyramid(image, [0, 1, 2])
-    assert [tuple(o.shape) for o in outs] == [(1, 8 + 27, 8, 12), (1, 16 + 27, 4, 6), (1, 16 + 27, 2, 3)]
-    # learnt channels start small: batch-normalised projections scaled by 0.1
-    for o in outs:
-        learnt = o[:, : o.shape[1] - 27]
-        torch.testing.assert_close(
-            learnt.std((0, 2, 3), unbiased=False), torch.full((learnt.shape[1],), 0.1), rtol=1e-3, atol=1e-4
-        )
+    assert [tuple(o.shape) for o in outs] == [(1, 27, 8, 12), (1, 27, 4, 6), (1, 27, 2, 3)]
     pooled = F.avg_pool2d(image, 8)
-    hood = pooled[0, :, 0:3, 1:4].reshape(3, 9)  # the 3×3 neighbourhood of cell (1, 2)
-    torch.testing.assert_close(outs[1][0, 16:, 1, 2], (hood - hood.mean(1, keepdim=True)).reshape(27))
-    with pytest.raises(ValueError, match="4 widths"):
-        ConvPyramid(widths=(8, 8))
+    hood = pooled[0, :, 0:3, 1:4].reshape(3, 9)  # the 3×3 neighbourhood of cell (1, 2), channel-major
+    expected = (hood - hood.mean(1, keepdim=True)).reshape(27)
+    torch.testing.assert_close(outs[1][0, :, 1, 2], expected)  # identity projection at the start
+    assert pyramid(image, [-1])[0].shape == (1, 27, 2, 3)
+    fixed = PatchPyramid(patch_size=5, learn_projection=False)
+    assert not fixed.trainable and not any(p.requires_grad for p in fixed.parameters())
+    assert fixed(image, [0])[0].shape == (1, 75, 8, 12)
+    with pytest.raises(ValueError, match="odd"):
+        PatchPyramid(patch_size=4)
 
 
 def test_trainable_pyramid_learns_with_the_head_and_is_frozen_inside_refign():
@@ -91,9 +90,11 @@ def test_trained_pyramid_is_required_in_the_checkpoint(tmp_path):
     torch.save({k: v for k, v in net.state_dict().items() if k.startswith("alignment_head.")}, head_only)
     other = small_network()
     torch.manual_seed(1)
-    torch.nn.init.normal_(other.alignment_backbone.stem[0].weight)
+    torch.nn.init.normal_(other.alignment_backbone.projections[1].weight)
     load_alignment_checkpoint(full, other)
-    torch.testing.assert_close(other.alignment_backbone.stem[0].weight, net.alignment_backbone.stem[0].weight)
+    torch.testing.assert_close(
+        other.alignment_backbone.projections[1].weight, net.alignment_backbone.projections[1].weight
+    )
     with pytest.raises(CheckpointError, match=r"alignment_backbone\.\*.*missing"):
         load_alignment_checkpoint(head_only, small_network())
 
