@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import logging
-import random
 from pathlib import Path
 
 import hydra
-import numpy as np
-import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
@@ -17,16 +14,11 @@ from refign.data.loader import step_loader
 from refign.engine import checkpoint, dist
 from refign.engine.loggers import MetricLogger
 from refign.engine.optim import build_optimizer, build_scheduler
+from refign.engine.reproducibility import deterministic_algorithms, import_targets, seed_everything
 from refign.engine.trainer import Trainer, TrainerConfig
 from refign.uda.source_only import SourceOnly
 
 log = logging.getLogger("refign.train")
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def check_reference_pairs(target) -> None:
@@ -55,7 +47,11 @@ def resolve_resume(cfg: DictConfig, run_dir: Path) -> tuple[Path | None, Path]:
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict:
+    """One training run. Its random state is a function of ``cfg.seed`` and the rank alone, whether it is the
+    first run of its process or a later one (a sweep point), and no process-wide setting outlives it."""
+    import_targets(cfg)  # before the seed: imports may draw from the global random streams
     info = dist.setup(cfg.trainer.device)
+    restore_algorithms = deterministic_algorithms(cfg.trainer.deterministic)
     try:
         ckpt_path, run_dir = resolve_resume(cfg, run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -86,7 +82,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             while True:
                 yield next(src), next(trg) if trg is not None else None
 
-        tcfg = TrainerConfig(**{k: v for k, v in cfg.trainer.items() if k != "device"})
+        tcfg = TrainerConfig(**{k: v for k, v in cfg.trainer.items() if k not in ("device", "deterministic")})
         trainer = Trainer(
             tcfg,
             method,
@@ -112,6 +108,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
                 log.info("%s-val mIoU: %.2f", name, r["mIoU"])
         return results
     finally:
+        restore_algorithms()
         dist.teardown()
 
 

@@ -11,8 +11,9 @@ import torch
 import torch.multiprocessing as mp
 
 from refign.build import build_method
+from refign.engine.reproducibility import seed_everything
 from refign.engine.trainer import Trainer
-from refign.train import run, seed_everything
+from refign.train import run
 
 COMMON = [
     "trainer.max_steps=3",
