@@ -4,9 +4,6 @@ method and combination: in one process (an exception after a checkpoint), and ac
 from __future__ import annotations
 
 import logging
-import os
-import signal
-import time
 
 import pytest
 
@@ -14,7 +11,15 @@ from refign.engine import trainer as trainer_mod
 from refign.engine.checkpoint import load
 from refign.train import run
 from tests.conftest import tiny_overrides
-from tests.methods import METHODS, MICRO, assert_bit_equal, finish, train_cli, weights
+from tests.methods import (
+    METHODS,
+    MICRO,
+    assert_bit_equal,
+    finish,
+    kill_after_first_checkpoint,
+    train_cli,
+    weights,
+)
 
 
 def last(run_dir):
@@ -56,31 +61,6 @@ def test_resume_auto_without_previous_run_starts_fresh(tiny_cfg, tmp_path, caplo
     assert load(last(tmp_path))["step"] == 1
 
 
-def wait_for(path, launched, timeout: float = 600) -> None:
-    """Poll until ``path`` exists; fail if the run ends (or the time runs out) first."""
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        out = launched.log.read_text(errors="replace")
-        assert launched.proc.poll() is None, f"the run ended before writing {path}:\n{out[-4000:]}"
-        assert time.monotonic() < deadline, f"no {path} after {timeout} s:\n{out[-4000:]}"
-        time.sleep(0.01)
-
-
-def kill_after_first_checkpoint(launched, checkpoint, max_steps: int, group: bool = False) -> int:
-    """SIGKILL a training run (its whole process group with ``group``) as soon as its first checkpoint
-    appears; the step that checkpoint holds."""
-    wait_for(checkpoint, launched)
-    if group:
-        os.killpg(launched.proc.pid, signal.SIGKILL)
-    else:
-        launched.proc.kill()
-    launched.proc.wait()
-    assert launched.proc.returncode == -signal.SIGKILL
-    step = load(checkpoint)["step"]
-    assert 0 < step < max_steps, f"the run got to step {step} of {max_steps} before it was killed"
-    return step
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("method", METHODS)
 def test_sigkill_after_a_checkpoint_and_resume_equals_uninterrupted(method, tmp_path):
@@ -95,11 +75,11 @@ def test_sigkill_after_a_checkpoint_and_resume_equals_uninterrupted(method, tmp_
     finish(train_cli(*args, "task_name=straight", f"hydra.run.dir={straight}", log=tmp_path / "straight.log"))
 
     killed = train_cli(*args, "task_name=killed", f"hydra.run.dir={first}", log=tmp_path / "killed.log")
-    kill_after_first_checkpoint(killed, last(first), max_steps=8)
+    step = kill_after_first_checkpoint(killed, last(first), max_steps=8)
     second = tmp_path / "second"
     out = finish(
         train_cli(*args, "task_name=killed", "resume=auto", f"hydra.run.dir={second}", log=second / "log")
     )
-    assert f"resumed from {last(first)}" in out
+    assert f"resumed from {last(first)} at step {step}" in out
     assert load(last(first))["step"] == 8
     assert_bit_equal(weights(last(straight)), weights(last(first)))

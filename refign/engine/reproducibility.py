@@ -16,7 +16,7 @@ import contextlib
 import importlib
 import os
 import random
-from collections.abc import Callable
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -63,18 +63,20 @@ def import_targets(cfg: DictConfig) -> None:
             importlib.import_module(module)
 
 
-def deterministic_algorithms(enabled: bool) -> Callable[[], None]:
-    """``trainer.deterministic``: deterministic kernels where PyTorch has them; returns the undo.
+@contextlib.contextmanager
+def deterministic_algorithms(enabled: bool) -> Iterator[None]:
+    """``trainer.deterministic``: deterministic kernels where PyTorch has them, for the duration of a run.
 
     Switches ``torch.use_deterministic_algorithms`` on in warn-only mode (this model's bilinear upsampling
     and cross-entropy have no deterministic CUDA backward: strict mode would stop every GPU run, so PyTorch
     warns about them instead), turns cuDNN autotuning off and selects cuDNN's deterministic algorithms, and
-    sets ``CUBLAS_WORKSPACE_CONFIG`` unless the environment already does. The undo restores the torch
-    settings, so that the next run of a sweep starts from the process's own; the cuBLAS variable stays
-    (cuBLAS reads it once per process).
+    sets ``CUBLAS_WORKSPACE_CONFIG`` unless the environment already does. The torch settings are restored on
+    exit, so that the next run of a sweep starts from the process's own; the cuBLAS variable stays (cuBLAS
+    reads it once per process).
     """
     if not enabled:
-        return lambda: None
+        yield
+        return
     cudnn = torch.backends.cudnn
     mode, warn_only = (
         torch.are_deterministic_algorithms_enabled(),
@@ -84,9 +86,8 @@ def deterministic_algorithms(enabled: bool) -> Callable[[], None]:
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
     torch.use_deterministic_algorithms(True, warn_only=True)
     cudnn.benchmark, cudnn.deterministic = False, True
-
-    def restore() -> None:
+    try:
+        yield
+    finally:
         torch.use_deterministic_algorithms(mode, warn_only=warn_only)
         cudnn.benchmark, cudnn.deterministic = benchmark, deterministic
-
-    return restore
