@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 
 import pytest
+import torch
 
 from refign.engine import trainer as trainer_mod
 from refign.engine.checkpoint import load
@@ -59,6 +60,19 @@ def test_resume_auto_without_previous_run_starts_fresh(tiny_cfg, tmp_path, caplo
         run(cfg, tmp_path)
     assert "no previous run" in caplog.text
     assert load(last(tmp_path))["step"] == 1
+
+
+def test_resume_with_another_world_size_warns_and_uses_its_rank_state(tiny_cfg, tmp_path, caplog):
+    common = [*METHODS["dacs"], *MICRO, "trainer.max_steps=1"]
+    run(tiny_cfg(*common, "task_name=two_ranks", n_train=4, n_val=2), tmp_path / "first")
+    ckpt = last(tmp_path / "first")
+    state = load(ckpt)
+    state["rng"] = [state["rng"][0], {"not": "used by rank 0"}]  # as written by a 2-process run
+    torch.save(state, ckpt)
+    with caplog.at_level(logging.WARNING):
+        run(tiny_cfg(*common, "trainer.max_steps=2", f"resume={ckpt}", n_train=4, n_val=2), tmp_path / "x")
+    assert "random state of 2 rank(s), this run has 1" in caplog.text
+    assert load(ckpt)["step"] == 2
 
 
 @pytest.mark.slow
