@@ -11,8 +11,19 @@ import torch
 import torch.multiprocessing as mp
 
 from refign.build import build_method
+from refign.engine.reproducibility import seed_everything
 from refign.engine.trainer import Trainer
-from refign.train import run, seed_everything
+from refign.train import run
+from tests.conftest import tiny_overrides
+from tests.methods import (
+    METHODS,
+    MICRO,
+    assert_bit_equal,
+    finish,
+    kill_after_first_checkpoint,
+    train_cli,
+    weights,
+)
 
 COMMON = [
     "trainer.max_steps=3",
@@ -77,3 +88,48 @@ def test_batch_size_not_divisible_by_world_size_is_rejected():
     info = DistInfo(rank=0, world_size=2, local_rank=0, device=torch.device("cpu"))
     with pytest.raises(ValueError, match="not divisible by the world size 2"):
         step_loader(list(range(10)), global_batch=3, dist_info=info, seed=0, start_step=0, num_workers=0)
+
+
+@pytest.mark.slow
+def test_ddp_run_killed_after_a_checkpoint_resumes_bit_exactly(tmp_path):
+    """Two gloo processes under torchrun, SIGKILLed together (a node failure) right after a checkpoint, then
+    resumed: the weights equal those of an uninterrupted two-process run, bit for bit. Each rank draws its own
+    random numbers (ClassMix, augmentation, dropout, Refign's adapt-to-reference choice), so every rank's
+    random state must survive the checkpoint, not only the saving rank's."""
+    args = [
+        *tiny_overrides(tmp_path, n_train=8, n_val=2),
+        *METHODS["daformer_rcs_refign"],
+        *MICRO,
+        "trainer.device=cpu",
+        "trainer.max_steps=6",
+        "trainer.checkpoint_every=2",
+    ]
+    straight, first = tmp_path / "straight", tmp_path / "outputs" / "killed" / "runs" / "first"
+    finish(
+        train_cli(
+            *args, "task_name=straight", f"hydra.run.dir={straight}", torchrun=2, log=tmp_path / "a.log"
+        )
+    )
+    killed = train_cli(
+        *args,
+        "task_name=killed",
+        f"hydra.run.dir={first}",
+        torchrun=2,
+        log=tmp_path / "killed.log",
+    )
+    step = kill_after_first_checkpoint(killed, first / "checkpoints" / "last.pt", max_steps=6)
+    second = tmp_path / "second"
+    out = finish(
+        train_cli(
+            *args,
+            "task_name=killed",
+            "resume=auto",
+            f"hydra.run.dir={second}",
+            torchrun=2,
+            log=second / "log",
+        )
+    )
+    final = first / "checkpoints" / "last.pt"
+    assert out.count(f"resumed from {final} at step {step}") == 2  # both ranks
+    assert torch.load(final, weights_only=False)["step"] == 6
+    assert_bit_equal(weights(straight / "checkpoints" / "last.pt"), weights(final))

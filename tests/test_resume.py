@@ -1,4 +1,5 @@
-"""An interrupted run resumed with resume=auto reaches exactly the weights of an uninterrupted run."""
+"""An interrupted run resumed with resume=auto reaches exactly the weights of an uninterrupted run, for every
+method and combination: in one process (an exception after a checkpoint), and across processes (SIGKILL)."""
 
 from __future__ import annotations
 
@@ -10,26 +11,32 @@ import torch
 from refign.engine import trainer as trainer_mod
 from refign.engine.checkpoint import load
 from refign.train import run
+from tests.conftest import tiny_overrides
+from tests.methods import (
+    METHODS,
+    MICRO,
+    assert_bit_equal,
+    finish,
+    kill_after_first_checkpoint,
+    train_cli,
+    weights,
+)
 
 
-def final_weights(run_dir):
-    return load(run_dir / "checkpoints" / "last.pt")["model"]
+def last(run_dir):
+    return run_dir / "checkpoints" / "last.pt"
 
 
-def test_kill_and_resume_equals_uninterrupted(tiny_cfg, tmp_path, monkeypatch):
-    common = [
-        "trainer.max_steps=6",
-        "trainer.checkpoint_every=3",
-        "model.inference=whole",
-        "dataset.batch_size=2",
-    ]
+@pytest.mark.parametrize("method", METHODS)
+def test_interrupted_and_resumed_equals_uninterrupted(method, tiny_cfg, tmp_path, monkeypatch):
+    common = [*METHODS[method], *MICRO, "trainer.max_steps=4", "trainer.checkpoint_every=2"]
     straight_dir = tmp_path / "straight"
     run(tiny_cfg(*common, "task_name=straight", n_train=8, n_val=2), straight_dir)
 
     real_step = trainer_mod.Trainer.train_step
 
     def dying_step(self, batch):
-        if self.step == 4:  # the checkpoint of step 3 exists; step 4 never completes
+        if self.step == 3:  # the checkpoint of step 2 exists; step 3 never completes
             raise KeyboardInterrupt
         return real_step(self, batch)
 
@@ -38,20 +45,55 @@ def test_kill_and_resume_equals_uninterrupted(tiny_cfg, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         run(tiny_cfg(*common, "task_name=resumed", n_train=8, n_val=2), first_dir)
     monkeypatch.setattr(trainer_mod.Trainer, "train_step", real_step)
-    assert load(first_dir / "checkpoints" / "last.pt")["step"] == 3
+    assert load(last(first_dir))["step"] == 2
 
     run(tiny_cfg(*common, "task_name=resumed", "resume=auto", n_train=8, n_val=2), tmp_path / "second")
-    a, b = final_weights(straight_dir), final_weights(first_dir)
-    assert set(a) == set(b)
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
+    assert load(last(first_dir))["step"] == 4
+    assert_bit_equal(weights(last(straight_dir)), weights(last(first_dir)))
 
 
 def test_resume_auto_without_previous_run_starts_fresh(tiny_cfg, tmp_path, caplog):
+    cfg = tiny_cfg(
+        *METHODS["source_only"], *MICRO, "trainer.max_steps=1", "task_name=nothing_before", "resume=auto"
+    )
     with caplog.at_level(logging.INFO):
-        run(
-            tiny_cfg("trainer.max_steps=1", "task_name=nothing_before", "resume=auto", n_train=4, n_val=2),
-            tmp_path,
-        )
+        run(cfg, tmp_path)
     assert "no previous run" in caplog.text
-    assert load(tmp_path / "checkpoints" / "last.pt")["step"] == 1
+    assert load(last(tmp_path))["step"] == 1
+
+
+def test_resume_with_another_world_size_warns_and_uses_its_rank_state(tiny_cfg, tmp_path, caplog):
+    common = [*METHODS["dacs"], *MICRO, "trainer.max_steps=1"]
+    run(tiny_cfg(*common, "task_name=two_ranks", n_train=4, n_val=2), tmp_path / "first")
+    ckpt = last(tmp_path / "first")
+    state = load(ckpt)
+    state["rng"] = [state["rng"][0], {"not": "used by rank 0"}]  # as written by a 2-process run
+    torch.save(state, ckpt)
+    with caplog.at_level(logging.WARNING):
+        run(tiny_cfg(*common, "trainer.max_steps=2", f"resume={ckpt}", n_train=4, n_val=2), tmp_path / "x")
+    assert "random state of 2 rank(s), this run has 1" in caplog.text
+    assert load(ckpt)["step"] == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", METHODS)
+def test_sigkill_after_a_checkpoint_and_resume_equals_uninterrupted(method, tmp_path):
+    args = [
+        *tiny_overrides(tmp_path, n_train=8, n_val=2),
+        *METHODS[method],
+        *MICRO,
+        "trainer.max_steps=8",
+        "trainer.checkpoint_every=2",
+    ]
+    straight, first = tmp_path / "straight", tmp_path / "outputs" / "killed" / "runs" / "first"
+    finish(train_cli(*args, "task_name=straight", f"hydra.run.dir={straight}", log=tmp_path / "straight.log"))
+
+    killed = train_cli(*args, "task_name=killed", f"hydra.run.dir={first}", log=tmp_path / "killed.log")
+    step = kill_after_first_checkpoint(killed, last(first), max_steps=8)
+    second = tmp_path / "second"
+    out = finish(
+        train_cli(*args, "task_name=killed", "resume=auto", f"hydra.run.dir={second}", log=second / "log")
+    )
+    assert f"resumed from {last(first)} at step {step}" in out
+    assert load(last(first))["step"] == 8
+    assert_bit_equal(weights(last(straight)), weights(last(first)))

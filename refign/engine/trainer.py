@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from refign.data.loader import merge_domains
 from refign.engine import checkpoint
-from refign.engine.dist import DistInfo, all_reduce_sum
+from refign.engine.dist import DistInfo, all_gather_object, all_reduce_sum
 from refign.engine.evaluator import evaluate
 from refign.engine.loggers import MetricLogger
 from refign.uda.base import UDAMethod
@@ -107,13 +107,16 @@ class Trainer:
 
     # ---- state -------------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
+        """Everything a resumed run needs to continue bit for bit. A collective (every rank calls it): each
+        rank draws its own random numbers (augmentation, ClassMix, dropout), so all ranks' generator states
+        are kept, in rank order."""
         return {
             "model": self.method.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "step": self.step,
-            "rng": checkpoint.rng_state(),
+            "rng": all_gather_object(checkpoint.rng_state()),
             "config": self.resolved_config,
         }
 
@@ -123,11 +126,23 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         self.step = state["step"]
-        checkpoint.set_rng_state(state["rng"])
+        rng = state["rng"]
+        if isinstance(rng, dict):  # a checkpoint from before per-rank states: the saving rank's only
+            rng = [rng]
+        if len(rng) != self.dist.world_size:
+            log.warning(
+                "the checkpoint holds the random state of %d rank(s), this run has %d: ranks without one "
+                "keep their own seed, and the run is not bit-identical to an uninterrupted one",
+                len(rng),
+                self.dist.world_size,
+            )
+        if self.dist.rank < len(rng):
+            checkpoint.set_rng_state(rng[self.dist.rank])
 
     def save(self, name: str = checkpoint.LAST) -> None:
+        state = self.state_dict()  # on every rank: it gathers their random states
         if self.dist.is_main:
-            checkpoint.save_atomic(self.state_dict(), self.run_dir / "checkpoints" / name)
+            checkpoint.save_atomic(state, self.run_dir / "checkpoints" / name)
 
     # ---- loop --------------------------------------------------------------------------------------------
     def train_step(self, batch: dict) -> tuple[dict[str, float], bool, dict]:
