@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from refign.engine import trainer as trainer_mod
-from refign.engine.checkpoint import load
+from refign.engine.checkpoint import load, method_state
 from refign.train import run
 
 
 def final_weights(run_dir):
-    return load(run_dir / "checkpoints" / "last.pt")["model"]
+    return method_state(load(run_dir / "checkpoints" / "last.pt"))
 
 
 def test_kill_and_resume_equals_uninterrupted(tiny_cfg, tmp_path, monkeypatch):

@@ -25,15 +25,12 @@ class HRDA(DACS):
         **dacs: the DACS/DAFormer arguments.
     """
 
+    segmentor_types = (HRDASegmentor,)
+
     def __init__(self, model: Segmentor, hr_loss_weight: float, crop_size: Sequence[int], **dacs) -> None:
-        if not isinstance(model, HRDASegmentor):
-            raise ValueError(
-                f"uda=hrda needs a segmentor with scale attention (model=hrda → HRDASegmentor), got "
-                f"{type(model).__name__}"
-            )
+        super().__init__(model, **dacs)  # checks the model type first
         crop = tuple(crop_size)
         check_hrda_geometry(crop, model.hr_crop_size or (crop[0] // 2, crop[1] // 2), model.output_stride)
-        super().__init__(model, **dacs)
         self.hr_loss_weight = hr_loss_weight
 
     def segmentation_loss(

@@ -14,6 +14,7 @@ from PIL import Image
 from refign import build
 from refign.data.datasets.acdc import ACDC
 from refign.data.datasets.dark_zurich import DarkZurich
+from refign.engine import checkpoint
 from refign.engine.dist import DistInfo
 from refign.engine.evaluator import evaluate
 from refign.predict import run
@@ -39,7 +40,7 @@ def tiny_checkpoint(tmp_path: Path, dataset: str) -> list[str]:
     torch.manual_seed(0)
     method = build.build_method(cfg)
     ckpt = tmp_path / "last.pt"
-    torch.save({"model": method.state_dict(), "config": OmegaConf.to_container(cfg)}, ckpt)
+    torch.save({**checkpoint.method_entries(method, {}), "config": OmegaConf.to_container(cfg)}, ckpt)
     return [*overrides, f"checkpoint={ckpt}"]
 
 

@@ -10,6 +10,7 @@ from hydra import compose, initialize_config_dir
 
 from refign import build
 from refign.alignment.network import build_alignment_network
+from refign.engine.checkpoint import load
 from refign.models.weights import CheckpointError
 from refign.refine.pseudo_labeler import RefignPseudoLabeler
 from refign.train import run
@@ -136,5 +137,9 @@ def test_refign_training_steps_log_refinement_statistics_and_panels(tiny_cfg, al
     for x in train:
         assert 0 <= x["train/refign/warp_valid_fraction"] <= 1 and 0 < x["train/refign/trust_s"] <= 1
     assert len(list((tmp_path / "images").glob("img_refign_*.png"))) == 1
-    state = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=False)["model"]
-    assert any(k.startswith("pseudo_labeler.aligner.alignment_head.") for k in state)
+    state = load(tmp_path / "checkpoints" / "last.pt")  # the frozen matcher: a fingerprint, not weights
+    assert set(state["rebuilt"]) == {"pseudo_labeler.aligner"}
+    assert state["rebuilt"]["pseudo_labeler.aligner"]["source"] == f"alignment.checkpoint={aligner_ckpt}"
+    assert not any("aligner" in k for k in state["method"]) and not any(
+        "aligner" in k for k in state["segmentor"]
+    )
