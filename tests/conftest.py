@@ -41,6 +41,22 @@ def compose_cfg(overrides: list[str], config_name: str = "train") -> DictConfig:
     return cfg
 
 
+def save_matcher(path: Path, seed: int) -> Path:
+    """A matcher checkpoint with the official key layout and random weights (plumbing, not accuracy)."""
+    from refign.alignment.network import build_alignment_network
+
+    torch.manual_seed(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": build_alignment_network().state_dict()}, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def matcher_file(tmp_path_factory) -> str:
+    """One random-init matcher file per test session, for ``refign=on alignment.checkpoint=…``."""
+    return str(save_matcher(tmp_path_factory.mktemp("matcher") / "uawarpc.ckpt", seed=0))
+
+
 @pytest.fixture
 def tiny_cfg(tmp_path):
     """Factory: ``tiny_cfg(*extra_overrides)`` → a composed config writing under ``tmp_path``."""

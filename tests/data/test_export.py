@@ -86,13 +86,15 @@ class ColumnModel(torch.nn.Module):
         return torch.nn.functional.interpolate(logits, size=tuple(out_size), mode="nearest")
 
 
-def numpy_miou(pairs: list[tuple[np.ndarray, np.ndarray]]) -> float:
+def numpy_miou(pairs: list[tuple[np.ndarray, np.ndarray]], over_present: bool = False) -> float:
     cm = np.zeros((19, 19), np.int64)
     for pred, label in pairs:
         keep = label != 255
         np.add.at(cm, (label[keep].astype(int), pred[keep].astype(int)), 1)
     union = cm.sum(0) + cm.sum(1) - np.diag(cm)
     iou = np.where(union > 0, np.diag(cm) / np.maximum(union, 1), 0.0)
+    if over_present:
+        iou = iou[cm.sum(1) > 0]
     return round(100 * iou.mean(), 2)
 
 
