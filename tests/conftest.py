@@ -15,8 +15,12 @@ torch.set_num_threads(2)
 
 
 def tiny_overrides(tmp: Path, n_train: int = 32, n_val: int = 16) -> list[str]:
-    """A configuration that trains in seconds: tiny head, few images, small crops, no workers."""
+    """A configuration that trains in seconds: tiny head, few images, small crops, no workers. The method is
+    stated, not taken from the defaults: source-only without Refign unless a test overrides ``uda``/``refign``
+    (later overrides win)."""
     return [
+        "uda=source_only",
+        "refign=off",
         f"paths.output_dir={tmp}/outputs",
         f"paths.cache_dir={tmp.parent}/synthetic_cache",
         f"dataset.train_source.num_images={n_train}",

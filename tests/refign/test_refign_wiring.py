@@ -27,11 +27,6 @@ def refign_cfg(tiny_cfg, *extra):
     )
 
 
-def test_refign_needs_a_self_training_method(tiny_cfg, matcher_file):
-    with pytest.raises(build.ConfigError, match="self-training method"):
-        build.build_method(refign_cfg(tiny_cfg, "uda=source_only", f"alignment.checkpoint={matcher_file}"))
-
-
 def test_refign_needs_reference_images(tiny_cfg, matcher_file):
     cfg = refign_cfg(
         tiny_cfg, "dataset.train_target.load_keys=[image]", f"alignment.checkpoint={matcher_file}"
