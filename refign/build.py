@@ -90,8 +90,9 @@ def build_pseudo_labeler(cfg: DictConfig):
                 "(the released uawarpc_megadepth.ckpt, or one from python -m refign.align_train)"
             )
         # frozen and rebuilt from its file: checkpoints keep its fingerprint, not its weights
-        source = cfg.alignment.get("checkpoint") or cfg.alignment._target_
-        aligner = mark_rebuilt(instantiate(cfg.alignment), f"alignment.checkpoint={source}")
+        ckpt = cfg.alignment.get("checkpoint")
+        source = f"alignment.checkpoint={ckpt}" if ckpt else f"alignment._target_={cfg.alignment._target_}"
+        aligner = mark_rebuilt(instantiate(cfg.alignment), source)
     return instantiate(cfg.refine, aligner=aligner)
 
 

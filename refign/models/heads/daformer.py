@@ -18,8 +18,9 @@ from refign.models.segmentor import resize
 class TokenMLP(nn.Module):
     """Per-pixel linear embedding of a feature map (a 1×1 conv written as ``nn.Linear`` named ``proj``).
 
-    The output is made contiguous, as the official head does: the transposed view is channels-last, and
-    BatchNorm + ReLU downstream compute a wrong backward on such tensors on CPU (torch 2.12, one thread).
+    The output is made contiguous, as the official head does: the transposed view is channels-last, and the
+    backward of the BatchNorm + ReLU blocks downstream is then less accurate on CPU (torch 2.12.1, one
+    thread: parameter gradients up to 5e-3 relative off, against 1e-6 for contiguous inputs).
     """
 
     def __init__(self, in_channels: int, embed_dim: int) -> None:
