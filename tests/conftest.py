@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -59,6 +60,19 @@ def save_matcher(path: Path, seed: int) -> Path:
 def matcher_file(tmp_path_factory) -> str:
     """One random-init matcher file per test session, for ``refign=on alignment.checkpoint=…``."""
     return str(save_matcher(tmp_path_factory.mktemp("matcher") / "uawarpc.ckpt", seed=0))
+
+
+def numpy_miou(pairs: list[tuple[np.ndarray, np.ndarray]], over_present: bool = False) -> float:
+    """mIoU (%) of (prediction, label) train-id maps, written independently of ``refign.engine.metrics``."""
+    cm = np.zeros((19, 19), np.int64)
+    for pred, label in pairs:
+        keep = label != 255
+        np.add.at(cm, (label[keep].astype(int), pred[keep].astype(int)), 1)
+    union = cm.sum(0) + cm.sum(1) - np.diag(cm)
+    iou = np.where(union > 0, np.diag(cm) / np.maximum(union, 1), 0.0)
+    if over_present:
+        iou = iou[cm.sum(1) > 0]
+    return round(100 * iou.mean(), 2)
 
 
 @pytest.fixture

@@ -17,8 +17,7 @@ from refign.data.classes import colorize
 from refign.data.transforms import to_rgb_uint8
 from refign.engine import checkpoint
 from refign.export import GAP, OVERVIEW, TRAINIDS, png_name
-from tests.conftest import compose_cfg
-from tests.data.test_export import numpy_miou
+from tests.conftest import compose_cfg, numpy_miou
 
 SYNTHETIC = [  # the data side, shared by train, evaluate and predict
     "dataset.size=[32,64]",
