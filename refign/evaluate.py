@@ -17,20 +17,18 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from refign import build
 from refign.engine import checkpoint, dist
 from refign.engine.evaluator import evaluate
-from refign.models.weights import CheckpointError, load_strict
+from refign.models.segmentor import Segmentor
+from refign.models.weights import load_strict
 
 log = logging.getLogger("refign.evaluate")
-MODEL_NODES = ("backbone", "head", "model", "uda")
+MODEL_NODES = ("backbone", "head", "model")
 
 
-def load_model(cfg: DictConfig):
-    """The evaluated network of a checkpoint (the student unless the method says otherwise)."""
+def load_model(cfg: DictConfig) -> Segmentor:
+    """The inference network of a training checkpoint: only the segmentor is rebuilt (no method, no matcher)
+    and its weights are loaded strictly."""
     state = checkpoint.load(cfg.checkpoint)
-    if "model" not in state:
-        raise CheckpointError(
-            f"{cfg.checkpoint} is not a refign training checkpoint (no 'model' entry; "
-            f"keys: {sorted(state)[:8]})"
-        )
+    weights = checkpoint.segmentor_state(state, str(cfg.checkpoint))
     if cfg.use_checkpoint_config and state.get("config"):
         stored = OmegaConf.create(state["config"])
         with open_dict(cfg):
@@ -39,9 +37,9 @@ def load_model(cfg: DictConfig):
             cfg.dataset.num_classes = stored.dataset.num_classes
     with open_dict(cfg):  # every weight comes from the checkpoint: do not read the initialisation file
         cfg.backbone.pretrained = None
-    method = build.build_method(cfg)
-    load_strict(method, state["model"], str(cfg.checkpoint))
-    return method.inference_model()
+    model = build.build_segmentor(cfg)
+    load_strict(model, weights, str(cfg.checkpoint))
+    return model
 
 
 def run(cfg: DictConfig, out_dir: Path) -> dict:

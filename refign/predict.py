@@ -1,8 +1,10 @@
-"""python -m refign.predict checkpoint=PATH dataset=acdc|dark_zurich — test-server submission files.
+"""python -m refign.predict checkpoint=PATH [dataset=acdc|dark_zurich|synthetic] — prediction files.
 
-For every dataset under ``dataset.predict`` (the hidden-label *test* split): trainId PNGs named after the
-inputs, colour PNGs for viewing, and ``<name>_submission.zip`` in the server's layout (``refign.export``).
-Upload the zip; the server's numbers are the paper's, the ones ``refign.evaluate`` prints are validation.
+For every dataset under ``dataset.predict`` (ACDC / Dark Zurich: the hidden-label *test* split; synthetic:
+its labelled test split): trainId PNGs named after the inputs, colour PNGs and ``overview.png`` (image |
+ground truth where the split has labels | prediction) for viewing, and ``<name>_submission.zip`` in the
+test server's layout (``refign.export``). Upload the zip; the server's numbers are the paper's, the ones
+``refign.evaluate`` prints are validation.
 """
 
 from __future__ import annotations
@@ -34,15 +36,18 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Path]:
         model = load_model(cfg).to(info.device)
         archives = {}
         for name, ds in datasets.items():
-            files = predict_dataset(model, ds, out_dir / name, info.device, cfg.overwrite)
+            files = predict_dataset(
+                model, ds, out_dir / name, info.device, cfg.overwrite, cfg.overview_images
+            )
             fmt = SERVER_FORMATS.get(type(ds).__name__, DEFAULT_FORMAT)
             archives[name] = make_archive(files, fmt, out_dir / f"{name}_submission.zip", cfg.overwrite)
             log.info(
-                "%s: %d predictions, upload %s%s",
+                "%s: %d predictions in %s, archive %s%s",
                 name,
                 len(files),
+                out_dir / name,
                 archives[name],
-                f" to {fmt.url}" * bool(fmt.url),
+                f" (upload it to {fmt.url})" * bool(fmt.url),
             )
         return archives
     finally:

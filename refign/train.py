@@ -17,20 +17,8 @@ from refign.engine.loggers import MetricLogger
 from refign.engine.optim import build_optimizer, build_scheduler
 from refign.engine.reproducibility import deterministic_algorithms, import_targets, seed_everything
 from refign.engine.trainer import Trainer, TrainerConfig
-from refign.uda.source_only import SourceOnly
 
 log = logging.getLogger("refign.train")
-
-
-def check_reference_pairs(target) -> None:
-    """Refign warps reference onto target pixel for pixel: both must come in the same size."""
-    sample = target[0]
-    a, b = tuple(sample["image"].shape), tuple(sample["image_ref"].shape)
-    if a != b:
-        raise build.ConfigError(
-            f"target {sample.get('filename', '#0')} is {a} but its reference is {b}: "
-            f"refign=on needs target/reference pairs of equal size (set the dataset's dims)"
-        )
 
 
 def resolve_resume(cfg: DictConfig, run_dir: Path) -> tuple[Path | None, Path]:
@@ -73,9 +61,7 @@ def train(cfg: DictConfig, run_dir: Path, info: dist.DistInfo) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed + info.rank)
     method = build.build_method(cfg)
-    source, target = build.build_train_sets(cfg, needs_target=not isinstance(method, SourceOnly))
-    if cfg.get("refine"):
-        check_reference_pairs(target)
+    source, target = build.build_train_sets(cfg)
     optimizer = build_optimizer(method, **cfg.optim)
     scheduler = build_scheduler(optimizer, max_steps=cfg.trainer.max_steps, **cfg.schedule)
     resolved = OmegaConf.to_container(cfg, resolve=True)
@@ -111,7 +97,7 @@ def train(cfg: DictConfig, run_dir: Path, info: dist.DistInfo) -> dict:
         cfg.dataset.over_present_classes,
     )
     if ckpt_path is not None:
-        trainer.load_state_dict(checkpoint.load(ckpt_path))
+        trainer.load_state_dict(checkpoint.load(ckpt_path), str(ckpt_path))
         log.info("resumed from %s at step %d", ckpt_path, trainer.step)
     try:
         results = trainer.fit()

@@ -32,7 +32,7 @@ def step_times(cfg, steps: int, warmup: int) -> list[float]:
     info = setup("cpu")
     torch.manual_seed(0)
     method = build.build_method(cfg).train()
-    source, target = build.build_train_sets(cfg, needs_target=True)
+    source, target = build.build_train_sets(cfg)
     optimizer = build_optimizer(method, **cfg.optim)
     src = step_loader(source, cfg.dataset.batch_size, info, 0, 0, 0)
     trg = step_loader(target, cfg.dataset.batch_size, info, 1, 0, 0)

@@ -47,7 +47,9 @@ def last_eval(run_dir: Path) -> dict | None:
     return json.loads(evals[-1].read_text()) if evals else None
 
 
-def train(name: str, overrides: list[str], seed: int, out: Path, threads: int | None = None) -> tuple[dict, float]:
+def train(
+    name: str, overrides: list[str], seed: int, out: Path, threads: int | None = None
+) -> tuple[dict, float]:
     """One run (or its stored result): the last evaluation and the run's wall time in seconds."""
     run_dir = out / name / f"seed{seed}"
     done, timing = last_eval(run_dir), run_dir / "bench_time.json"

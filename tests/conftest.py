@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -18,8 +19,12 @@ torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
 
 
 def tiny_overrides(tmp: Path, n_train: int = 32, n_val: int = 16) -> list[str]:
-    """A configuration that trains in seconds: tiny head, few images, small crops, no workers."""
+    """A configuration that trains in seconds: tiny head, few images, small crops, no workers. The method is
+    stated, not taken from the defaults: source-only without Refign unless a test overrides ``uda``/``refign``
+    (later overrides win)."""
     return [
+        "uda=source_only",
+        "refign=off",
         f"paths.output_dir={tmp}/outputs",
         f"paths.cache_dir={tmp.parent}/synthetic_cache",
         f"dataset.train_source.num_images={n_train}",
@@ -42,6 +47,35 @@ def compose_cfg(overrides: list[str], config_name: str = "train") -> DictConfig:
     with open_dict(cfg):
         cfg.paths.root_dir = str(Path(CONF_DIR).parent)
     return cfg
+
+
+def save_matcher(path: Path, seed: int) -> Path:
+    """A matcher checkpoint with the official key layout and random weights (plumbing, not accuracy)."""
+    from refign.alignment.network import build_alignment_network
+
+    torch.manual_seed(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": build_alignment_network().state_dict()}, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def matcher_file(tmp_path_factory) -> str:
+    """One random-init matcher file per test session, for ``refign=on alignment.checkpoint=…``."""
+    return str(save_matcher(tmp_path_factory.mktemp("matcher") / "uawarpc.ckpt", seed=0))
+
+
+def numpy_miou(pairs: list[tuple[np.ndarray, np.ndarray]], over_present: bool = False) -> float:
+    """mIoU (%) of (prediction, label) train-id maps, written independently of ``refign.engine.metrics``."""
+    cm = np.zeros((19, 19), np.int64)
+    for pred, label in pairs:
+        keep = label != 255
+        np.add.at(cm, (label[keep].astype(int), pred[keep].astype(int)), 1)
+    union = cm.sum(0) + cm.sum(1) - np.diag(cm)
+    iou = np.where(union > 0, np.diag(cm) / np.maximum(union, 1), 0.0)
+    if over_present:
+        iou = iou[cm.sum(1) > 0]
+    return round(100 * iou.mean(), 2)
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 import torch
 
+from refign.engine.checkpoint import method_state
 from tests.conftest import CONF_DIR
 
 ROOT = Path(CONF_DIR).parent
@@ -128,7 +129,7 @@ def kill_after_first_checkpoint(launched: Launched, checkpoint: Path, max_steps:
 
 
 def weights(checkpoint: Path) -> dict[str, torch.Tensor]:
-    return torch.load(checkpoint, map_location="cpu", weights_only=False)["model"]
+    return method_state(torch.load(checkpoint, map_location="cpu", weights_only=False))
 
 
 def assert_bit_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:

@@ -85,11 +85,16 @@ def test_evaluate_reproduces_the_training_evaluation(tiny_cfg, tmp_path):
 
 
 def test_evaluate_rejects_a_checkpoint_of_another_model(tiny_cfg, tmp_path):
-    cfg = tiny_cfg(n_train=8, n_val=6)
+    """An HRDA segmentor's weights into the plain segmentor this composition describes."""
     path = tmp_path / "foreign.pt"
-    torch.save({"model": build_segmentor(cfg).state_dict(), "config": None}, path)
+    hrda = build_segmentor(tiny_cfg("uda=hrda", n_train=8, n_val=6))
+    torch.save({"format": 2, "segmentor": hrda.state_dict(), "config": None}, path)
+    cfg = tiny_cfg("model=segmentor", n_train=8, n_val=6)
     with open_dict(cfg):
         cfg.checkpoint = str(path)
         cfg.use_checkpoint_config = False
-    with pytest.raises(CheckpointError, match="missing"):
+    with pytest.raises(CheckpointError, match=r"do not fit Segmentor: unexpected \(\d+\): scale_attention"):
+        evaluate.load_model(cfg)
+    torch.save({"state_dict": hrda.state_dict()}, path)  # a bare weight file, not a training checkpoint
+    with pytest.raises(CheckpointError, match="not a refign training checkpoint"):
         evaluate.load_model(cfg)

@@ -11,6 +11,7 @@ import torch
 import torch.multiprocessing as mp
 
 from refign.build import build_method
+from refign.engine import checkpoint
 from refign.engine.reproducibility import seed_everything
 from refign.engine.trainer import Trainer
 from refign.train import run
@@ -70,7 +71,7 @@ def test_two_process_ddp_matches_single_process(tiny_cfg, tmp_path):
     mp.spawn(_worker, args=(2, free_port(), cfg, ddp_dir), nprocs=2, join=True)
 
     r0, r1 = (torch.load(ddp_dir / f"rank{r}.pt") for r in (0, 1))
-    single = torch.load(single_dir / "checkpoints" / "last.pt", weights_only=False)["model"]
+    single = checkpoint.method_state(checkpoint.load(single_dir / "checkpoints" / "last.pt"))
     for k, v in r0.items():
         torch.testing.assert_close(v, r1[k], rtol=0, atol=0, msg=f"ranks differ at {k}")
         torch.testing.assert_close(v, single[k], rtol=1e-4, atol=1e-5, msg=f"DDP differs from single at {k}")

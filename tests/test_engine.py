@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from refign.engine.checkpoint import load
+from refign.engine.checkpoint import load, method_state
 from refign.engine.trainer import NonFiniteLossError
 from refign.train import run
 from refign.uda.source_only import SourceOnly
@@ -34,16 +34,28 @@ def test_non_finite_losses_skip_steps_then_stop_with_a_checkpoint(tiny_cfg, tmp_
         run(cfg, tmp_path)
     state = load(tmp_path / "checkpoints" / "last.pt")
     assert state["step"] == 6
-    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    assert all(torch.isfinite(v).all() for v in method_state(state).values() if v.is_floating_point())
 
 
-def test_fp16_with_grad_scaler_and_clipping_runs(tiny_cfg, tmp_path):
+def test_fp16_gradients_are_unscaled_then_clipped_before_the_update(tiny_cfg, tmp_path, monkeypatch):
+    """The optimiser must see gradients of norm ``grad_clip`` (unscaled first, then clipped): clipping the
+    scaled gradients would hand it a norm 1/scale as large, not clipping at the unscaled norm."""
+    seen = []
+    real_step = torch.optim.AdamW.step
+
+    def recording_step(self, *args, **kwargs):
+        grads = [p.grad for group in self.param_groups for p in group["params"] if p.grad is not None]
+        seen.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))))
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", recording_step)
     cfg = tiny_cfg(
-        "trainer.max_steps=3", "trainer.precision=fp16", "trainer.grad_clip=1.0", n_train=8, n_val=2
+        "trainer.max_steps=3", "trainer.precision=fp16", "trainer.grad_clip=1e-3", n_train=8, n_val=2
     )
-    results = run(cfg, tmp_path)
-    assert 0 <= results["target"]["mIoU"] <= 100
-    assert "scaler" in load(tmp_path / "checkpoints" / "last.pt")
+    run(cfg, tmp_path)
+    assert seen and all(abs(n - 1e-3) < 1e-6 for n in seen), seen  # every unscaled norm exceeds 1e-3
+    scaler = load(tmp_path / "checkpoints" / "last.pt")["scaler"]
+    assert scaler["scale"] > 1 and scaler["_growth_tracker"] == len(seen)  # scaled, no step skipped
 
 
 def test_wandb_offline_run_is_written_locally(tiny_cfg, tmp_path, monkeypatch):

@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from refign import build
+from refign.engine import checkpoint
 from refign.models.weights import CheckpointError
+from refign.train import run
 
 
 def saved_segmentor(cfg, path) -> dict[str, torch.Tensor]:
@@ -35,14 +37,13 @@ def test_every_tensor_reaches_student_teacher_and_frozen_copy(tiny_cfg, tmp_path
         torch.testing.assert_close(v, state[f"backbone.{k}"])
 
 
-def test_a_training_checkpoint_initialises_from_its_student(tiny_cfg, tmp_path):
-    cfg = tiny_cfg("uda=source_only", "refign=off")
-    state = saved_segmentor(cfg, tmp_path / "bare.pt")
-    torch.save({"model": {f"model.{k}": v for k, v in state.items()}, "step": 3}, tmp_path / "last.pt")
-    segmentor = build.build_segmentor(
-        tiny_cfg("uda=source_only", "refign=off", f"init_weights={tmp_path}/last.pt")
-    )
-    for k, v in state.items():
+def test_a_training_checkpoint_initialises_from_its_inference_network(tiny_cfg, tmp_path):
+    run(tiny_cfg("uda=source_only", "refign=off", "trainer.max_steps=1", n_train=4, n_val=2), tmp_path)
+    ckpt = tmp_path / "checkpoints" / "last.pt"
+    trained = checkpoint.segmentor_state(checkpoint.load(ckpt), str(ckpt))
+    segmentor = build.build_segmentor(tiny_cfg("uda=source_only", "refign=off", f"init_weights={ckpt}"))
+    assert set(segmentor.state_dict()) == set(trained)
+    for k, v in trained.items():
         torch.testing.assert_close(segmentor.state_dict()[k], v)
 
 

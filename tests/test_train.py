@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
-import pytest
+import torch
 
+from refign.engine import checkpoint
+from refign.engine.trainer import Trainer
+from refign.models.segmentor import Segmentor
 from refign.train import run
 
 
@@ -36,8 +40,23 @@ def test_source_only_learns_and_shows_the_domain_gap(tiny_cfg, tmp_path):
     assert (tmp_path / "eval_0000300.json").exists()
 
 
-@pytest.mark.parametrize("precision", ["bf16"])
-def test_mixed_precision_step_runs(tiny_cfg, tmp_path, precision):
-    cfg = tiny_cfg("trainer.max_steps=2", f"trainer.precision={precision}", n_train=8, n_val=4)
-    results = run(cfg, tmp_path)
-    assert 0 <= results["source"]["mIoU"] <= 100
+def test_bf16_autocasts_the_step_and_keeps_fp32_weights(tiny_cfg, tmp_path, monkeypatch):
+    """precision=bf16: the network computes in bfloat16 inside the step (and the evaluation), the weights
+    stay float32 and are updated."""
+    dtypes, initial = [], {}
+    real_forward, real_fit = Segmentor.forward, Trainer.fit
+    monkeypatch.setattr(
+        Segmentor, "forward", lambda self, x: dtypes.append(out := real_forward(self, x)) or out
+    )
+    monkeypatch.setattr(
+        Trainer,
+        "fit",
+        lambda self: initial.update(copy.deepcopy(self.method.model.state_dict())) or real_fit(self),
+    )
+    run(tiny_cfg("trainer.max_steps=2", "trainer.precision=bf16", n_train=8, n_val=4), tmp_path)
+    assert len(dtypes) == 2 + 4 + 4  # two steps, then 4 source-val and 4 target-val images
+    assert {t.dtype for t in dtypes} == {torch.bfloat16}
+    trained = checkpoint.segmentor_state(checkpoint.load(tmp_path / "checkpoints" / "last.pt"), "last.pt")
+    assert all(v.dtype == initial[k].dtype for k, v in trained.items())
+    moved = [k for k, v in trained.items() if v.is_floating_point() and not torch.equal(v, initial[k])]
+    assert len(moved) > 10

@@ -90,6 +90,7 @@ class Trainer:
             (lambda: torch.autocast(dist_info.device.type, dtype=dtype)) if dtype else contextlib.nullcontext
         )
         self.scaler = torch.amp.GradScaler(dist_info.device.type, enabled=cfg.precision == "fp16")
+        self.rebuilt = checkpoint.describe_rebuilt(method)  # frozen modules stored as fingerprints
         self.model = self._wrap(method)
 
     def _wrap(self, method: nn.Module) -> nn.Module:
@@ -111,7 +112,7 @@ class Trainer:
         rank draws its own random numbers (augmentation, ClassMix, dropout), so all ranks' generator states
         are kept, in rank order."""
         return {
-            "model": self.method.state_dict(),
+            **checkpoint.method_entries(self.method, self.rebuilt),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -120,8 +121,8 @@ class Trainer:
             "config": self.resolved_config,
         }
 
-    def load_state_dict(self, state: dict) -> None:
-        self.method.load_state_dict(state["model"])
+    def load_state_dict(self, state: dict, source: str = "checkpoint") -> None:
+        checkpoint.restore_method(self.method, state, source, self.rebuilt)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])

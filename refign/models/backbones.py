@@ -4,10 +4,33 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from mmseg.models.backbones import MixVisionTransformer, ResNetV1c
 from torch import nn
 
 from refign.models.weights import load_backbone_weights, load_strict, read_state_dict
+
+# The official MiT (SegFormer; Refign's mix_transformer.py) builds its patch-embedding and spatial-reduction
+# LayerNorms with PyTorch's default eps, and only the block and stage norms with 1e-6; mmseg uses 1e-6 for
+# all of them. With 1e-6 there, converted official weights gave logits up to 3.8e-4 off.
+OFFICIAL_EMBED_NORM_EPS = 1e-5
+
+
+class MiT(MixVisionTransformer):
+    """mmseg's ``MixVisionTransformer`` made to compute as the official MiT: patch-embedding and
+    spatial-reduction LayerNorms with eps 1e-5, and contiguous (not channels-last) output features, as the
+    official ``reshape(...).permute(0, 3, 1, 2).contiguous()``. Parameter names are mmseg's."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        for patch_embed, blocks, _ in self.layers:
+            patch_embed.norm.eps = OFFICIAL_EMBED_NORM_EPS
+            for block in blocks:
+                if block.attn.sr_ratio > 1:
+                    block.attn.norm.eps = OFFICIAL_EMBED_NORM_EPS
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return [f.contiguous() for f in super().forward(x)]
 
 
 def mit(
@@ -20,11 +43,11 @@ def mit(
     qkv_bias: bool = True,
     pretrained: str | None = None,
 ) -> nn.Module:
-    """mmseg ``MixVisionTransformer`` (SegFormer MiT-b0…b5 by the config's sizes), optionally pretrained.
+    """``MiT`` (SegFormer MiT-b0…b5 by the config's sizes), optionally pretrained.
 
     ``pretrained`` names a local file with MiT weights (mmseg key names, optionally under ``backbone.``).
     """
-    model = MixVisionTransformer(
+    model = MiT(
         embed_dims=embed_dims,
         num_layers=list(num_layers),
         num_heads=list(num_heads),

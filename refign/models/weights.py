@@ -13,14 +13,15 @@ class CheckpointError(RuntimeError):
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Tensors of a checkpoint file, unwrapping ``state_dict`` / ``model`` containers."""
+    """Tensors of a checkpoint file, unwrapping ``state_dict`` / ``model`` containers (Lightning, earlier
+    refign checkpoints) or the ``segmentor`` entry of a refign training checkpoint."""
     if not os.path.isfile(path):
         raise CheckpointError(f"weight file not found: {path}")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # noqa: BLE001 - any unpickling failure means an unusable file
         raise CheckpointError(f"cannot read weight file {path}: {err}") from err
-    for key in ("state_dict", "model"):
+    for key in ("state_dict", "model", "segmentor"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
     if not isinstance(obj, dict):
@@ -58,8 +59,9 @@ def load_backbone_weights(module: nn.Module, path: str | os.PathLike) -> None:
 
 
 def segmentor_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The segmentor weights in a file: a bare segmentor state dict (``backbone.*``, ``head.*``…) or a
-    training checkpoint of this project, whose student segmentor is stored under ``model.*``."""
+    """The segmentor weights in a file: a bare segmentor state dict (``backbone.*``, ``head.*``…), a training
+    checkpoint of this project (its ``segmentor`` entry), or one of an earlier version (the student under
+    ``model.*`` of the whole method)."""
     state = read_state_dict(path)
     if not any(k.startswith(("backbone.", "head.")) for k in state):
         student = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from refign.data.transforms import IMAGENET_MEAN, IMAGENET_STD, denormalize
 
-EPS = 1e-8
+EPS = 1e-6  # kornia 0.5.8 ``rgb_to_hsv``: saturation = delta / (max + eps)
 
 
 def normalize(image: torch.Tensor) -> torch.Tensor:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import nn
 
@@ -21,12 +23,30 @@ class UDAMethod(nn.Module):
 
     When the engine sets ``wants_images`` before a step, the method may add ``img/<name>`` entries: (H, W, 3)
     uint8 panels that are saved as PNG and sent to wandb.
+
+    What a method can do is stated by its class, so that the build and the entry points never need to know
+    concrete methods (nor read constructor signatures):
+
+    * ``self_training``: it pseudo-labels the target and accepts a ``pseudo_labeler`` argument (Refign plugs
+      in there).
+    * ``needs_target``: its batches carry target images (``image_trg``); False = no target loader is built.
+    * ``segmentor_types``: the segmentor classes whose training path it implements (exact types: HRDA's
+      multi-resolution segmentor is a ``Segmentor`` subclass but only ``uda=hrda`` trains its two views).
     """
 
+    self_training: ClassVar[bool] = False
+    needs_target: ClassVar[bool] = True
+    segmentor_types: ClassVar[tuple[type[Segmentor], ...]] = (Segmentor,)
     wants_images: bool = False
 
     def __init__(self, model: Segmentor) -> None:
         super().__init__()
+        if type(model) not in self.segmentor_types:
+            trains = " or ".join(t.__name__ for t in self.segmentor_types)
+            raise ValueError(
+                f"{type(self).__name__} trains only {trains}, but the model (model._target_) is "
+                f"{type(model).__name__}: choose the model that goes with the method (model=hrda ↔ uda=hrda)"
+            )
         self.model = model
 
     def forward(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
@@ -34,5 +54,6 @@ class UDAMethod(nn.Module):
         raise NotImplementedError
 
     def inference_model(self) -> Segmentor:
-        """The network that is evaluated and exported (the student, as in the official code)."""
+        """The network that is evaluated and exported (the student, as in the official code). It must be a
+        submodule of the method: checkpoints store its weights apart from the training state."""
         return self.model

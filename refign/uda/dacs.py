@@ -62,6 +62,8 @@ class DACS(UDAMethod):
         pseudo_labeler: how target probabilities are made (default: teacher softmax); Refign plugs in here.
     """
 
+    self_training = True
+
     def __init__(
         self,
         model: Segmentor,

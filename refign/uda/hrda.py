@@ -10,7 +10,6 @@ from refign.models.hrda import HRDASegmentor, check_hrda_geometry, downscale
 from refign.models.segmentor import Segmentor, resize
 from refign.uda.dacs import DACS
 from refign.uda.losses import pixel_weighted_ce
-from refign.uda.pseudo_label import PseudoLabeler
 
 
 class HRDA(DACS):
@@ -23,27 +22,15 @@ class HRDA(DACS):
         model: an ``HRDASegmentor`` (``model=hrda``).
         hr_loss_weight: w above (0.1).
         crop_size: the training crop, checked at start-up against the output stride and the detail crop.
-        pseudo_labeler: as for DACS (Refign plugs in here); named so that ``refign=on`` recognises HRDA as a
-            self-training method.
-        **dacs: the other DACS/DAFormer arguments.
+        **dacs: the DACS/DAFormer arguments.
     """
 
-    def __init__(
-        self,
-        model: Segmentor,
-        hr_loss_weight: float,
-        crop_size: Sequence[int],
-        pseudo_labeler: PseudoLabeler | None = None,
-        **dacs,
-    ) -> None:
-        if not isinstance(model, HRDASegmentor):
-            raise ValueError(
-                f"uda=hrda needs a segmentor with scale attention (model=hrda → HRDASegmentor), got "
-                f"{type(model).__name__}"
-            )
+    segmentor_types = (HRDASegmentor,)
+
+    def __init__(self, model: Segmentor, hr_loss_weight: float, crop_size: Sequence[int], **dacs) -> None:
+        super().__init__(model, **dacs)  # checks the model type first
         crop = tuple(crop_size)
         check_hrda_geometry(crop, model.hr_crop_size or (crop[0] // 2, crop[1] // 2), model.output_stride)
-        super().__init__(model, pseudo_labeler=pseudo_labeler, **dacs)
         self.hr_loss_weight = hr_loss_weight
 
     def segmentation_loss(

@@ -10,7 +10,9 @@ from refign.uda.losses import pixel_weighted_ce
 
 
 class SourceOnly(UDAMethod):
-    """L = CE(up(student(x_src)), y_src); target images, if any, are ignored."""
+    """L = CE(up(student(x_src)), y_src); no target images are loaded."""
+
+    needs_target = False
 
     def forward(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
         logits = resize(self.model(batch["image_src"]), batch["semantic_src"].shape[-2:])

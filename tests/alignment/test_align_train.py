@@ -47,7 +47,7 @@ def test_stage_configs_compose(tmp_path):
     assert one.alignment.coarse_size == 256 and one.alignment.pyramid is None  # the faithful matcher
     # the synthetic benchmark (default) trains the CPU-scale variant from scratch with its own schedule
     syn = align_cfg(tmp_path)
-    assert syn.alignment.pyramid._target_.endswith("ConvPyramid") and syn.alignment.checkpoint is None
+    assert syn.alignment.pyramid._target_.endswith("PatchPyramid") and syn.alignment.checkpoint is None
     assert syn.loss_weighting == "intended" and stage_cfg(syn).max_steps < 10_000
 
 

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from refign import build
+from refign.engine import checkpoint
 from refign.models.backbones import mit
 from refign.models.convert import check_vgg16, convert_mit, convert_refign
-from refign.models.weights import CheckpointError, load_strict, read_state_dict
+from refign.models.weights import CheckpointError
 from scripts.convert_checkpoint import main as convert_main
 from tests.conftest import compose_cfg
 
@@ -119,7 +120,7 @@ def test_official_refign_checkpoint_converts_and_predicts_identically(tmp_path):
     convert_main(["refign", str(src), str(out), "--drop-unmatched", "--", *MODEL])
     torch.manual_seed(2)
     fresh = build.build_method(cfg)
-    load_strict(fresh, read_state_dict(out), str(out))
+    checkpoint.restore_method(fresh, checkpoint.load(out), str(out))
     for k, v in original.state_dict().items():
         assert torch.equal(fresh.state_dict()[k], v), k
     x = torch.randn(1, 3, 64, 64)

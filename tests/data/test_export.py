@@ -14,10 +14,11 @@ from PIL import Image
 from refign import build
 from refign.data.datasets.acdc import ACDC
 from refign.data.datasets.dark_zurich import DarkZurich
+from refign.engine import checkpoint
 from refign.engine.dist import DistInfo
 from refign.engine.evaluator import evaluate
 from refign.predict import run
-from tests.conftest import compose_cfg
+from tests.conftest import compose_cfg, numpy_miou
 from tests.data import trees
 
 
@@ -39,7 +40,7 @@ def tiny_checkpoint(tmp_path: Path, dataset: str) -> list[str]:
     torch.manual_seed(0)
     method = build.build_method(cfg)
     ckpt = tmp_path / "last.pt"
-    torch.save({"model": method.state_dict(), "config": OmegaConf.to_container(cfg)}, ckpt)
+    torch.save({**checkpoint.method_entries(method, {}), "config": OmegaConf.to_container(cfg)}, ckpt)
     return [*overrides, f"checkpoint={ckpt}"]
 
 
@@ -83,16 +84,6 @@ class ColumnModel(torch.nn.Module):
         logits = torch.zeros(x.shape[0], 19, *x.shape[-2:])
         logits[:, 0:1], logits[:, 1:2] = 1 - right, right
         return torch.nn.functional.interpolate(logits, size=tuple(out_size), mode="nearest")
-
-
-def numpy_miou(pairs: list[tuple[np.ndarray, np.ndarray]]) -> float:
-    cm = np.zeros((19, 19), np.int64)
-    for pred, label in pairs:
-        keep = label != 255
-        np.add.at(cm, (label[keep].astype(int), pred[keep].astype(int)), 1)
-    union = cm.sum(0) + cm.sum(1) - np.diag(cm)
-    iou = np.where(union > 0, np.diag(cm) / np.maximum(union, 1), 0.0)
-    return round(100 * iou.mean(), 2)
 
 
 def test_per_condition_miou_matches_numpy(tmp_path):

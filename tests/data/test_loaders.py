@@ -182,19 +182,13 @@ def test_corrupt_png_names_the_file(tmp_path):
 
 def test_robotcar_correspondence_pairs_from_mat_files(tmp_path):
     """MATLAB v7.3 files are HDF5: the image paths are stored as arrays of character codes (spec 03 §3.5)."""
-    h5py = pytest.importorskip("h5py")
+    pytest.importorskip("h5py")
     root = trees.robotcar_labelled(tmp_path / "RobotCar")
     pairs = [
         ("overcast-reference/rear/100.jpg", "night/rear/200.jpg"),
         ("overcast-reference/rear/101.jpg", "dawn/rear/300.jpg"),
     ]
-    (root / "correspondence_data").mkdir()
-    for k, (ref, trg) in enumerate(pairs):
-        for rel, value in ((ref, 40 + 100 * k), (trg, 90 + 100 * k)):
-            trees.png(root / "images" / rel, value)
-        with h5py.File(root / "correspondence_data" / f"pair_{k:04d}.mat", "w") as f:
-            f["im_i_path"] = np.array([[ord(c)] for c in ref], np.uint16)
-            f["im_j_path"] = np.array([[ord(c)] for c in trg], np.uint16)
+    trees.robotcar_pairs(root, pairs)
     ds = RobotCar(root, "train", load_keys=("image", "image_ref"))
     assert len(ds) == 2
     by_name = {ds[i]["filename"]: ds[i] for i in range(2)}

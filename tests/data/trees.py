@@ -90,6 +90,21 @@ def robotcar_labelled(root: Path, n: int = 2) -> Path:
     return root
 
 
+def robotcar_pairs(root: Path, pairs: list[tuple[str, str]]) -> Path:
+    """RobotCar Seasons correspondences: ``(reference, target)`` image paths under ``images/`` (red level
+    40 + 100·k and 90 + 100·k), one MATLAB v7.3 (HDF5) file per pair holding the paths as character codes."""
+    import h5py
+
+    (root / "correspondence_data").mkdir(parents=True, exist_ok=True)
+    for k, (ref, trg) in enumerate(pairs):
+        for rel, value in ((ref, 40 + 100 * k), (trg, 90 + 100 * k)):
+            png(root / "images" / rel, value)
+        with h5py.File(root / "correspondence_data" / f"pair_{k:04d}.mat", "w") as f:
+            f["im_i_path"] = np.array([[ord(c)] for c in ref], np.uint16)
+            f["im_j_path"] = np.array([[ord(c)] for c in trg], np.uint16)
+    return root
+
+
 def nighttime_driving(root: Path, n: int = 2) -> Path:
     for i in range(n):
         stem = f"0_frame_{i:04d}"

@@ -9,21 +9,11 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from refign import build
-from refign.alignment.network import build_alignment_network
+from refign.engine.checkpoint import load
 from refign.models.weights import CheckpointError
 from refign.refine.pseudo_labeler import RefignPseudoLabeler
 from refign.train import run
 from tests.conftest import CONF_DIR
-
-
-@pytest.fixture(scope="module")
-def aligner_ckpt(tmp_path_factory):
-    """A matcher checkpoint with the official key layout (random weights: plumbing, not accuracy)."""
-    path = tmp_path_factory.mktemp("aligner") / "uawarpc.ckpt"
-    torch.manual_seed(0)
-    net = build_alignment_network()
-    torch.save({"state_dict": net.state_dict()}, path)
-    return str(path)
 
 
 def refign_cfg(tiny_cfg, *extra):
@@ -37,14 +27,9 @@ def refign_cfg(tiny_cfg, *extra):
     )
 
 
-def test_refign_needs_a_self_training_method(tiny_cfg, aligner_ckpt):
-    with pytest.raises(build.ConfigError, match="self-training method"):
-        build.build_method(refign_cfg(tiny_cfg, "uda=source_only", f"alignment.checkpoint={aligner_ckpt}"))
-
-
-def test_refign_needs_reference_images(tiny_cfg, aligner_ckpt):
+def test_refign_needs_reference_images(tiny_cfg, matcher_file):
     cfg = refign_cfg(
-        tiny_cfg, "dataset.train_target.load_keys=[image]", f"alignment.checkpoint={aligner_ckpt}"
+        tiny_cfg, "dataset.train_target.load_keys=[image]", f"alignment.checkpoint={matcher_file}"
     )
     with pytest.raises(build.ConfigError, match="image_ref"):
         build.build_method(cfg)
@@ -62,7 +47,7 @@ def test_refign_needs_a_fitting_aligner_checkpoint(tiny_cfg, tmp_path):
 
 
 def test_unequal_target_and_reference_sizes_fail_before_training(
-    tiny_cfg, aligner_ckpt, tmp_path, monkeypatch
+    tiny_cfg, matcher_file, tmp_path, monkeypatch
 ):
     from refign.data.datasets.synthetic import SyntheticDataset
 
@@ -76,7 +61,7 @@ def test_unequal_target_and_reference_sizes_fail_before_training(
 
     monkeypatch.setattr(SyntheticDataset, "__getitem__", shrunk_ref)
     with pytest.raises(build.ConfigError, match="equal size"):
-        run(refign_cfg(tiny_cfg, f"alignment.checkpoint={aligner_ckpt}", "trainer.max_steps=1"), tmp_path)
+        run(refign_cfg(tiny_cfg, f"alignment.checkpoint={matcher_file}", "trainer.max_steps=1"), tmp_path)
     assert not (tmp_path / "metrics.jsonl").exists()
 
 
@@ -121,10 +106,10 @@ def test_ablation_rows_set_the_official_switches():
             assert (r.use_align, r.disable_m, r.disable_p, r.gamma, r.adapt_to_ref) == values, row
 
 
-def test_refign_training_steps_log_refinement_statistics_and_panels(tiny_cfg, aligner_ckpt, tmp_path):
+def test_refign_training_steps_log_refinement_statistics_and_panels(tiny_cfg, matcher_file, tmp_path):
     cfg = refign_cfg(
         tiny_cfg,
-        f"alignment.checkpoint={aligner_ckpt}",
+        f"alignment.checkpoint={matcher_file}",
         "trainer.max_steps=1",
         "trainer.image_every=1",
         "refine.adapt_to_ref=false",
@@ -136,5 +121,9 @@ def test_refign_training_steps_log_refinement_statistics_and_panels(tiny_cfg, al
     for x in train:
         assert 0 <= x["train/refign/warp_valid_fraction"] <= 1 and 0 < x["train/refign/trust_s"] <= 1
     assert len(list((tmp_path / "images").glob("img_refign_*.png"))) == 1
-    state = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=False)["model"]
-    assert any(k.startswith("pseudo_labeler.aligner.alignment_head.") for k in state)
+    state = load(tmp_path / "checkpoints" / "last.pt")  # the frozen matcher: a fingerprint, not weights
+    assert set(state["rebuilt"]) == {"pseudo_labeler.aligner"}
+    assert state["rebuilt"]["pseudo_labeler.aligner"]["source"] == f"alignment.checkpoint={matcher_file}"
+    assert not any("aligner" in k for k in state["method"]) and not any(
+        "aligner" in k for k in state["segmentor"]
+    )

@@ -20,6 +20,18 @@ def test_hsv_matches_colorsys():
     torch.testing.assert_close(augment.hsv_to_rgb(hsv), rgb, atol=1e-5, rtol=0)
 
 
+def test_hsv_saturation_uses_kornia_058_eps_on_dark_pixels():
+    """kornia 0.5.8: s = (max − min) / (max + 1e-6). On a dark pixel the eps decides the result: doubling
+    the saturation of (0.002, 0.001, 0.001) leaves green/blue at 0.002·(1 − 2·0.001/0.002001) ≈ 1e-6
+    (eps 1e-8 would give 2e-8)."""
+    rgb = torch.tensor([0.002, 0.001, 0.001]).view(3, 1, 1)
+    sat = 0.001 / (0.002 + 1e-6)
+    assert augment.rgb_to_hsv(rgb)[1].item() == pytest.approx(sat, rel=1e-6)
+    out = augment.adjust_saturation(rgb, 2.0).flatten()
+    expected = 0.002 * (1 - min(2 * sat, 1.0))
+    torch.testing.assert_close(out, torch.tensor([0.002, expected, expected]), rtol=1e-3, atol=1e-9)
+
+
 def test_jitter_strength_zero_is_identity():
     image = torch.rand(1, 3, 16, 16)
     torch.testing.assert_close(augment.color_jitter(image, 0.0), image, atol=1e-5, rtol=0)

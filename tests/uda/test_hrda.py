@@ -5,6 +5,7 @@ import torch.nn.functional as F
 from refign.models.heads.segformer import SegFormerHead
 from refign.models.hrda import HRDASegmentor, random_crop_box
 from refign.models.segmentor import Segmentor, slide_windows
+from refign.uda.dacs import DACS
 from refign.uda.hrda import HRDA
 from tests.uda.conftest import NUM_CLASSES, TinyBackbone, TinyHead, tiny_segmentor, toy_batch, uda_kwargs
 
@@ -114,8 +115,10 @@ def test_bad_hrda_inputs_fail_at_start_up():
         HRDA(hrda_model(), **{**kwargs, "crop_size": [60, 64]})
     with pytest.raises(ValueError, match="larger than the image"):
         HRDA(hrda_model(hr_crop_size=(128, 128)), **{**kwargs, "crop_size": [64, 64]})
-    with pytest.raises(ValueError, match="scale attention"):
+    with pytest.raises(ValueError, match="HRDA trains only HRDASegmentor, but the model .* is Segmentor"):
         HRDA(tiny_segmentor(), **{**kwargs, "crop_size": [64, 64]})
+    with pytest.raises(ValueError, match="DACS trains only Segmentor, but the model .* is HRDASegmentor"):
+        DACS(hrda_model(), **uda_kwargs("dacs"))
 
     class Stride8Head(TinyHead):
         def forward(self, feats):
