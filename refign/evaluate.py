@@ -35,8 +35,9 @@ def load_model(cfg: DictConfig) -> Segmentor:
             for node in MODEL_NODES:
                 cfg[node] = stored[node]
             cfg.dataset.num_classes = stored.dataset.num_classes
-    with open_dict(cfg):  # every weight comes from the checkpoint: do not read the initialisation file
+    with open_dict(cfg):  # every weight comes from the checkpoint: do not read the initialisation files
         cfg.backbone.pretrained = None
+        cfg.init_weights = None
     model = build.build_segmentor(cfg)
     load_strict(model, weights, str(cfg.checkpoint))
     return model

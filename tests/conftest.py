@@ -21,10 +21,11 @@ torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
 def tiny_overrides(tmp: Path, n_train: int = 32, n_val: int = 16) -> list[str]:
     """A configuration that trains in seconds: tiny head, few images, small crops, no workers. The method is
     stated, not taken from the defaults: source-only without Refign unless a test overrides ``uda``/``refign``
-    (later overrides win)."""
+    (later overrides win), from scratch rather than from the shipped segmentor (``init_weights=null``)."""
     return [
         "uda=source_only",
         "refign=off",
+        "init_weights=null",
         f"paths.output_dir={tmp}/outputs",
         f"paths.cache_dir={tmp.parent}/synthetic_cache",
         f"dataset.train_source.num_images={n_train}",
@@ -49,20 +50,29 @@ def compose_cfg(overrides: list[str], config_name: str = "train") -> DictConfig:
     return cfg
 
 
-def save_matcher(path: Path, seed: int) -> Path:
-    """A matcher checkpoint with the official key layout and random weights (plumbing, not accuracy)."""
-    from refign.alignment.network import build_alignment_network
+def build_matcher(small: bool = True, checkpoint: str | None = None) -> torch.nn.Module:
+    """The synthetic benchmark's CPU-scale matcher (``alignment=uawarpc_small``) or the paper's (``uawarpc``),
+    built from its real config."""
+    from hydra.utils import instantiate
 
+    name = "uawarpc_small" if small else "uawarpc"
+    cfg = compose_cfg([f"alignment={name}", f"alignment.checkpoint={checkpoint or 'null'}"])
+    return instantiate(cfg.alignment)
+
+
+def save_matcher(path: Path, seed: int, small: bool = True) -> Path:
+    """A matcher checkpoint with the official key layout and random weights (plumbing, not accuracy)."""
     torch.manual_seed(seed)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": build_alignment_network().state_dict()}, path)
+    torch.save({"state_dict": build_matcher(small).state_dict()}, path)
     return path
 
 
 @pytest.fixture(scope="session")
 def matcher_file(tmp_path_factory) -> str:
-    """One random-init matcher file per test session, for ``refign=on alignment.checkpoint=…``."""
-    return str(save_matcher(tmp_path_factory.mktemp("matcher") / "uawarpc.ckpt", seed=0))
+    """One random-init matcher file per test session, for ``refign=on alignment.checkpoint=…`` on the synthetic
+    benchmark (whose matcher is the CPU-scale one)."""
+    return str(save_matcher(tmp_path_factory.mktemp("matcher") / "uawarpc_small.ckpt", seed=0))
 
 
 def numpy_miou(pairs: list[tuple[np.ndarray, np.ndarray]], over_present: bool = False) -> float:

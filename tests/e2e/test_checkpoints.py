@@ -12,13 +12,12 @@ import pytest
 import torch
 
 from refign import evaluate
-from refign.alignment.network import build_alignment_network
 from refign.engine import checkpoint
 from refign.models.weights import CheckpointError, read_state_dict
 from refign.train import run
 from refign.uda.dacs import DACS
 from scripts.convert_checkpoint import main as convert_main
-from tests.conftest import compose_cfg, save_matcher
+from tests.conftest import build_matcher, compose_cfg, save_matcher
 from tests.e2e.conftest import STEP, SYNTHETIC, paths
 from tests.uda.conftest import tiny_segmentor, uda_kwargs
 
@@ -73,7 +72,7 @@ def test_resume_rebuilds_the_matcher_from_its_file_and_refuses_another(tmp_path,
     resumed = checkpoint.load(ckpt)
     assert resumed["step"] == 2
     assert resumed["rebuilt"]["pseudo_labeler.aligner"]["source"] == f"alignment.checkpoint={moved}"
-    expected = checkpoint.fingerprint(build_alignment_network(checkpoint=str(matcher_file)))
+    expected = checkpoint.fingerprint(build_matcher(checkpoint=str(matcher_file)))
     assert resumed["rebuilt"]["pseudo_labeler.aligner"]["sha256"] == expected
 
 
@@ -93,7 +92,7 @@ def test_teacher_as_inference_network_is_stored_as_the_segmentor():
 
 def legacy_file(state: dict, matcher_file: str, path: Path) -> Path:
     """What the earlier trainer wrote: the whole method, matcher included, under ``model``."""
-    aligner = build_alignment_network(checkpoint=matcher_file).state_dict()
+    aligner = build_matcher(checkpoint=matcher_file).state_dict()
     model = checkpoint.method_state(state) | {f"pseudo_labeler.aligner.{k}": v for k, v in aligner.items()}
     kept = ("optimizer", "scheduler", "scaler", "step", "rng", "config")
     path.parent.mkdir(parents=True)

@@ -58,7 +58,7 @@ def experiment_env(tmp_path_factory) -> Path:
     )
     resnet = resnet_v1c(101, strides=[1, 2, 1, 1], dilations=[1, 1, 2, 4])
     torch.save(resnet.state_dict(), weights / PRETRAINED["resnet"][0])
-    save_matcher(weights / "uawarpc_megadepth.ckpt", seed=1)
+    save_matcher(weights / "uawarpc_megadepth.ckpt", seed=1, small=False)
     return root
 
 
