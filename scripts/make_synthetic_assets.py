@@ -65,7 +65,7 @@ def record(name: str, path: Path, command: list[str], seconds: float, scores: di
 
 
 def make_segmentor(extra: list[str]) -> None:
-    run_dir = ROOT / "outputs" / "assets" / "segmentor"
+    run_dir = Path("outputs") / "assets" / "segmentor"
     cmd = [
         "-m",
         "refign.train",
@@ -79,14 +79,14 @@ def make_segmentor(extra: list[str]) -> None:
         *extra,
     ]
     seconds = run(cmd)
-    state = {k: v.clone() for k, v in segmentor_state(run_dir / "checkpoints" / "last.pt").items()}
+    state = {k: v.clone() for k, v in segmentor_state(ROOT / run_dir / "checkpoints" / "last.pt").items()}
     path = ASSETS / SEGMENTOR_FILE
     torch.save(state, path)
     record("segmentor", path, cmd, seconds, segmentor_scores(path))
 
 
 def make_matcher(extra: list[str]) -> None:
-    run_dir = ROOT / "outputs" / "assets" / "matcher"
+    run_dir = Path("outputs") / "assets" / "matcher"
     cmd = [
         "-m",
         "refign.align_train",
@@ -97,7 +97,7 @@ def make_matcher(extra: list[str]) -> None:
         *extra,
     ]
     seconds = run(cmd)
-    state = {k: v.clone() for k, v in read_state_dict(run_dir / "checkpoints" / "last.pt").items()}
+    state = {k: v.clone() for k, v in read_state_dict(ROOT / run_dir / "checkpoints" / "last.pt").items()}
     path = ASSETS / MATCHER_FILE
     torch.save(state, path)
     record("matcher", path, cmd, seconds, matcher_scores(path))

@@ -14,12 +14,16 @@ from tests.conftest import CONF_DIR
 ROOT = Path(CONF_DIR).parent
 
 
-def test_default_composition_is_the_synthetic_benchmark():
+def test_default_composition_is_daformer_refign_on_the_synthetic_benchmark():
     with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
         cfg = compose("train")
     assert cfg.dataset.name == "synthetic"
-    assert cfg.backbone.embed_dims == 32 and cfg.uda._target_.endswith("SourceOnly")
-    assert cfg.schedule.warmup_iters == 50 and cfg.trainer.max_steps == 1000
+    assert cfg.backbone.embed_dims == 32 and cfg.schedule.warmup_iters == 50 and cfg.trainer.max_steps == 1000
+    assert cfg.uda._target_.endswith("DACS") and cfg.uda.enable_fdist and cfg.rcs  # DAFormer
+    assert cfg.refign.enabled and cfg.alignment.pyramid._target_.endswith("PatchPyramid")
+    # both start files are the shipped ones
+    assert cfg.alignment.checkpoint.endswith("refign/assets/uawarpc_small_synthetic.pt")
+    assert cfg.init_weights.endswith("refign/assets/segmentor_synthetic.pt")
 
 
 def test_unknown_key_and_unknown_group_option_fail_loudly():

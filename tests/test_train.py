@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 import torch
 
@@ -11,6 +12,7 @@ from refign.engine import checkpoint
 from refign.engine.trainer import Trainer
 from refign.models.segmentor import Segmentor
 from refign.train import run
+from tests.conftest import compose_cfg
 
 
 def read_losses(run_dir):
@@ -60,3 +62,30 @@ def test_bf16_autocasts_the_step_and_keeps_fp32_weights(tiny_cfg, tmp_path, monk
     assert all(v.dtype == initial[k].dtype for k, v in trained.items())
     moved = [k for k, v in trained.items() if v.is_floating_point() and not torch.equal(v, initial[k])]
     assert len(moved) > 10
+
+
+def test_the_default_run_is_daformer_refign_from_the_shipped_weights(tmp_path):
+    """`python -m refign.train` with only the data made tiny: it builds and trains with both shipped files."""
+    cfg = compose_cfg(
+        [
+            f"paths.output_dir={tmp_path}/outputs",
+            f"paths.cache_dir={tmp_path.parent}/synthetic_cache",
+            *(f"dataset.{node}.num_images=8" for node in ("train_source", "train_target")),
+            *(f"dataset.val.{node}.num_images=4" for node in ("source", "target")),
+            "trainer.max_steps=2",
+            "trainer.num_workers=0",
+            "trainer.log_every=1",
+        ]
+    )
+    run(cfg, tmp_path)
+    state = checkpoint.load(tmp_path / "checkpoints" / "last.pt")
+    assert state["rebuilt"]["pseudo_labeler.aligner"]["source"].endswith("uawarpc_small_synthetic.pt")
+    logged = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert any("train/refign/adapt_to_ref" in x for x in logged) and any(
+        "train/loss_fdist" in x for x in logged
+    )
+    # the student moved away from the shipped segmentor in two steps, but started from it
+    shipped = torch.load(Path(cfg.init_weights), weights_only=True)
+    trained = state["segmentor"]
+    assert set(trained) == set(shipped)
+    assert max((trained[k].float() - shipped[k].float()).abs().max() for k in shipped) < 0.05

@@ -45,11 +45,16 @@ def segmentor_scores(path: str | Path, cache_dir: str | None = None) -> dict[str
     return scores
 
 
+def matcher_config(path: str | Path | None, cache_dir: str | None = None):
+    """The synthetic benchmark's align_train configuration, with ``path`` as the matcher's weights."""
+    extra = [f"paths.cache_dir={cache_dir}"] if cache_dir else []
+    return _compose("align_train", ["align_data=synthetic", f"alignment.checkpoint={path or 'null'}", *extra])
+
+
 def matcher_scores(path: str | Path, cache_dir: str | None = None) -> dict[str, float]:
     """PCK / AEPE of a synthetic matcher file on the synthetic test split, overall and per condition, and
     how informative its certainty is (``certain50_epe_ratio``)."""
-    extra = [f"paths.cache_dir={cache_dir}"] if cache_dir else []
-    cfg = _compose("align_train", ["align_data=synthetic", f"alignment.checkpoint={path}", *extra])
+    cfg = matcher_config(path, cache_dir)
     network = instantiate(cfg.alignment)
     metrics = evaluate_matcher(network, instantiate(cfg.data.eval), CPU.device, progress=False)
     return {k: v for k, v in metrics.items() if k != "pairs_per_s"}
