@@ -12,7 +12,7 @@ from torch.utils.data import Dataset
 
 from refign.engine.checkpoint import mark_rebuilt
 from refign.models.segmentor import Segmentor
-from refign.models.weights import init_segmentor
+from refign.models.weights import CheckpointError, init_segmentor
 from refign.uda.base import UDAMethod
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,15 @@ def build_segmentor(cfg: DictConfig) -> Segmentor:
     head = instantiate(cfg.head, in_channels=list(backbone.out_channels), num_classes=cfg.dataset.num_classes)
     segmentor = instantiate(cfg.model, backbone=backbone, head=head)
     if cfg.get("init_weights"):
-        fresh = init_segmentor(segmentor, cfg.init_weights)
+        try:
+            fresh = init_segmentor(segmentor, cfg.init_weights)
+        except CheckpointError as err:
+            # the usual cause: a dataset's shipped start (e.g. the synthetic benchmark's) with another model
+            raise CheckpointError(
+                f"{err}. init_weights={cfg.init_weights} was saved from another model than the configured "
+                "backbone/head; point init_weights to weights of this model, or set init_weights=null "
+                "(fresh head, backbone from its own `pretrained` file)"
+            ) from None
         log.info(
             "initialised the segmentor from %s%s", cfg.init_weights, f" ({len(fresh)} fresh)" * bool(fresh)
         )
