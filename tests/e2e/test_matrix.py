@@ -42,7 +42,11 @@ WORKING = {  # name: (overrides, data overrides, self-training, Refign on)
 
 REFUSED = {  # name: (overrides, error, message)
     "source_only-on": (["uda=source_only", "refign=on"], ConfigError, "SourceOnly .* does not self-train"),
-    "source_only-hrda": (["uda=source_only", "refign=off", "model=hrda"], ValueError, "SourceOnly trains only Segmentor"),
+    "source_only-hrda": (
+        ["uda=source_only", "refign=off", "model=hrda"],
+        ValueError,
+        "SourceOnly trains only Segmentor",
+    ),
     "dacs-hrda": (["uda=dacs", "model=hrda"], ValueError, "DACS trains only Segmentor, .* is HRDASegmentor"),
     "daformer-hrda": (["uda=daformer", "model=hrda"], ValueError, "DACS trains only Segmentor"),
     "hrda-segmentor": (["uda=hrda", "model=segmentor"], ValueError, "HRDA trains only HRDASegmentor"),
