@@ -1,4 +1,5 @@
-"""The synthetic benchmark's method table: source-only < DAFormer < DAFormer + Refign, and HRDA (± Refign).
+"""The synthetic benchmark's method table: source-only < DAFormer < DAFormer + Refign, HRDA (± Refign), and
+DAFormer + MIC (± Refign).
 
     python scripts/bench_refign.py                          # every row, seeds 0 1 2 (≈ 2 h on 2 cores)
     python scripts/bench_refign.py --rows daformer daformer_refign --seeds 0
@@ -28,6 +29,9 @@ ROWS = {
     "daformer_refign_oracle": ["uda=daformer", "refign=on", *ORACLE],
     "hrda": ["uda=hrda", "refign=off"],
     "hrda_refign": ["uda=hrda", "refign=on"],
+    # Masked Image Consistency with the benchmark's 8-px blocks (dataset.mic_block_size: 1/16 of the 128² crop)
+    "daformer_mic": ["uda=daformer", "refign=off", "mic=on"],
+    "daformer_refign_mic": ["uda=daformer", "refign=on", "mic=on"],
 }
 
 

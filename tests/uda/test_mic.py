@@ -16,9 +16,14 @@ from refign import build
 from refign.build import ConfigError
 from refign.data.classes import colorize
 from refign.data.transforms import to_rgb_uint8
+from refign.refine.pseudo_labeler import RefignPseudoLabeler
+from refign.refine.refiner import refine
+from refign.train import run
 from refign.uda.dacs import DACS
 from refign.uda.hrda import HRDA
 from refign.uda.mic import MaskedImageConsistency, block_mask
+from refign.uda.pseudo_label import confidence_weight
+from tests.refign.test_refign_wiring import ShiftAligner
 from tests.uda.conftest import tiny_segmentor, toy_batch, uda_kwargs
 from tests.uda.test_hrda import hrda_model
 
@@ -155,7 +160,34 @@ def test_mic_only_adds_its_loss_after_the_rest_of_the_step():
     assert torch.isfinite(on["loss_mic"]) and on["loss_mic"] > 0
 
 
-def test_the_switch_and_its_refusals_at_start_up(tiny_cfg):
+def test_with_refign_mic_trains_on_the_refined_pseudo_labels(monkeypatch):
+    """refign=on: the labels and weights MIC's loss receives are those of Refign's refined map, recomputed
+    here from the teacher's target and (shifted) reference logits, and not the teacher's own labels."""
+    labeler = RefignPseudoLabeler(ShiftAligner(3), adapt_to_ref=False)
+    kwargs = uda_kwargs("daformer", teacher_eval_mode=True, pseudo_label_threshold=0.3)
+    method = DACS(tiny_segmentor(), **kwargs, pseudo_labeler=labeler, mic=make_mic()).train()
+    made = record(monkeypatch, method.mic, "masked_batch")
+    batch = toy_batch()
+    batch["image_ref"] = batch["image_trg"].roll(-3, -1) * 0.5 + 0.2  # another look at the scene
+    method(batch, step=0)
+
+    (target, label, weight, *_), _ = made[0]
+    with torch.no_grad():  # the teacher after this step's EMA update, in eval mode: deterministic
+        logits = up(method.teacher.model(torch.cat([batch["image_trg"], batch["image_ref"]])), (64, 64))
+    logits_trg, logits_ref = logits[:2], logits[2:]
+    warped = torch.zeros_like(logits_ref)  # ShiftAligner: target pixel x sees the reference at x + 3
+    warped[..., :-3] = logits_ref[..., 3:]
+    valid = torch.zeros(2, 64, 64, dtype=torch.bool)
+    valid[:, 1:-1, : 64 - 3 - 1] = True  # strict interior of the warp (see test_refign_wiring)
+    refined = refine(logits_trg, warped, valid, torch.ones(2, 1, 64, 64), gamma=0.25)
+    expected_label, expected_weight = confidence_weight(refined, 0.3)
+    assert torch.equal(target, batch["image_trg"])
+    assert torch.equal(label, expected_label)
+    torch.testing.assert_close(weight, expected_weight)
+    assert (label != logits_trg.argmax(1)).any()  # refinement changed labels, so the check has teeth
+
+
+def test_the_switch_and_its_refusals_at_start_up(tiny_cfg, tmp_path):
     assert build.build_method(tiny_cfg("uda=daformer")).mic is None  # mic=off by default
     mic = build.build_method(tiny_cfg("uda=daformer", "mic=on")).mic
     assert isinstance(mic, MaskedImageConsistency)
@@ -166,11 +198,13 @@ def test_the_switch_and_its_refusals_at_start_up(tiny_cfg):
         "target",
         True,
     )
+    # at start-up: the training command stops before its first step, naming the key at fault
     with pytest.raises(ConfigError, match=r"mic=on .* SourceOnly \(uda._target_=.*\) makes none"):
-        build.build_method(tiny_cfg("uda=source_only", "mic=on"))
+        run(tiny_cfg("uda=source_only", "mic=on"), tmp_path / "a")
     with pytest.raises(
         ValueError, match=r"mic.block_size=24 does not divide .* dataset.crop_size=\[64, 64\]"
     ):
-        build.build_method(tiny_cfg("uda=daformer", "mic=on", "mic.block_size=24"))
+        run(tiny_cfg("uda=daformer", "mic=on", "mic.block_size=24"), tmp_path / "b")
+    assert not list(tmp_path.glob("*/metrics.jsonl"))
     with pytest.raises(ValueError, match="mic.images='source'"):
         build.build_method(tiny_cfg("uda=daformer", "mic=on", "mic.images=source"))
