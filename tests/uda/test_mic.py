@@ -16,6 +16,7 @@ from refign import build
 from refign.build import ConfigError
 from refign.data.classes import colorize
 from refign.data.transforms import to_rgb_uint8
+from refign.models.segmentor import Segmentor
 from refign.refine.pseudo_labeler import RefignPseudoLabeler
 from refign.refine.refiner import refine
 from refign.train import run
@@ -24,7 +25,7 @@ from refign.uda.hrda import HRDA
 from refign.uda.mic import MaskedImageConsistency, block_mask
 from refign.uda.pseudo_label import confidence_weight
 from tests.refign.test_refign_wiring import ShiftAligner
-from tests.uda.conftest import tiny_segmentor, toy_batch, uda_kwargs
+from tests.uda.conftest import TinyBackbone, TinyHead, tiny_segmentor, toy_batch, uda_kwargs
 from tests.uda.test_hrda import hrda_model
 
 
@@ -164,8 +165,9 @@ def test_with_refign_mic_trains_on_the_refined_pseudo_labels(monkeypatch):
     """refign=on: the labels and weights MIC's loss receives are those of Refign's refined map, recomputed
     here from the teacher's target and (shifted) reference logits, and not the teacher's own labels."""
     labeler = RefignPseudoLabeler(ShiftAligner(3), adapt_to_ref=False)
-    kwargs = uda_kwargs("daformer", teacher_eval_mode=True, pseudo_label_threshold=0.3)
-    method = DACS(tiny_segmentor(), **kwargs, pseudo_labeler=labeler, mic=make_mic()).train()
+    kwargs = uda_kwargs("daformer", teacher_eval_mode=True, pseudo_label_threshold=0.3, num_classes=19)
+    model = Segmentor(TinyBackbone(), TinyHead(num_classes=19))  # Refign's M reads the Cityscapes classes
+    method = DACS(model, **kwargs, pseudo_labeler=labeler, mic=make_mic()).train()
     made = record(monkeypatch, method.mic, "masked_batch")
     batch = toy_batch()
     batch["image_ref"] = batch["image_trg"].roll(-3, -1) * 0.5 + 0.2  # another look at the scene
