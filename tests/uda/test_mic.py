@@ -5,17 +5,20 @@ on, the loss by hand (HRDA's multi-resolution loss included), and a step that is
 from __future__ import annotations
 
 import copy
+import json
 import random
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from omegaconf import open_dict
 
 from refign import build
 from refign.build import ConfigError
 from refign.data.classes import colorize
 from refign.data.transforms import to_rgb_uint8
+from refign.engine.checkpoint import load
 from refign.models.segmentor import Segmentor
 from refign.refine.pseudo_labeler import RefignPseudoLabeler
 from refign.refine.refiner import refine
@@ -159,6 +162,30 @@ def test_mic_only_adds_its_loss_after_the_rest_of_the_step():
     for key, value in off.items():
         assert torch.equal(torch.as_tensor(value), torch.as_tensor(on[key])), key
     assert torch.isfinite(on["loss_mic"]) and on["loss_mic"] > 0
+
+
+def test_mic_off_trains_exactly_as_a_configuration_without_the_mic_group(tiny_cfg, tmp_path):
+    """Two training steps of DAFormer with mic=off and with the ``mic`` node removed (the configuration before
+    MIC existed): same losses and bit-identical weights (student, teacher, frozen copy); mic=on differs."""
+    results = {}
+    for name in ("off", "absent", "on"):
+        cfg = tiny_cfg(
+            "uda=daformer", f"mic={'on' if name == 'on' else 'off'}", "trainer.max_steps=2", n_train=4
+        )
+        if name == "absent":
+            with open_dict(cfg):
+                del cfg["mic"]
+        run(cfg, tmp_path / name)
+        lines = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
+        losses = [{k: v for k, v in json.loads(x).items() if k.startswith("train/loss")} for x in lines]
+        results[name] = [x for x in losses if x], load(tmp_path / name / "checkpoints" / "last.pt")["method"]
+    (off_losses, off_state), (absent_losses, absent_state) = results["off"], results["absent"]
+    assert off_losses == absent_losses and len(off_losses) == 2
+    assert off_state.keys() == absent_state.keys()
+    assert all(torch.equal(off_state[k], absent_state[k]) for k in off_state)
+    on_losses, on_state = results["on"]
+    assert all("train/loss_mic" in x for x in on_losses)
+    assert not all(torch.equal(off_state[k], on_state[k]) for k in off_state)
 
 
 def test_with_refign_mic_trains_on_the_refined_pseudo_labels(monkeypatch):
