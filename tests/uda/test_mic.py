@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from omegaconf import open_dict
+from PIL import Image
 
 from refign import build
 from refign.build import ConfigError
@@ -166,12 +167,12 @@ def test_mic_only_adds_its_loss_after_the_rest_of_the_step():
 
 def test_mic_off_trains_exactly_as_a_configuration_without_the_mic_group(tiny_cfg, tmp_path):
     """Two training steps of DAFormer with mic=off and with the ``mic`` node removed (the configuration before
-    MIC existed): same losses and bit-identical weights (student, teacher, frozen copy); mic=on differs."""
+    MIC existed): same losses and bit-identical weights (student, teacher, frozen copy); mic=on differs, and
+    its image panel written by the trainer has the two MIC tiles (masked image, its pseudo-label)."""
     results = {}
     for name in ("off", "absent", "on"):
-        cfg = tiny_cfg(
-            "uda=daformer", f"mic={'on' if name == 'on' else 'off'}", "trainer.max_steps=2", n_train=4
-        )
+        mic = f"mic={'on' if name == 'on' else 'off'}"
+        cfg = tiny_cfg("uda=daformer", mic, "trainer.max_steps=2", "trainer.image_every=2", n_train=4)
         if name == "absent":
             with open_dict(cfg):
                 del cfg["mic"]
@@ -186,6 +187,9 @@ def test_mic_off_trains_exactly_as_a_configuration_without_the_mic_group(tiny_cf
     on_losses, on_state = results["on"]
     assert all("train/loss_mic" in x for x in on_losses)
     assert not all(torch.equal(off_state[k], on_state[k]) for k in off_state)
+    for name, tiles in (("off", 4), ("on", 6)):  # 64² crops side by side
+        (panel,) = (tmp_path / name / "images").glob("img_dacs_*.png")
+        assert np.asarray(Image.open(panel)).shape == (64, tiles * 64, 3), name
 
 
 def test_with_refign_mic_trains_on_the_refined_pseudo_labels(monkeypatch):
