@@ -117,9 +117,26 @@ def build_pseudo_labeler(cfg: DictConfig):
     return instantiate(cfg.refine, aligner=aligner)
 
 
+def build_mic(cfg: DictConfig):
+    """Masked Image Consistency (``mic=on``, ``refign/uda/mic.py``), or None (``mic=off``: an empty node)."""
+    if not cfg.get("mic"):
+        return None
+    method = method_class(cfg)
+    if not method.self_training:
+        raise ConfigError(
+            f"mic=on trains on the pseudo-labels of a self-training method, but {method.__name__} "
+            f"(uda._target_={cfg.uda._target_}) makes none: choose a self-training uda (e.g. uda=daformer) "
+            f"or mic=off"
+        )
+    return instantiate(cfg.mic)
+
+
 def build_method(cfg: DictConfig) -> UDAMethod:
     labeler = build_pseudo_labeler(cfg)
     extra = {"pseudo_labeler": labeler} if labeler is not None else {}
+    mic = build_mic(cfg)
+    if mic is not None:
+        extra["mic"] = mic
     return instantiate(cfg.uda, model=build_segmentor(cfg), _recursive_=False, **extra)
 
 
