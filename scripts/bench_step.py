@@ -117,8 +117,11 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_row(cfg: DictConfig, precision: str, info: DistInfo, steps: int, warmup: int, run_dir: Path) -> dict:
-    """Steps per second and peak memory of ``steps`` training steps after ``warmup`` ones."""
+def time_row(
+    cfg: DictConfig, precision: str, info: DistInfo, steps: int, warmup: int, run_dir: Path, clock: str
+) -> dict:
+    """Steps per second and peak memory of ``steps`` training steps after ``warmup`` ones, by the wall clock
+    or (``clock="cpu"``) by the CPU time of the process."""
     torch.manual_seed(0)
     random.seed(0)
     method = build.build_method(cfg)
@@ -138,12 +141,13 @@ def time_row(cfg: DictConfig, precision: str, info: DistInfo, steps: int, warmup
 
     for _ in range(warmup):
         step()
+    timer = time.process_time if clock == "cpu" else time.perf_counter
     synchronize(info.device)
-    start = time.perf_counter()
+    start = timer()
     for _ in range(steps):
         step()
     synchronize(info.device)
-    elapsed = time.perf_counter() - start
+    elapsed = timer() - start
     if info.device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(info.device) / 2**30
     else:
@@ -155,6 +159,11 @@ def device_name(info: DistInfo) -> str:
     if info.device.type == "cuda":
         return f"CUDA: {torch.cuda.get_device_name(info.device)}"
     return f"CPU ({torch.get_num_threads()} threads)"
+
+
+def check_clock(clock: str, info: DistInfo) -> None:
+    if clock == "cpu" and info.device.type == "cuda":
+        raise SystemExit("--clock cpu measures host CPU time: it says nothing about a GPU step (use wall)")
 
 
 def format_table(results: list[dict], memory: str) -> str:
@@ -185,9 +194,17 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=20, help="timed steps per row")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (allocator, cuDNN, kernels)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument(
+        "--clock",
+        choices=["wall", "cpu"],
+        default="wall",
+        help="cpu: the process's CPU time (all threads summed) instead of the wall clock, for a CPU run on a "
+        "shared machine; with OMP_NUM_THREADS=1 it is the time of one otherwise idle core",
+    )
     args, extra = p.parse_known_args()
     extra = [o for o in extra if o != "--"]
     info = setup(args.device)
+    check_clock(args.clock, info)
     memory = "peak GiB (CUDA allocated)" if info.device.type == "cuda" else "peak GiB (CPU RSS, cumulative)"
     print(
         f"device: {device_name(info)}; scale: {args.scale}; {args.steps} steps after {args.warmup}",
@@ -202,13 +219,13 @@ def main() -> None:
             for row in args.rows:
                 cfg = compose_row(row, args.scale, Path(tmp), extra)
                 write_random_weights(cfg)
-                r = time_row(cfg, precision, info, args.steps, args.warmup, Path(tmp))
+                r = time_row(cfg, precision, info, args.steps, args.warmup, Path(tmp), args.clock)
                 results.append({"precision": precision, "row": row, **r})
                 print(f"{precision:>4} {row:>16}: {r['steps_per_s']:.3f} steps/s", flush=True)
                 gc.collect()
                 if info.device.type == "cuda":
                     torch.cuda.empty_cache()
-    print(f"\n{device_name(info)}, scale {args.scale}\n{format_table(results, memory)}")
+    print(f"\n{device_name(info)}, scale {args.scale}, {args.clock} clock\n{format_table(results, memory)}")
 
 
 if __name__ == "__main__":

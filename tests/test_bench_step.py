@@ -50,8 +50,10 @@ def run_small(*args: str) -> str:
 
 
 def test_small_scale_smoke_run_prints_the_table_on_cpu():
-    out = run_small("--steps", "1", "--warmup", "0", "--rows", "daformer", "daformer_refign")
-    assert "device: CPU" in out
+    out = run_small(
+        "--steps", "1", "--warmup", "0", "--rows", "daformer", "daformer_refign", "--precision", "32", "fp16"
+    )
+    assert "device: CPU" in out and "precision fp16 skipped" in out
     lines = out.splitlines()
     assert HEADER in lines
     table = lines[lines.index(HEADER) + 2 :]
@@ -61,8 +63,8 @@ def test_small_scale_smoke_run_prints_the_table_on_cpu():
 
 @pytest.mark.slow
 def test_small_scale_every_row_and_precision():
-    out = run_small("--steps", "2", "--warmup", "1", "--precision", "32", "bf16", "fp16")
-    assert "precision fp16 skipped" in out
+    out = run_small("--steps", "2", "--warmup", "1", "--precision", "32", "bf16", "--clock", "cpu")
+    assert "cpu clock" in out
     lines = out.splitlines()
     table = lines[lines.index(HEADER) + 2 :]
     assert [tuple(line.split(" | ")[:2]) for line in table] == [
