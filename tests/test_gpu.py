@@ -92,7 +92,7 @@ def test_warp_and_correlation_are_fp32_under_cuda_autocast(dtype):
 
 
 def test_sliding_window_evaluation_on_cuda_matches_cpu(tiny_cfg):
-    """Overlapping 32² windows, stride 16, on 64×128 images: the same logits and mIoU on both devices."""
+    """Three overlapping 32² windows (stride 16) per 32×64 image: the same logits and mIoU on both devices."""
     cfg = tiny_cfg(
         *MICRO, "model.inference=slide", "model.crop_size=[32,32]", "model.stride=[16,16]", n_val=2
     )
