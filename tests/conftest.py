@@ -92,3 +92,13 @@ def numpy_miou(pairs: list[tuple[np.ndarray, np.ndarray]], over_present: bool = 
 def tiny_cfg(tmp_path):
     """Factory: ``tiny_cfg(*extra_overrides)`` → a composed config writing under ``tmp_path``."""
     return lambda *extra, **kw: compose_cfg(tiny_overrides(tmp_path, **kw) + list(extra))
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """``gpu`` tests run where CUDA is available and are reported as skipped elsewhere."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (torch.cuda.is_available() is False)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

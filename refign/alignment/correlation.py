@@ -1,7 +1,8 @@
 """Correlation volumes of the matcher (spec 02 §1.3 and §1.5).
 
 Global: every target position against every source position (16×16 level), with NC-Net mutual matching.
-Local: a 9×9 window around every target position in the (already warped) source. The local one uses the
+Local: a 9×9 window around every target position in the (already warped) source. Both are computed in fp32
+under autocast (fp32 islands of a bf16/fp16 step). The local one uses the
 ``spatial_correlation_sampler`` extension when it is importable (faster, less memory) and an equivalent
 pure-PyTorch loop otherwise; both give the same numbers (tests/alignment/test_correlation.py).
 """
@@ -86,10 +87,13 @@ class GlobalCorrelation(nn.Module):
         self.cyclic_consistency = cyclic_consistency
 
     def forward(self, feat_src: torch.Tensor, feat_trg: torch.Tensor) -> torch.Tensor:
-        corr = global_correlation(feat_src, feat_trg)
-        if self.cyclic_consistency:
-            corr = mutual_matching(corr)
-        return F.normalize(F.relu(corr), p=2, dim=1)
+        # fp32 under autocast, like the local volume: the mutual-matching ratios and the normalisation of
+        # 256 small dot products lose most of their digits in bf16 / fp16
+        with torch.autocast(device_type=feat_src.device.type, enabled=False):
+            corr = global_correlation(feat_src.float(), feat_trg.float())
+            if self.cyclic_consistency:
+                corr = mutual_matching(corr)
+            return F.normalize(F.relu(corr), p=2, dim=1)
 
 
 class LocalCorrelation(nn.Module):

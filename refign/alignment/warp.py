@@ -43,18 +43,16 @@ def warp(
     """
     if x.shape[-2:] != flow.shape[-2:]:
         raise ValueError(f"warp: x has spatial size {tuple(x.shape[-2:])}, flow {tuple(flow.shape[-2:])}")
-    if not torch.any(flow):  # exactly zero flow: identity, no resampling blur
-        if return_mask:
-            b, _, h, w = flow.shape
-            return x, torch.ones(b, h, w, dtype=torch.bool, device=x.device)
-        return x
     with torch.autocast(device_type=x.device.type, enabled=False):
         grid = normalised_sampling_grid(flow)
         out = F.grid_sample(x.float(), grid, mode="bilinear", padding_mode=padding_mode, align_corners=True)
+    # exactly zero flow: the identity, without resampling blur. Chosen on the device (no host sync per call).
+    identity = ~torch.any(flow)
+    out = torch.where(identity, x.float(), out)
     if not return_mask:
         return out
     mask = (grid > -1).all(-1) & (grid < 1).all(-1)
-    return out, mask
+    return out, mask | identity
 
 
 def inbounds_mask(flow: torch.Tensor) -> torch.Tensor:

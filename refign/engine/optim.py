@@ -40,13 +40,17 @@ def build_optimizer(
     backbone_lr_factor: float,
     betas: tuple[float, float],
     eps: float,
+    fused: bool,
 ) -> torch.optim.Optimizer:
+    """``fused``: one kernel for the whole update (the same AdamW arithmetic up to rounding), which also
+    skips a step on the device when the trainer flags a non-finite loss, so the host never waits for it."""
     return torch.optim.AdamW(
         param_groups(model, lr, weight_decay, backbone_lr_factor),
         lr=lr,
         betas=tuple(betas),
         eps=eps,
         weight_decay=weight_decay,
+        fused=fused,
     )
 
 

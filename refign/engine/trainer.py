@@ -146,36 +146,103 @@ class Trainer:
             checkpoint.save_atomic(state, self.run_dir / "checkpoints" / name)
 
     # ---- loop --------------------------------------------------------------------------------------------
-    def train_step(self, batch: dict) -> tuple[dict[str, float], bool, dict]:
-        """One optimiser step; returns logged scalars, whether the step was taken, and ``img/*`` panels."""
+    def train_step(self, batch: dict) -> tuple[dict[str, torch.Tensor | float], torch.Tensor, dict]:
+        """One optimiser step; returns the logged scalars (device tensors, not read here), a device flag that
+        is 1 where the step was skipped for a non-finite loss, and the ``img/*`` panels.
+
+        Nothing here waits for the device (no ``.item()``, ``float()`` of a tensor or branch on a tensor's
+        value): the host queues the next step while this one runs. The scalars are read every ``log_every``
+        steps (``_flush``).
+        """
         with self.autocast():
             out = self.model(batch, self.step)
         losses = {k: v for k, v in out.items() if k.startswith("loss_")}
         if not losses:
             raise RuntimeError(f"{type(self.method).__name__} returned no 'loss_*' entry (got {sorted(out)})")
         loss = sum(losses.values())
-        # Every rank back-propagates (DDP expects it); the step is taken only if all ranks saw finite losses.
+        # Every rank back-propagates (DDP expects it); the step is skipped if any rank saw a non-finite loss.
         self.scaler.scale(loss).backward()
-        finite = (
-            all_reduce_sum(torch.tensor([float(torch.isfinite(loss.detach()).all())])).item()
-            == self.dist.world_size
-        )
-        if finite:
-            if self.cfg.grad_clip:
-                self.scaler.unscale_(self.optimizer)
-                torch.nn.utils.clip_grad_norm_(self.method.parameters(), self.cfg.grad_clip)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
+        skipped = all_reduce_sum((~torch.isfinite(loss.detach())).float()).clamp(max=1)
+        if self.cfg.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.method.parameters(), self.cfg.grad_clip)
+        self._optimizer_step(skipped)
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         logged = {
-            k: float(v.detach() if torch.is_tensor(v) else v)
+            k: v.detach() if torch.is_tensor(v) else v
             for k, v in out.items()
             if isinstance(v, float) or (torch.is_tensor(v) and v.numel() == 1)
         }
-        logged["loss"] = float(loss.detach())
+        logged["loss"] = loss.detach()
         images = {k: v for k, v in out.items() if k.startswith("img/")}
-        return logged, finite, images
+        return logged, skipped, images
+
+    def _optimizer_step(self, skipped: torch.Tensor) -> None:
+        """The update, left out on the device where ``skipped`` is 1.
+
+        A fused optimiser (``optim.fused=true``, the default) takes the flag as its ``found_inf`` input and
+        leaves parameters, moments and step count untouched, without the host reading the flag. Under fp16 the
+        GradScaler does the same from the gradients, which a non-finite loss makes non-finite (and it backs
+        off its scale). A non-fused optimiser cannot skip on the device: there the host reads the flag, one
+        synchronisation per step.
+        """
+        if self.scaler.is_enabled():
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        elif all(group.get("fused") for group in self.optimizer.param_groups):
+            self.optimizer.found_inf = skipped
+            try:
+                self.optimizer.step()
+            finally:
+                del self.optimizer.found_inf
+        elif not skipped.item():
+            self.optimizer.step()
+
+    def _accumulate(self, logged: dict[str, torch.Tensor | float], skipped: torch.Tensor) -> None:
+        """Add a step's scalars to the sums since the last log, on the device (``0.0 + t`` is a new tensor,
+        so a later in-place update of a method's buffer does not leak in), and advance the non-finite streak."""
+        for k, v in logged.items():
+            self._sums[k] = self._sums.get(k, 0.0) + (v.float() if torch.is_tensor(v) else v)
+            self._counts[k] = self._counts.get(k, 0) + 1
+        self._streak = (self._streak + 1) * skipped  # consecutive skipped steps, 0 after a good one
+        self._worst_streak = torch.maximum(self._worst_streak, self._streak)
+        self._skipped_steps = self._skipped_steps + skipped
+
+    def _reset_window(self) -> None:
+        self._sums: dict[str, torch.Tensor | float] = {}
+        self._counts: dict[str, int] = {}
+        self._worst_streak = torch.zeros((), device=self.dist.device)
+        self._skipped_steps = torch.zeros((), device=self.dist.device)
+
+    def _flush(self, bar: tqdm) -> None:
+        """Read the window's scalars and guard counters from the device in one transfer, log their means over
+        the window (as mmcv's logger hook does), and stop the run if a streak of non-finite losses reached
+        ``max_nonfinite_steps``. The streak itself carries on into the next window."""
+        on_device = [k for k, v in self._sums.items() if torch.is_tensor(v)]
+        *values, worst, skipped = torch.stack(
+            [*(self._sums[k] for k in on_device), self._worst_streak, self._skipped_steps]
+        ).tolist()
+        read = dict(zip(on_device, values, strict=True))
+        means = {k: read.get(k, v) / self._counts[k] for k, v in self._sums.items()}
+        window = self._counts.get("loss", 0)
+        self._reset_window()
+        if skipped:
+            log.warning(
+                "step %d: %d of the last %d steps had a non-finite loss and were skipped",
+                self.step,
+                skipped,
+                window,
+            )
+        if worst >= self.cfg.max_nonfinite_steps:
+            self.save()
+            raise NonFiniteLossError(
+                f"{int(worst)} consecutive non-finite losses by step {self.step}; "
+                f"last good state kept in {self.run_dir / 'checkpoints'}"
+            )
+        means["lr"] = self.optimizer.param_groups[0]["lr"]
+        bar.set_postfix({k: f"{v:.3g}" for k, v in means.items() if k.startswith("loss")})
+        self.logger.log({f"train/{k}": v for k, v in means.items()}, self.step)
 
     def fit(self) -> dict:
         self.method.train()
@@ -187,27 +254,18 @@ class Trainer:
             disable=not self.dist.is_main,
             dynamic_ncols=True,
         )
-        nonfinite = 0
+        self._reset_window()
+        self._streak = torch.zeros((), device=self.dist.device)
         while self.step < self.cfg.max_steps:
             source, target = next(batches)
             every = self.cfg.image_every
             self.method.wants_images = self.dist.is_main and bool(every) and (self.step + 1) % every == 0
-            logged, finite, images = self.train_step(merge_domains(source, target, self.dist.device))
+            logged, skipped, images = self.train_step(merge_domains(source, target, self.dist.device))
             self.step += 1
-            nonfinite = 0 if finite else nonfinite + 1
-            if not finite:
-                log.warning("step %d: non-finite loss %s, step skipped", self.step, logged["loss"])
-                if nonfinite >= self.cfg.max_nonfinite_steps:
-                    self.save()
-                    raise NonFiniteLossError(
-                        f"{nonfinite} consecutive non-finite losses at step {self.step}; "
-                        f"last good state kept in {self.run_dir / 'checkpoints'}"
-                    )
+            self._accumulate(logged, skipped)
             bar.update(1)
             if self.step % self.cfg.log_every == 0 or self.step == self.cfg.max_steps:
-                logged["lr"] = self.optimizer.param_groups[0]["lr"]
-                bar.set_postfix({k: f"{v:.3g}" for k, v in logged.items() if k.startswith("loss")})
-                self.logger.log({f"train/{k}": v for k, v in logged.items()}, self.step)
+                self._flush(bar)
             for key, image in images.items():
                 self.logger.log_image(key, image, self.step)
             if self.cfg.checkpoint_every and self.step % self.cfg.checkpoint_every == 0:

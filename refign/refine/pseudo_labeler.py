@@ -54,7 +54,7 @@ class RefignPseudoLabeler(nn.Module):
             disable_p,
             renormalize,
         )
-        self.stats: dict[str, float] = {}
+        self.stats: dict[str, torch.Tensor | float] = {}
         self.want_panel = False
         self.panel: np.ndarray | None = None
 
@@ -107,11 +107,12 @@ class RefignPseudoLabeler(nn.Module):
             renormalize=self.renormalize,
         )
         before = logits_trg.argmax(1)
+        # device tensors: the trainer reads them at its logging steps only (no host sync per step)
         self.stats = {
             "refign/adapt_to_ref": 0.0,
-            "refign/trust_s": float(trust_score(torch.softmax(logits_trg.float(), 1), self.gamma).mean()),
-            "refign/changed_fraction": float((probs.argmax(1) != before).float().mean()),
-            "refign/warp_valid_fraction": float(valid.float().mean()) if valid is not None else 1.0,
+            "refign/trust_s": trust_score(torch.softmax(logits_trg.float(), 1), self.gamma).mean(),
+            "refign/changed_fraction": (probs.argmax(1) != before).float().mean(),
+            "refign/warp_valid_fraction": valid.float().mean() if valid is not None else 1.0,
         }
         self.panel = (
             self._panel(image_trg, image_ref, logits_ref, certainty, before, probs)

@@ -172,7 +172,7 @@ class DACS(UDAMethod):
         out["loss_src"], feats_src = self.segmentation_loss(batch["image_src"], batch["semantic_src"])
         if self.imnet_backbone is not None:
             out["loss_fdist"] = self.fdist_loss(batch["image_src"], batch["semantic_src"], feats_src)
-            out["fdist_empty_steps"] = float(self.fdist_empty_steps)
+            out["fdist_empty_steps"] = self.fdist_empty_steps.detach().clone()  # read at log steps only
         mixed = self.mixed_batch(batch)
         out["pseudo_weight"] = mixed.confident_fraction
         out.update(getattr(self.pseudo_labeler, "stats", {}))

@@ -1,0 +1,232 @@
+"""Training-step throughput of DAFormer, HRDA and both with Refign, at the paper's scale, on this machine.
+
+    python scripts/bench_step.py                                   # paper scale, precision 32, on CUDA if any
+    python scripts/bench_step.py --precision 32 bf16 fp16 --steps 50
+    python scripts/bench_step.py --scale small --steps 3 --warmup 1   # the same code on CPU in about a minute
+
+Paper scale composes the Cityscapes→ACDC experiments (``experiment=acdc_refign_daformer`` and
+``acdc_refign_hrda_star``; ``refign=off`` for the base rows): MiT-B5 + DAFormer head, 512² crops (HRDA: 1024²
+crops, 512² context and detail views), the paper's UAWarpC matcher, 2 source + 2 target images per step.
+``--scale small`` composes the synthetic benchmark's CPU-sized model instead (MiT-B0, small head, 128² crops,
+the CPU-scale matcher). Every weight file a configuration reads (ImageNet / Cityscapes backbone, matcher
+checkpoint, initial segmentor) is written with random weights into a temporary ``paths.pretrained_dir`` /
+``paths.assets_dir``: the time of a step does not depend on the weights. No dataset is read: random images
+and blocky random labels go straight into the trainer's step (autocast, GradScaler, fused AdamW, schedule),
+the same ``Trainer.train_step`` as ``python -m refign.train``.
+
+Refign keeps its official 50 % adapt-to-reference steps (no alignment on those), as in training. Timing:
+``--warmup`` steps, then ``--steps`` steps between two device synchronisations. Peak memory is CUDA's
+``max_memory_allocated`` per row on a GPU, the process's peak resident set (cumulative over rows) on CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import random
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from refign import build  # noqa: E402
+from refign.engine.dist import DistInfo, setup  # noqa: E402
+from refign.engine.loggers import MetricLogger  # noqa: E402
+from refign.engine.optim import build_optimizer, build_scheduler  # noqa: E402
+from refign.engine.trainer import Trainer, TrainerConfig  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+STEPS_PER_RUN = 40_000
+# the configuration of each method per scale: the official Cityscapes→ACDC experiments, or the synthetic
+# benchmark's CPU-sized defaults with the method chosen
+METHODS = {
+    "paper": {"daformer": "experiment=acdc_refign_daformer", "hrda": "experiment=acdc_refign_hrda_star"},
+    "small": {"daformer": "uda=daformer", "hrda": "uda=hrda"},
+}
+# row → (its base row and method, Refign switch)
+ROWS = {
+    "daformer": ("daformer", "refign=off"),
+    "daformer_refign": ("daformer", "refign=on"),
+    "hrda": ("hrda", "refign=off"),
+    "hrda_refign": ("hrda", "refign=on"),
+}
+
+
+def compose_row(row: str, scale: str, weights_dir: Path, extra: list[str]) -> DictConfig:
+    """The row's training configuration, its weight files resolved into ``weights_dir``."""
+    method, refign = ROWS[row]
+    overrides = [
+        METHODS[scale][method],
+        refign,
+        f"paths.pretrained_dir={weights_dir}",
+        f"paths.assets_dir={weights_dir}",
+    ]
+    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
+        cfg = compose("train", overrides=[*overrides, *extra])
+    with open_dict(cfg):
+        cfg.paths.root_dir = str(ROOT)
+    return cfg
+
+
+def write_random_weights(cfg: DictConfig) -> None:
+    """Random-weight files at every path the configuration reads, in the formats their loaders accept."""
+    from hydra.utils import instantiate
+
+    def missing(path) -> bool:
+        return bool(path) and not Path(path).exists()
+
+    if missing(cfg.backbone.get("pretrained")):
+        backbone = instantiate(cfg.backbone, pretrained=None)
+        torch.save(backbone.state_dict(), cfg.backbone.pretrained)
+    if missing(cfg.get("init_weights")):
+        with open_dict(cfg):
+            path, cfg.init_weights = cfg.init_weights, None
+        torch.save(build.build_segmentor(cfg).state_dict(), path)
+        with open_dict(cfg):
+            cfg.init_weights = path
+    if cfg.get("refign", {}).get("enabled") and missing(cfg.alignment.get("checkpoint")):
+        matcher = instantiate(cfg.alignment, checkpoint=None)
+        torch.save({"state_dict": matcher.state_dict()}, cfg.alignment.checkpoint)
+
+
+def random_batch(
+    cfg: DictConfig, device: torch.device, generator: torch.Generator
+) -> dict[str, torch.Tensor]:
+    """2 + 2 images at the crop size and labels made of 32×32-pixel blocks of random classes (regions that
+    ClassMix and the feature-distance mask select like real ones)."""
+    b, (h, w) = cfg.dataset.batch_size, cfg.dataset.crop_size
+
+    def images() -> torch.Tensor:
+        return torch.randn(b, 3, h, w, generator=generator)
+
+    coarse = torch.randint(0, cfg.dataset.num_classes, (b, 1, -(-h // 32), -(-w // 32)), generator=generator)
+    labels = F.interpolate(coarse.float(), scale_factor=32, mode="nearest")[:, 0, :h, :w].long()
+    batch = {"image_src": images(), "semantic_src": labels, "image_trg": images(), "image_ref": images()}
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_row(
+    cfg: DictConfig, precision: str, info: DistInfo, steps: int, warmup: int, run_dir: Path, clock: str
+) -> dict:
+    """Steps per second and peak memory of ``steps`` training steps after ``warmup`` ones, by the wall clock
+    or (``clock="cpu"``) by the CPU time of the process."""
+    torch.manual_seed(0)
+    random.seed(0)
+    method = build.build_method(cfg)
+    optimizer = build_optimizer(method, **cfg.optim)
+    scheduler = build_scheduler(optimizer, max_steps=STEPS_PER_RUN, **cfg.schedule)
+    tcfg = TrainerConfig(max_steps=STEPS_PER_RUN, precision=precision, log_every=steps + warmup)
+    logger = MetricLogger(run_dir, enabled=False)
+    trainer = Trainer(tcfg, method, optimizer, scheduler, lambda _: iter(()), {}, info, run_dir, logger)
+    trainer.method.train()
+    batch = random_batch(cfg, info.device, torch.Generator().manual_seed(0))
+    if info.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(info.device)
+
+    def step() -> None:
+        trainer.train_step(batch)
+        trainer.step += 1
+
+    for _ in range(warmup):
+        step()
+    timer = time.process_time if clock == "cpu" else time.perf_counter
+    synchronize(info.device)
+    start = timer()
+    for _ in range(steps):
+        step()
+    synchronize(info.device)
+    elapsed = timer() - start
+    if info.device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(info.device) / 2**30
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+    return {"steps_per_s": steps / elapsed, "peak_gib": peak}
+
+
+def device_name(info: DistInfo) -> str:
+    if info.device.type == "cuda":
+        return f"CUDA: {torch.cuda.get_device_name(info.device)}"
+    return f"CPU ({torch.get_num_threads()} threads)"
+
+
+def check_clock(clock: str, info: DistInfo) -> None:
+    if clock == "cpu" and info.device.type == "cuda":
+        raise SystemExit("--clock cpu measures host CPU time: it says nothing about a GPU step (use wall)")
+
+
+def format_table(results: list[dict], memory: str) -> str:
+    """A Markdown table; ``Refign/base`` is the step-time ratio of a Refign row to its base row."""
+    speed = {(r["precision"], r["row"]): r["steps_per_s"] for r in results}
+    lines = [
+        f"| precision | method | steps/s | s / {STEPS_PER_RUN // 1000}k steps | h / {STEPS_PER_RUN // 1000}k steps "
+        f"| {memory} | Refign/base |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        base = ROWS[r["row"]][0]
+        base_speed = speed.get((r["precision"], base)) if r["row"] != base else None
+        ratio = f"{base_speed / r['steps_per_s']:.2f}×" if base_speed else "–"
+        total = STEPS_PER_RUN / r["steps_per_s"]
+        lines.append(
+            f"| {r['precision']} | {r['row']} | {r['steps_per_s']:.3f} | {total:.0f} | {total / 3600:.1f} "
+            f"| {r['peak_gib']:.2f} | {ratio} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--scale", choices=["paper", "small"], default="paper")
+    p.add_argument("--precision", nargs="+", choices=["32", "bf16", "fp16"], default=["32"])
+    p.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS))
+    p.add_argument("--steps", type=int, default=20, help="timed steps per row")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first (allocator, cuDNN, kernels)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument(
+        "--clock",
+        choices=["wall", "cpu"],
+        default="wall",
+        help="cpu: the process's CPU time (all threads summed) instead of the wall clock, for a CPU run on a "
+        "shared machine; with OMP_NUM_THREADS=1 it is the time of one otherwise idle core",
+    )
+    args, extra = p.parse_known_args()
+    extra = [o for o in extra if o != "--"]
+    info = setup(args.device)
+    check_clock(args.clock, info)
+    memory = "peak GiB (CUDA allocated)" if info.device.type == "cuda" else "peak GiB (CPU RSS, cumulative)"
+    print(
+        f"device: {device_name(info)}; scale: {args.scale}; {args.steps} steps after {args.warmup}",
+        flush=True,
+    )
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for precision in args.precision:
+            if precision == "fp16" and info.device.type != "cuda":
+                print("precision fp16 skipped: float16 autocast with a GradScaler is a CUDA mode", flush=True)
+                continue
+            for row in args.rows:
+                cfg = compose_row(row, args.scale, Path(tmp), extra)
+                write_random_weights(cfg)
+                r = time_row(cfg, precision, info, args.steps, args.warmup, Path(tmp), args.clock)
+                results.append({"precision": precision, "row": row, **r})
+                print(f"{precision:>4} {row:>16}: {r['steps_per_s']:.3f} steps/s", flush=True)
+                gc.collect()
+                if info.device.type == "cuda":
+                    torch.cuda.empty_cache()
+    print(f"\n{device_name(info)}, scale {args.scale}, {args.clock} clock\n{format_table(results, memory)}")
+
+
+if __name__ == "__main__":
+    main()
