@@ -1,4 +1,4 @@
-"""python -m refign.align_train stage=1|2 [mode=eval] — trains or evaluates the UAWarpC matcher (spec 02 §4)."""
+"""python -m refign.align_train stage=1|2 [mode=eval] — trains or evaluates the UAWarpC matcher (docs/uawarpc.md#training)."""
 
 from __future__ import annotations
 

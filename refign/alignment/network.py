@@ -1,4 +1,4 @@
-"""The matcher as one module: frozen VGG-16 + UAWarpC head → dense flow and certainty (spec 02 §3.1).
+"""The matcher as one module: frozen VGG-16 + UAWarpC head → dense flow and certainty (docs/uawarpc.md#network-outputs).
 
 Attribute names ``alignment_backbone`` / ``alignment_head`` are those of the official checkpoints, so
 ``state_dict()`` of this module has the layout of ``uawarpc_megadepth.ckpt``.

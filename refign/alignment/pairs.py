@@ -1,4 +1,4 @@
-"""Training samples for warp consistency (spec 02 §4.1): a real pair (I, J) plus I′ = synthetic warp of a
+"""Training samples for warp consistency (docs/uawarpc.md#training-pairs): a real pair (I, J) plus I′ = synthetic warp of a
 photometrically augmented I, with the known flow I′→I and its validity mask."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Random dense warps for warp-consistency training (spec 02 §4.2): homography, TPS, affine∘TPS, elastic.
+"""Random dense warps for warp-consistency training (docs/uawarpc.md#synthetic-warps): homography, TPS, affine∘TPS, elastic.
 
 Each generator returns a normalised *mapping* m (2, H, W) in the align-corners convention (pixel i at
 2i/(N−1) − 1) on the prime image's grid, pointing into the image the prime is made from; ``mapping_to_flow``
@@ -93,7 +93,7 @@ def affine_tps_mapping(h: int, w: int, cfg: WarpConfig) -> torch.Tensor:
     a = _rot(alpha) @ _rot(phi).T @ torch.diag(torch.tensor([lam, lam])) @ _rot(phi)
     theta = torch.cat([a, torch.tensor([[_uniform(1, cfg.tx).item()], [_uniform(1, cfg.ty).item()]])], 1)
     # the official code builds the affine grid with align_corners=False and reads it with the
-    # align-corners formula (a ≤ half-pixel offset in the synthetic GT, spec 02 §7.4): kept as is
+    # align-corners formula (a ≤ half-pixel offset in the synthetic GT, docs/quirks.md#w4): kept as is
     aff = F.affine_grid(theta[None], [1, 2, h, w], align_corners=False)[0].permute(2, 0, 1)
     aff = torch.where((aff.abs() < 1).all(0, keepdim=True), aff, torch.full_like(aff, INVALID))
     tps = tps_mapping(h, w, cfg.t_tps_for_afftps)

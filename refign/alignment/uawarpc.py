@@ -1,4 +1,4 @@
-"""The UAWarpC head: a 4-level coarse-to-fine flow regressor with per-level log-variance (spec 02 §1).
+"""The UAWarpC head: a 4-level coarse-to-fine flow regressor with per-level log-variance (docs/uawarpc.md#architecture).
 
 Levels 4 and 3 run on 256×256 (area-resized) copies of the pair, levels 2 and 1 at 1/8 and 1/4 of the
 original size. The coarse side is configurable (``coarse_size``; a smaller one for CPU-scale matchers): level 4

@@ -94,7 +94,7 @@ def step_loader(
 
 def merge_domains(source: dict, target: dict | None, device: torch.device) -> dict[str, torch.Tensor]:
     """The method's batch: ``image_src``/``semantic_src`` from the source, ``image_trg``/``image_ref`` from
-    the target (spec 03 §3.7)."""
+    the target (docs/refign.md#batching)."""
     batch = {"image_src": source["image"], "semantic_src": source["semantic"]}
     if target is not None:
         batch["image_trg"] = target["image"]

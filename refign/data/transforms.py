@@ -1,7 +1,7 @@
 """Joint transforms: one random draw per sample, applied identically to every key.
 
 A target image, its reference image, their labels and the flow between them must be cropped at the same
-place and flipped together (spec 03 §3.8). The crop needs the official ``cat_max_ratio`` re-draws and the
+place and flipped together (docs/refign.md#joint-transforms). The crop needs the official ``cat_max_ratio`` re-draws and the
 flip must negate the horizontal flow, neither of which albumentations offers, so both are written here; the
 final normalisation reuses albumentations.
 """

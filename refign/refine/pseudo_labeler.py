@@ -1,4 +1,4 @@
-"""Refign as a pseudo-labeler that any self-training method accepts (spec 03 §1–2).
+"""Refign as a pseudo-labeler that any self-training method accepts (docs/refign.md#pseudo-labeler).
 
 The teacher predicts target and reference in one batch; the reference logits are warped onto the target with
 the frozen aligner's flow; ``refine`` fuses both into the target probabilities. With probability

@@ -1,4 +1,4 @@
-"""DACS strong photometric augmentation: colour jitter and Gaussian blur (spec 01 §1.3 step 5).
+"""DACS strong photometric augmentation: colour jitter and Gaussian blur (docs/self-training.md#strong-augmentation).
 
 kornia is not a dependency, so both are written here with kornia 0.5.8's semantics, which produced the
 published numbers: brightness is additive, contrast and saturation multiplicative, hue a rotation in
@@ -132,7 +132,7 @@ def strong_photometric(
 ) -> torch.Tensor:
     """Colour jitter (when ``jitter_draw > jitter_p``) then blur (when ``blur`` and ``blur_draw > 0.5``).
 
-    The two draws are made once per batch by the caller (quirk Q9); jitter factors and σ are per image.
+    The two draws are made once per batch by the caller (docs/quirks.md#q9); jitter factors and σ are per image.
     ``images`` are ImageNet-normalised; jitter works on the de-normalised image, blur on the normalised one.
     """
     out = []

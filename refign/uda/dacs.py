@@ -41,15 +41,15 @@ def mix_panel(mixed: MixedBatch) -> np.ndarray:
 
 class DACS(UDAMethod):
     """One step: EMA update → source CE (+ feature distance) → teacher pseudo-labels → ClassMix + strong
-    augmentation → weighted CE on the mixed images (spec 01 §1.2). The three losses are returned separately
+    augmentation → weighted CE on the mixed images (docs/self-training.md#training-step). The three losses are returned separately
     and summed by the engine into one backward, which equals the official three backward passes.
 
     Args:
         model: the student segmentor.
         num_classes: number of classes (for the feature-distance label downscaling).
         ema_momentum: upper bound of the EMA momentum ramp.
-        teacher_eval_mode: False = official (teacher dropout/DropPath active, quirk Q1), True = intended.
-        eval_teacher: evaluate the EMA teacher instead of the student (off by default, spec decision 3).
+        teacher_eval_mode: False = official (teacher dropout/DropPath active, docs/quirks.md#q1), True = intended.
+        eval_teacher: evaluate the EMA teacher instead of the student (off by default, docs/deviations.md#d3).
         pseudo_label_threshold: confidence τ of the pseudo-label weight.
         psweight_ignore_top, psweight_ignore_bottom: rows of the weight map set to 0.
         color_jitter_s, color_jitter_p: jitter strength; jitter happens when a U(0,1) draw exceeds p.
@@ -146,11 +146,11 @@ class DACS(UDAMethod):
         self.pseudo_labeler.want_panel = self.wants_images
         images_trg, probs = self.pseudo_labeler(self.teacher.model, batch)
         pseudo, weight = confidence_weight(probs, self.threshold, self.ignore_top, self.ignore_bottom)
-        n = images_trg.shape[0]  # a larger source batch mixes only its first n images (quirk Q13)
+        n = images_trg.shape[0]  # a larger source batch mixes only its first n images (docs/quirks.md#q13)
         image_src, label_src = batch["image_src"][:n], batch["semantic_src"][:n]
         masks = class_masks(label_src)
         image, label, pixel_weight = class_mix(masks, image_src, label_src, images_trg, pseudo, weight)
-        jitter_draw, blur_draw = random.uniform(0, 1), random.uniform(0, 1)  # once per batch (quirk Q9)
+        jitter_draw, blur_draw = random.uniform(0, 1), random.uniform(0, 1)  # once per batch (docs/quirks.md#q9)
         image = strong_photometric(
             image, jitter_draw, blur_draw, self.jitter_s, self.jitter_p, self.blur, self.blur_sigma
         )

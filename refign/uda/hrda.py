@@ -1,4 +1,4 @@
-"""HRDA self-training: DAFormer's step with multi-resolution student losses (spec 01 §2.1)."""
+"""HRDA self-training: DAFormer's step with multi-resolution student losses (docs/self-training.md#hrda-training)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Teacher pseudo-labels on the target and their confidence weight (spec 01 §1.2 step 5, §1.3 steps 2–3)."""
+"""Teacher pseudo-labels on the target and their confidence weight (docs/self-training.md#pseudo-labels)."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def confidence_weight(
     """Hard pseudo-labels and their pixel weights.
 
     The weight is one scalar for the whole batch, the fraction of pixels whose max probability is at least
-    ``threshold`` (quirk Q5), broadcast to a (B, H, W) map whose first ``ignore_top`` and last
+    ``threshold`` (docs/quirks.md#q5), broadcast to a (B, H, W) map whose first ``ignore_top`` and last
     ``ignore_bottom`` rows are zeroed.
     """
     confidence, label = probs.max(dim=1)

@@ -181,7 +181,7 @@ def test_corrupt_png_names_the_file(tmp_path):
 
 
 def test_robotcar_correspondence_pairs_from_mat_files(tmp_path):
-    """MATLAB v7.3 files are HDF5: the image paths are stored as arrays of character codes (spec 03 §3.5)."""
+    """MATLAB v7.3 files are HDF5: the image paths are stored as arrays of character codes (docs/refign.md#robotcar)."""
     pytest.importorskip("h5py")
     root = trees.robotcar_labelled(tmp_path / "RobotCar")
     pairs = [

@@ -1,5 +1,5 @@
 """Matching data: MegaDepth training/validation pairs (D2-Net scene info) and RANSAC-Flow csv test sets
-(MegaDepth test1600, RobotCar test6511), laid out as in spec 02 §5.3."""
+(MegaDepth test1600, RobotCar test6511), laid out as in docs/uawarpc.md#matching-data."""
 
 from __future__ import annotations
 
