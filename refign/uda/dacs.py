@@ -150,7 +150,8 @@ class DACS(UDAMethod):
         image_src, label_src = batch["image_src"][:n], batch["semantic_src"][:n]
         masks = class_masks(label_src)
         image, label, pixel_weight = class_mix(masks, image_src, label_src, images_trg, pseudo, weight)
-        jitter_draw, blur_draw = random.uniform(0, 1), random.uniform(0, 1)  # once per batch (docs/quirks.md#q9)
+        # once per batch (docs/quirks.md#q9)
+        jitter_draw, blur_draw = random.uniform(0, 1), random.uniform(0, 1)
         image = strong_photometric(
             image, jitter_draw, blur_draw, self.jitter_s, self.jitter_p, self.blur, self.blur_sigma
         )
