@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from refign.data.classes import colorize
-from refign.data.transforms import to_rgb_uint8
+from refign.imaging import to_rgb_uint8
 
 TRAINIDS, COLOR, OVERVIEW = "labelTrainIds", "color", "overview.png"
 GAP = 4  # white pixels between the overview's rows and tiles

@@ -42,7 +42,8 @@ def imports_of(path: Path) -> set[str]:
             base = node.module or ""
             if node.level:
                 base = ".".join(package[: len(package) - node.level + 1] + ([base] if base else []))
-            found.add(base)
+            # ``from refign import build`` imports the module ``refign.build``
+            found |= {f"{base}.{a.name}" for a in node.names} if base == "refign" else {base}
     return {m for m in found if m == "refign" or m.startswith("refign.")}
 
 

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from refign.alignment.warp import pixel_grid, warp
+from refign.imaging import gaussian_blur
 
 INVALID = -1e10
 
@@ -107,16 +108,11 @@ def mapping_to_pixel_flow(mapping: torch.Tensor) -> torch.Tensor:
     return (mapping + 1) * scale - pixel_grid(h, w)
 
 
-def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of a (C, H, W) tensor, radius 4σ, reflect padding."""
+def smooth(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian blur of a (C, H, W) field with radius 4σ (at most the field's side), reflect borders."""
     _, h, w = x.shape
     r = max(1, min(int(4 * sigma + 0.5), h - 1, w - 1))
-    k = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=torch.float32) / sigma) ** 2)
-    k = (k / k.sum()).view(1, 1, -1)
-    c = x.shape[0]
-    y = F.conv1d(F.pad(x.reshape(c * h, 1, w), (r, r), mode="reflect"), k).view(c, h, w)
-    y = y.permute(0, 2, 1).reshape(c * w, 1, h)
-    return F.conv1d(F.pad(y, (r, r), mode="reflect"), k).view(c, w, h).permute(0, 2, 1)
+    return gaussian_blur(x[None], sigma, (2 * r + 1, 2 * r + 1))[0]
 
 
 def elastic_perturbation(h: int, w: int) -> torch.Tensor:
@@ -124,7 +120,7 @@ def elastic_perturbation(h: int, w: int) -> torch.Tensor:
     side = max(h, w)
     sigma = side * (0.1 + 0.08 * random.random())
     amp = side * (1 + random.random())
-    field = gaussian_blur(torch.rand(2, h, w) * 2 - 1, sigma) * amp
+    field = smooth(torch.rand(2, h, w) * 2 - 1, sigma) * amp
     ys, xs = torch.meshgrid(
         torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij"
     )

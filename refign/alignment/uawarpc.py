@@ -17,13 +17,10 @@ from torch import nn
 from refign.alignment.blocks import FlowDecoder, RefinementModule, UncertaintyModule, scaled
 from refign.alignment.correlation import GlobalCorrelation, LocalCorrelation
 from refign.alignment.warp import pixel_grid, scale_flow, warp
+from refign.imaging import resize
 
 COARSE = 256  # side of the official coarse branch's images
 Level = tuple[torch.Tensor, torch.Tensor]  # (flow, log-variance)
-
-
-def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
 def mapping_to_flow(mapping: torch.Tensor) -> torch.Tensor:

@@ -15,8 +15,7 @@ from torch import nn
 
 from refign.alignment.warp import warp
 from refign.data.classes import colorize
-from refign.data.transforms import to_rgb_uint8
-from refign.models.segmentor import resize
+from refign.imaging import resize, to_rgb_uint8
 from refign.refine.refiner import refine, trust_score
 from refign.uda.pseudo_label import teacher_probs
 

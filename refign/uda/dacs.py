@@ -12,8 +12,8 @@ import numpy as np
 import torch
 
 from refign.data.classes import colorize
-from refign.data.transforms import to_rgb_uint8
-from refign.models.segmentor import Segmentor, resize
+from refign.imaging import resize, to_rgb_uint8
+from refign.models.segmentor import Segmentor
 from refign.uda.augment import strong_photometric
 from refign.uda.base import UDAMethod
 from refign.uda.ema import EMATeacher

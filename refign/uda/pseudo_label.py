@@ -7,7 +7,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from refign.models.segmentor import resize
+from refign.imaging import resize
 
 
 class PseudoLabeler(Protocol):

@@ -14,8 +14,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from refign.alignment.pairs import normalize
 from refign.data.io import DatasetError, require_dir
+from refign.imaging import normalize
 
 log = logging.getLogger(__name__)
 # the official validation scenes (data_modules/datasets/lists/validation_scenes_MegaDepth.txt)
