@@ -17,7 +17,7 @@ from refign.alignment.warp import warp
 from refign.data.classes import colorize
 from refign.imaging import resize, to_rgb_uint8
 from refign.refine.refiner import refine, trust_score
-from refign.uda.pseudo_label import teacher_probs
+from refign.uda.pseudo_label import PseudoLabels, teacher_probs
 
 
 class RefignPseudoLabeler(nn.Module):
@@ -53,9 +53,6 @@ class RefignPseudoLabeler(nn.Module):
             disable_p,
             renormalize,
         )
-        self.stats: dict[str, float] = {}
-        self.want_panel = False
-        self.panel: np.ndarray | None = None
 
     def train(self, mode: bool = True) -> RefignPseudoLabeler:
         """The aligner stays in eval mode (BatchNorm running statistics) whatever the method's mode."""
@@ -83,13 +80,12 @@ class RefignPseudoLabeler(nn.Module):
     @torch.no_grad()
     def forward(
         self, teacher: nn.Module, batch: dict[str, torch.Tensor], want_panel: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> PseudoLabels:
         image_trg, image_ref = batch["image_trg"], batch.get("image_ref")
         if image_ref is None:
             raise KeyError("refign=on needs reference images: the target dataset must load 'image_ref'")
         if self.adapt_to_ref and random.random() < self.adapt_to_ref_p:
-            self.stats, self.panel = {"refign/adapt_to_ref": 1.0}, None
-            return image_ref, teacher_probs(teacher, image_ref)
+            return PseudoLabels(image_ref, teacher_probs(teacher, image_ref), {"refign/adapt_to_ref": 1.0})
         n = image_trg.shape[0]
         logits = resize(teacher(torch.cat([image_trg, image_ref])), image_trg.shape[-2:])
         logits_trg, logits_ref = logits[:n], logits[n:]
@@ -106,18 +102,16 @@ class RefignPseudoLabeler(nn.Module):
             renormalize=self.renormalize,
         )
         before = logits_trg.argmax(1)
-        self.stats = {
+        stats = {
             "refign/adapt_to_ref": 0.0,
             "refign/trust_s": float(trust_score(torch.softmax(logits_trg.float(), 1), self.gamma).mean()),
             "refign/changed_fraction": float((probs.argmax(1) != before).float().mean()),
             "refign/warp_valid_fraction": float(valid.float().mean()) if valid is not None else 1.0,
         }
-        self.panel = (
-            self._panel(image_trg, image_ref, logits_ref, certainty, before, probs)
-            if self.want_panel
-            else None
+        panel = (
+            self._panel(image_trg, image_ref, logits_ref, certainty, before, probs) if want_panel else None
         )
-        return image_trg, probs
+        return PseudoLabels(image_trg, probs, stats, panel)
 
     @staticmethod
     def _panel(image_trg, image_ref, warped_ref, certainty, before, probs) -> np.ndarray:

@@ -20,7 +20,7 @@ from refign.uda.ema import EMATeacher
 from refign.uda.fdist import feature_distance, feature_distance_mask
 from refign.uda.losses import pixel_weighted_ce
 from refign.uda.mix import class_masks, class_mix
-from refign.uda.pseudo_label import PseudoLabeler, TeacherSoftmax, confidence_weight
+from refign.uda.pseudo_label import PseudoLabeler, PseudoLabels, TeacherSoftmax, confidence_weight
 
 
 class MixedBatch(NamedTuple):
@@ -30,6 +30,7 @@ class MixedBatch(NamedTuple):
     confident_fraction: torch.Tensor  # q, logged
     target: torch.Tensor  # the target images that were pseudo-labelled
     pseudo_label: torch.Tensor  # the teacher's hard labels on them
+    labeler: PseudoLabels  # what the pseudo-labeler returned (its statistics and panel are logged)
 
 
 def mix_panel(mixed: MixedBatch) -> np.ndarray:
@@ -143,8 +144,8 @@ class DACS(UDAMethod):
     @torch.no_grad()
     def mixed_batch(self, batch: dict[str, torch.Tensor]) -> MixedBatch:
         """Teacher pseudo-labels on the target, ClassMix with the source, strong augmentation."""
-        self.pseudo_labeler.want_panel = self.wants_images
-        images_trg, probs = self.pseudo_labeler(self.teacher.model, batch)
+        labels = self.pseudo_labeler(self.teacher.model, batch, want_panel=self.wants_images)
+        images_trg, probs = labels.images, labels.probs
         pseudo, weight = confidence_weight(probs, self.threshold, self.ignore_top, self.ignore_bottom)
         n = images_trg.shape[0]  # a larger source batch mixes only its first n images (docs/quirks.md#q13)
         image_src, label_src = batch["image_src"][:n], batch["semantic_src"][:n]
@@ -155,7 +156,7 @@ class DACS(UDAMethod):
         image = strong_photometric(
             image, jitter_draw, blur_draw, self.jitter_s, self.jitter_p, self.blur, self.blur_sigma
         )
-        return MixedBatch(image, label, pixel_weight, weight.amax(), images_trg, pseudo)
+        return MixedBatch(image, label, pixel_weight, weight.amax(), images_trg, pseudo, labels)
 
     def forward(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
         alpha = self.teacher.update(self.model, step)
@@ -166,10 +167,10 @@ class DACS(UDAMethod):
             out["fdist_empty_steps"] = float(self.fdist_empty_steps)
         mixed = self.mixed_batch(batch)
         out["pseudo_weight"] = mixed.confident_fraction
-        out.update(getattr(self.pseudo_labeler, "stats", {}))
+        out.update(mixed.labeler.stats)
         out["loss_mix"], _ = self.segmentation_loss(mixed.image, mixed.label, mixed.weight)
         if self.wants_images:
             out["img/dacs"] = mix_panel(mixed)
-            if getattr(self.pseudo_labeler, "panel", None) is not None:
-                out["img/refign"] = self.pseudo_labeler.panel
+            if mixed.labeler.panel is not None:
+                out["img/refign"] = mixed.labeler.panel
         return out
