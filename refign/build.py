@@ -28,7 +28,7 @@ from refign.engine.loggers import MetricLogger
 from refign.engine.optim import build_optimizer, build_scheduler
 from refign.engine.trainer import Trainer, TrainerConfig
 from refign.models.segmentor import Segmentor
-from refign.models.weights import init_segmentor, load_strict
+from refign.models.weights import CheckpointError, init_segmentor, load_strict
 from refign.uda.base import UDAMethod
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,15 @@ def build_segmentor(cfg: DictConfig) -> Segmentor:
     head = instantiate(cfg.head, in_channels=list(backbone.out_channels), num_classes=cfg.dataset.num_classes)
     segmentor = instantiate(cfg.model, backbone=backbone, head=head)
     if cfg.get("init_weights"):
-        fresh = init_segmentor(segmentor, cfg.init_weights)
+        try:
+            fresh = init_segmentor(segmentor, cfg.init_weights)
+        except CheckpointError as err:
+            # the usual cause: a dataset's shipped start (e.g. the synthetic benchmark's) with another model
+            raise CheckpointError(
+                f"{err}. init_weights={cfg.init_weights} was saved from another model than the configured "
+                "backbone/head; point init_weights to weights of this model, or set init_weights=null "
+                "(fresh head, backbone from its own `pretrained` file)"
+            ) from None
         log.info(
             "initialised the segmentor from %s%s", cfg.init_weights, f" ({len(fresh)} fresh)" * bool(fresh)
         )
@@ -125,9 +133,26 @@ def build_pseudo_labeler(cfg: DictConfig):
     return instantiate(cfg.refine, aligner=aligner)
 
 
+def build_mic(cfg: DictConfig):
+    """Masked Image Consistency (``mic=on``, ``refign/uda/mic.py``), or None (``mic=off``: an empty node)."""
+    if not cfg.get("mic"):
+        return None
+    method = method_class(cfg)
+    if not method.self_training:
+        raise ConfigError(
+            f"mic=on trains on the pseudo-labels of a self-training method, but {method.__name__} "
+            f"(uda._target_={cfg.uda._target_}) makes none: choose a self-training uda (e.g. uda=daformer) "
+            f"or mic=off"
+        )
+    return instantiate(cfg.mic)
+
+
 def build_method(cfg: DictConfig) -> UDAMethod:
     labeler = build_pseudo_labeler(cfg)
     extra = {"pseudo_labeler": labeler} if labeler is not None else {}
+    mic = build_mic(cfg)
+    if mic is not None:
+        extra["mic"] = mic
     return instantiate(cfg.uda, model=build_segmentor(cfg), _recursive_=False, **extra)
 
 

@@ -1,7 +1,9 @@
-"""The synthetic benchmark's method table: source-only < DAFormer < DAFormer + Refign, and HRDA (± Refign).
+"""The synthetic benchmark's method table: source-only < DAFormer < DAFormer + Refign, HRDA (± Refign), and
+DAFormer + MIC (± Refign).
 
-    python scripts/bench_refign.py                          # every row, seeds 0 1 2 (≈ 2 h on 2 cores)
+    python scripts/bench_refign.py                          # every row, seeds 0 1 2
     python scripts/bench_refign.py --rows daformer daformer_refign --seeds 0
+    python scripts/bench_refign.py --rows daformer daformer_mic daformer_refign daformer_refign_mic
     python scripts/bench_refign.py --seeds 0 -- dataset.benchmark_seed=1   # another draw of the benchmark
 
 Every row starts from the shipped source-only segmentor (``init_weights``, the benchmark's analogue of the
@@ -28,6 +30,9 @@ ROWS = {
     "daformer_refign_oracle": ["uda=daformer", "refign=on", *ORACLE],
     "hrda": ["uda=hrda", "refign=off"],
     "hrda_refign": ["uda=hrda", "refign=on"],
+    # Masked Image Consistency with the benchmark's 8-px blocks (dataset.mic_block_size: 1/16 of the 128² crop)
+    "daformer_mic": ["uda=daformer", "refign=off", "mic=on"],
+    "daformer_refign_mic": ["uda=daformer", "refign=on", "mic=on"],
 }
 
 

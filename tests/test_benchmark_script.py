@@ -6,6 +6,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
 spec = importlib.util.spec_from_file_location(
     "benchmark", Path(__file__).parents[1] / "scripts" / "benchmark.py"
 )
@@ -34,3 +36,42 @@ def test_finished_runs_are_not_repeated(tmp_path):
     assert result["target"]["mIoU"] == 1 and seconds != seconds  # NaN: no time was recorded
     (run_dir / "bench_time.json").write_text(json.dumps({"seconds": 90.0}))
     assert benchmark.train("a", ["no.such=key"], 0, tmp_path)[1] == 90.0
+
+
+ablation_spec = importlib.util.spec_from_file_location(
+    "ablation_table", Path(__file__).parents[1] / "scripts" / "ablation_table.py"
+)
+ablation_table = importlib.util.module_from_spec(ablation_spec)
+ablation_spec.loader.exec_module(ablation_table)
+
+
+def sweep_run(folder: Path, overrides: list[str], result: dict | None) -> None:
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "config.yaml").write_text("{}\n")
+    (folder / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    if result is not None:
+        (folder / "eval_0001000.json").write_text(json.dumps(result))
+
+
+def test_ablation_table_groups_a_sweep_by_its_row_override_in_the_paper_order(tmp_path, capsys):
+    # folder names say nothing: rows are read from each run's own overrides
+    sweep_run(tmp_path / "s" / "0", ["refign=on", "+ablation=row3", "seed=0"], fake(30, 10))
+    sweep_run(tmp_path / "s" / "1", ["refign=on", "+ablation=row1", "seed=0"], fake(20, 4))
+    sweep_run(tmp_path / "s" / "2", ["refign=on", "+ablation=row1", "seed=1"], fake(24, 8))
+    sweep_run(tmp_path / "s" / "3", ["refign=on", "+ablation=row3", "seed=1"], None)  # still running
+    sweep_run(tmp_path / "other" / "0", ["refign=on", "+ablation=row3", "seed=2"], fake(34, 12))
+    ablation_table.main([str(tmp_path / "s"), str(tmp_path / "other"), "--out", str(tmp_path / "t.md")])
+    rows = [line for line in (tmp_path / "t.md").read_text().splitlines() if line.startswith("| ")][1:]
+    assert [r.split(" | ")[0] for r in rows] == [
+        "| " + ablation_table.ROWS["row1"],
+        "| " + ablation_table.ROWS["row3"],
+    ]
+    assert rows[0].split(" | ")[2:4] == ["22.0 ± 2.8", "6.0 ± 2.8"]  # mean/std of (20, 24) and (4, 8)
+    assert rows[1].split(" | ")[2:4] == ["32.0 ± 2.8", "11.0 ± 1.4"]
+    assert "unfinished" in capsys.readouterr().err
+
+
+def test_ablation_table_without_finished_runs_says_where_it_looked(tmp_path):
+    sweep_run(tmp_path / "0", ["uda=daformer"], fake(1, 1))
+    with pytest.raises(SystemExit, match=str(tmp_path)):
+        ablation_table.main([str(tmp_path)])

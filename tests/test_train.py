@@ -88,4 +88,7 @@ def test_the_default_run_is_daformer_refign_from_the_shipped_weights(tmp_path):
     shipped = torch.load(Path(cfg.init_weights), weights_only=True)
     trained = state["segmentor"]
     assert set(trained) == set(shipped)
-    assert max((trained[k].float() - shipped[k].float()).abs().max() for k in shipped) < 0.05
+    # weights, not BN statistics (running averages move fast, the step counters count the steps)
+    floats = [k for k in shipped if shipped[k].is_floating_point() and ".running_" not in k]
+    assert max((trained[k] - shipped[k]).abs().max() for k in floats) < 0.05
+    assert any(not torch.equal(trained[k], shipped[k]) for k in floats)

@@ -70,11 +70,12 @@ def adjust_hue(x: torch.Tensor, shift: float) -> torch.Tensor:
     return hsv_to_rgb(torch.stack([h + shift, s, v], -3)).clamp(0, 1)
 
 
-def color_jitter(image: torch.Tensor, strength: float) -> torch.Tensor:
+def color_jitter(image: torch.Tensor, strength: float, order: list[int] | None = None) -> torch.Tensor:
     """kornia 0.5 ``ColorJitter(s, s, s, s)`` on one de-normalised (3, H, W) image in [0, 1].
 
     Factors: brightness, contrast, saturation ~ U[max(0, 1−s), 1+s], hue ~ U[−s, s]·2π rad; the four ops
-    in a random order. ``strength == 0`` is the identity (up to the [0, 1] clamp).
+    in a random order, drawn here unless ``order`` is given (kornia draws one order per call, so a batch
+    jittered in one call, as MIC's, shares it). ``strength == 0`` is the identity (up to the [0, 1] clamp).
     """
     low = max(0.0, 1.0 - strength)
     factors = (torch.empty(3).uniform_(low, 1.0 + strength) if strength > 0 else torch.ones(3)).tolist()
@@ -85,7 +86,7 @@ def color_jitter(image: torch.Tensor, strength: float) -> torch.Tensor:
         lambda x: adjust_saturation(x, factors[2]),
         lambda x: adjust_hue(x, hue),
     ]
-    for i in torch.randperm(4).tolist():
+    for i in order if order is not None else torch.randperm(4).tolist():
         image = ops[i](image)
     return image
 

@@ -19,6 +19,7 @@ from refign.uda.base import UDAMethod
 from refign.uda.ema import EMATeacher
 from refign.uda.fdist import feature_distance, feature_distance_mask
 from refign.uda.losses import pixel_weighted_ce
+from refign.uda.mic import MaskedBatch, MaskedImageConsistency
 from refign.uda.mix import class_masks, class_mix
 from refign.uda.pseudo_label import PseudoLabeler, PseudoLabels, TeacherSoftmax, confidence_weight
 
@@ -30,13 +31,18 @@ class MixedBatch(NamedTuple):
     confident_fraction: torch.Tensor  # q, logged
     target: torch.Tensor  # the target images that were pseudo-labelled
     pseudo_label: torch.Tensor  # the teacher's hard labels on them
+    pseudo_weight: torch.Tensor  # and their pixel weights (B, H, W)
     labeler: PseudoLabels  # what the pseudo-labeler returned (its statistics and panel are logged)
 
 
-def mix_panel(mixed: MixedBatch) -> np.ndarray:
-    """First sample: target | pseudo-label | mixed image | mixed label, as one (H, 4W, 3) uint8 image."""
+def mix_panel(mixed: MixedBatch, masked: MaskedBatch | None = None) -> np.ndarray:
+    """First sample: target | pseudo-label | mixed image | mixed label (| MIC's masked target | the label its
+    loss uses, with ``mic=on``), as one (H, 4W or 6W, 3) uint8 image."""
     parts = [to_rgb_uint8(mixed.target[0]), colorize(mixed.pseudo_label[0].cpu().numpy())]
     parts += [to_rgb_uint8(mixed.image[0]), colorize(mixed.label[0].cpu().numpy())]
+    if masked is not None:
+        i = masked.target_index
+        parts += [to_rgb_uint8(masked.image[i]), colorize(masked.label[i].cpu().numpy())]
     return np.concatenate(parts, axis=1)
 
 
@@ -61,6 +67,8 @@ class DACS(UDAMethod):
         fdist_classes: classes whose cells enter the distance (None = all cells).
         fdist_scale_min_ratio: minimum purity of a cell's majority class.
         pseudo_labeler: how target probabilities are made (default: teacher softmax); Refign plugs in here.
+        mic: Masked Image Consistency (``mic=on``): an extra loss on masked target images with the same
+            pseudo-labels and weights; None = off.
     """
 
     self_training = True
@@ -84,6 +92,7 @@ class DACS(UDAMethod):
         fdist_classes: Sequence[int] | None,
         fdist_scale_min_ratio: float,
         pseudo_labeler: PseudoLabeler | None = None,
+        mic: MaskedImageConsistency | None = None,
     ) -> None:
         super().__init__(model)
         self.num_classes = num_classes
@@ -94,6 +103,7 @@ class DACS(UDAMethod):
         self.jitter_s, self.jitter_p = color_jitter_s, color_jitter_p
         self.blur, self.blur_sigma = blur, (float(blur_sigma[0]), float(blur_sigma[1]))
         self.pseudo_labeler = pseudo_labeler if pseudo_labeler is not None else TeacherSoftmax()
+        self.mic = mic
         # A frozen copy of the *initial* (pretrained) backbone, taken before any update.
         self.imnet_backbone = copy.deepcopy(model.backbone).requires_grad_(False) if enable_fdist else None
         self.fdist_lambda = fdist_lambda
@@ -156,7 +166,7 @@ class DACS(UDAMethod):
         image = strong_photometric(
             image, jitter_draw, blur_draw, self.jitter_s, self.jitter_p, self.blur, self.blur_sigma
         )
-        return MixedBatch(image, label, pixel_weight, weight.amax(), images_trg, pseudo, labels)
+        return MixedBatch(image, label, pixel_weight, weight.amax(), images_trg, pseudo, weight, labels)
 
     def forward(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
         alpha = self.teacher.update(self.model, step)
@@ -169,8 +179,19 @@ class DACS(UDAMethod):
         out["pseudo_weight"] = mixed.confident_fraction
         out.update(mixed.labeler.stats)
         out["loss_mix"], _ = self.segmentation_loss(mixed.image, mixed.label, mixed.weight)
+        masked = None
+        if self.mic is not None:  # --- MIC (mic=on, refign/uda/mic.py): last, after every other draw ---
+            masked = self.mic.masked_batch(
+                mixed.target,
+                mixed.pseudo_label,
+                mixed.pseudo_weight,
+                batch["image_src"],
+                batch["semantic_src"],
+            )
+            loss_mic, _ = self.segmentation_loss(masked.image, masked.label, masked.weight)
+            out["loss_mic"] = self.mic.loss_weight * loss_mic
         if self.wants_images:
-            out["img/dacs"] = mix_panel(mixed)
+            out["img/dacs"] = mix_panel(mixed, masked)
             if mixed.labeler.panel is not None:
                 out["img/refign"] = mixed.labeler.panel
         return out

@@ -18,7 +18,14 @@ from tests.conftest import compose_cfg
 MIT_B0 = dict(
     embed_dims=32, num_layers=[2, 2, 2, 2], num_heads=[1, 2, 5, 8], sr_ratios=[8, 4, 2, 1], mlp_ratio=4
 )
-MODEL = ["backbone=mit_b0", "head=daformer_small", "uda=daformer", "rcs=off"]
+MODEL = [
+    "backbone=mit_b0",
+    "head=daformer_small",
+    "uda=daformer",
+    "refign=off",
+    "rcs=off",
+    "init_weights=null",
+]
 
 
 def to_segformer(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -33,7 +33,7 @@ WORKING = {  # name: (overrides, data overrides, self-training, Refign on)
     "daformer-on-segmentor": (["uda=daformer", *ON, "model=segmentor"], SYNTHETIC, True, True),
     "hrda-on-hrda": (["uda=hrda", *ON, "model=hrda", *HRDA], HRDA_DATA, True, True),
     "deeplabv2-source_only-off": (
-        [*DEEPLABV2, "uda=source_only", "refign=off", "model=segmentor"],
+        [*DEEPLABV2, "uda=source_only", "refign=off", "model=segmentor", "init_weights=null"],
         SYNTHETIC,
         False,
         False,
@@ -42,7 +42,11 @@ WORKING = {  # name: (overrides, data overrides, self-training, Refign on)
 
 REFUSED = {  # name: (overrides, error, message)
     "source_only-on": (["uda=source_only", "refign=on"], ConfigError, "SourceOnly .* does not self-train"),
-    "source_only-hrda": (["uda=source_only", "model=hrda"], ValueError, "SourceOnly trains only Segmentor"),
+    "source_only-hrda": (
+        ["uda=source_only", "refign=off", "model=hrda"],
+        ValueError,
+        "SourceOnly trains only Segmentor",
+    ),
     "dacs-hrda": (["uda=dacs", "model=hrda"], ValueError, "DACS trains only Segmentor, .* is HRDASegmentor"),
     "daformer-hrda": (["uda=daformer", "model=hrda"], ValueError, "DACS trains only Segmentor"),
     "hrda-segmentor": (["uda=hrda", "model=segmentor"], ValueError, "HRDA trains only HRDASegmentor"),

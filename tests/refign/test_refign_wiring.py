@@ -37,7 +37,7 @@ def test_refign_needs_reference_images(tiny_cfg, matcher_file):
 
 def test_refign_needs_a_fitting_aligner_checkpoint(tiny_cfg, tmp_path):
     with pytest.raises(build.ConfigError, match="alignment.checkpoint"):
-        build.build_method(refign_cfg(tiny_cfg))
+        build.build_method(refign_cfg(tiny_cfg, "alignment.checkpoint=null"))
     with pytest.raises(CheckpointError, match="not found"):
         build.build_method(refign_cfg(tiny_cfg, f"alignment.checkpoint={tmp_path}/nope.ckpt"))
     wrong = tmp_path / "wrong.ckpt"
