@@ -1,18 +1,34 @@
-"""The one place that turns a composed configuration into objects and wires them together."""
+"""The composition root: the one place that turns a composed configuration into objects and wires them
+together, for every entry point (docs/architecture.md#composition-root). Entry points set up the process
+(distributed group, seed, run directory), call a ``build_*`` here, run what they got and close it."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from pathlib import Path
 
+import torch
 from hydra.errors import InstantiationException
 from hydra.utils import get_class, get_object
 from hydra.utils import instantiate as hydra_instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
 from torch.utils.data import Dataset
 
+from refign.alignment.network import AlignmentNetwork
+from refign.alignment.pairs import WarpConsistencyPairs
+from refign.alignment.synthetic_warps import WarpConfig
+from refign.alignment.training import MatcherTraining, matcher_eval
+from refign.data.loader import merge_domains, step_loader
+from refign.engine import checkpoint
 from refign.engine.checkpoint import mark_rebuilt
+from refign.engine.dist import DistInfo
+from refign.engine.evaluator import segmentation_eval
+from refign.engine.loggers import MetricLogger
+from refign.engine.optim import build_optimizer, build_scheduler
+from refign.engine.trainer import Trainer, TrainerConfig
 from refign.models.segmentor import Segmentor
-from refign.models.weights import CheckpointError, init_segmentor
+from refign.models.weights import CheckpointError, init_segmentor, load_strict
 from refign.uda.base import UDAMethod
 
 log = logging.getLogger(__name__)
@@ -168,3 +184,162 @@ def build_train_sets(cfg: DictConfig) -> tuple[Dataset, Dataset | None]:
     if refign_enabled(cfg):
         check_reference_pairs(target)
     return source, target
+
+
+# ---- evaluation and prediction (refign.evaluate, refign.predict) -------------------------------------------
+MODEL_NODES = ("backbone", "head", "model")
+
+
+def build_inference_model(cfg: DictConfig) -> Segmentor:
+    """The inference network of a training checkpoint: only the segmentor is rebuilt (no method, no matcher)
+    and its weights are loaded strictly."""
+    state = checkpoint.load(cfg.checkpoint)
+    weights = checkpoint.segmentor_state(state, str(cfg.checkpoint))
+    if cfg.use_checkpoint_config and state.get("config"):
+        stored = OmegaConf.create(state["config"])
+        with open_dict(cfg):
+            for node in MODEL_NODES:
+                cfg[node] = stored[node]
+            cfg.dataset.num_classes = stored.dataset.num_classes
+    with open_dict(cfg):  # every weight comes from the checkpoint: do not read the initialisation files
+        cfg.backbone.pretrained = None
+        cfg.init_weights = None
+    model = build_segmentor(cfg)
+    load_strict(model, weights, str(cfg.checkpoint))
+    return model
+
+
+def build_segmentation_eval(cfg: DictConfig, info: DistInfo, split: str, required: bool = False):
+    """mIoU on every dataset of ``cfg.dataset.<split>`` (``val`` during training, or ``test``):
+    ``(model, autocast) -> (results by set, logged scalars)``; ``required``: a split without datasets is an
+    error (``refign.evaluate``) rather than nothing to evaluate (a training run)."""
+    datasets = build_datasets(cfg, split)
+    if not datasets and required:
+        raise ValueError(f"dataset {cfg.dataset.name!r} has no '{split}' split with labels")
+    return segmentation_eval(
+        datasets,
+        info,
+        cfg.dataset.num_classes,
+        cfg.trainer.eval_batch_size,
+        cfg.trainer.num_workers,
+        cfg.dataset.over_present_classes,
+    )
+
+
+# ---- segmentation training (refign.train) ----------------------------------------------------------------
+def build_batches(cfg: DictConfig, source: Dataset, target: Dataset | None, info: DistInfo):
+    """``start_step -> iterator`` of the method's batches: the source and (``needs_target``) target loaders,
+    each a pure function of (seed, step, rank), merged into one dict per step."""
+
+    def batches(start: int) -> Iterator[dict]:
+        def loader(dataset: Dataset, seed: int) -> Iterator[dict]:
+            return step_loader(dataset, cfg.dataset.batch_size, info, seed, start, cfg.trainer.num_workers)
+
+        src = loader(source, cfg.seed)
+        trg = loader(target, cfg.seed + 1) if target is not None else None
+        while True:
+            yield merge_domains(next(src), next(trg) if trg is not None else None)
+
+    return batches
+
+
+def build_logger(cfg: DictConfig, run_dir: Path, info: DistInfo) -> MetricLogger:
+    """``metrics.jsonl`` in the run directory, plus wandb when ``logger.wandb`` is set."""
+    wandb = cfg.get("logger", {}).get("wandb")
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    return MetricLogger(run_dir, info.is_main, OmegaConf.to_container(wandb) if wandb else None, resolved)
+
+
+def trainer_config(node: DictConfig, **overrides) -> TrainerConfig:
+    """The loop settings of a ``trainer`` node (its data-loading and process keys are read elsewhere)."""
+    skip = ("device", "deterministic", "eval_batch_size", "num_workers", "batch_size", "amp")
+    return TrainerConfig(**{**{k: v for k, v in node.items() if k not in skip}, **overrides})
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path, info: DistInfo) -> Trainer:
+    """A segmentation run: the method, its data, optimiser, schedule, logger and mIoU evaluation."""
+    method = build_method(cfg)
+    source, target = build_train_sets(cfg)
+    optimizer = build_optimizer(method, **cfg.optim)
+    evaluation = build_segmentation_eval(cfg, info, "val")
+    return Trainer(
+        trainer_config(cfg.trainer),
+        method,
+        optimizer=optimizer,
+        scheduler=build_scheduler(optimizer, max_steps=cfg.trainer.max_steps, **cfg.schedule),
+        batches=build_batches(cfg, source, target, info),
+        evaluate=evaluation,
+        dist_info=info,
+        run_dir=run_dir,
+        logger=build_logger(cfg, run_dir, info),
+        resolved_config=OmegaConf.to_container(cfg, resolve=True),
+    )
+
+
+# ---- matcher training (refign.align_train) ---------------------------------------------------------------
+def stage_cfg(cfg: DictConfig) -> DictConfig:
+    """The settings of the selected matcher training stage (``stage=N`` → ``stages.stageN``)."""
+    key = f"stage{cfg.stage}"
+    if key not in cfg.stages:
+        raise ValueError(f"stage={cfg.stage!r}: no '{key}' in stages (have {list(cfg.stages)})")
+    return cfg.stages[key]
+
+
+def build_matcher(cfg: DictConfig) -> AlignmentNetwork:
+    """The matcher of ``cfg.alignment``; for ``mode=eval`` without ``alignment.checkpoint``, the data's
+    shipped weights (``data.shipped_checkpoint``)."""
+    if cfg.mode == "eval" and not cfg.alignment.checkpoint:
+        shipped = cfg.data.get("shipped_checkpoint")
+        if not shipped:
+            raise ValueError(
+                f"mode=eval needs alignment.checkpoint=<file> (data {cfg.data.name!r} ships none)"
+            )
+        log.info("mode=eval without alignment.checkpoint: evaluating the shipped matcher %s", shipped)
+        with open_dict(cfg):
+            cfg.alignment.checkpoint = shipped
+    return instantiate(cfg.alignment)
+
+
+def build_matcher_eval(cfg: DictConfig, info: DistInfo):
+    """PCK evaluation of the matcher on ``data.eval`` (with the zero-flow baseline on the synthetic data)."""
+    return matcher_eval(instantiate(cfg.data.eval), cfg.data.name, info.device, cfg.data.name == "synthetic")
+
+
+def build_matcher_trainer(
+    cfg: DictConfig, network: AlignmentNetwork, run_dir: Path, info: DistInfo
+) -> Trainer:
+    """Warp-consistency training of ``network`` for the selected stage, on the engine."""
+    stage = stage_cfg(cfg)
+    max_steps = cfg.trainer.max_steps or stage.max_steps
+    pairs = WarpConsistencyPairs(
+        instantiate(cfg.data.train),
+        WarpConfig(**OmegaConf.to_container(stage.warps)),
+        swap_p=cfg.swap_p,
+        crop_size=cfg.data.crop_size,
+        min_valid_fraction=cfg.min_valid_fraction,
+    )
+    method = MatcherTraining(network, stage.visibility_mask, cfg.loss_weighting)
+    params = [p for p in network.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=stage.lr, weight_decay=stage.weight_decay)
+    milestones = [int(f * max_steps) for f in stage.milestones]
+    # official runs used fp16 AMP on GPU (correlation and warp stay in fp32); no AMP on CPU
+    amp = bool(cfg.trainer.amp) and info.device.type == "cuda"
+
+    def batches(start: int) -> Iterator[dict]:
+        return step_loader(pairs, cfg.trainer.batch_size, info, cfg.seed, start, cfg.trainer.num_workers)
+
+    return Trainer(
+        trainer_config(cfg.trainer, max_steps=max_steps, precision="fp16" if amp else "32"),
+        method,
+        optimizer=optimizer,
+        scheduler=torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=stage.gamma),
+        batches=batches,
+        evaluate=build_matcher_eval(cfg, info),
+        dist_info=info,
+        run_dir=run_dir,
+        logger=build_logger(cfg, run_dir, info),
+        resolved_config=OmegaConf.to_container(cfg, resolve=True),
+        # the matcher's own state dict under the official top-level names, as before the engine ran it:
+        # ``alignment.checkpoint=<this file>`` and ``read_state_dict`` read it directly
+        checkpoint_extras=lambda: {"state_dict": network.state_dict(), "stage": cfg.stage},
+    )

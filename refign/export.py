@@ -1,6 +1,6 @@
 """Benchmark-server export: trainId PNGs named after the inputs, colour PNGs, one upload-ready zip.
 
-Servers (spec decision 4; field notes §3):
+Servers (docs/refign.md#test-server-export, docs/deviations.md#d4):
 
 * ACDC (acdc.vision.ee.ethz.ch/submit): the test images of all four conditions, one single-channel PNG of
   train ids per input image, named like the input (``<name>_rgb_anon.png``), at the archive root. The server
@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from refign.data.classes import colorize
-from refign.data.transforms import to_rgb_uint8
+from refign.imaging import to_rgb_uint8
 
 TRAINIDS, COLOR, OVERVIEW = "labelTrainIds", "color", "overview.png"
 GAP = 4  # white pixels between the overview's rows and tiles

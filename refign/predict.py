@@ -18,7 +18,6 @@ from omegaconf import DictConfig
 
 from refign import build
 from refign.engine import dist
-from refign.evaluate import load_model
 from refign.export import DEFAULT_FORMAT, SERVER_FORMATS, make_archive, predict_dataset
 
 log = logging.getLogger("refign.predict")
@@ -33,7 +32,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Path]:
         datasets = build.build_datasets(cfg, "predict")
         if not datasets:
             raise ValueError(f"dataset {cfg.dataset.name!r} has no 'predict' node (nothing to export)")
-        model = load_model(cfg).to(info.device)
+        model = build.build_inference_model(cfg).to(info.device)
         archives = {}
         for name, ds in datasets.items():
             files = predict_dataset(

@@ -4,7 +4,7 @@
 
 For every ``gtFine/<split>/<city>/*_gtFine_polygons.json`` the official converter
 (``cityscapesscripts.preparation.json2labelImg``, encoding ``trainIds``) writes the trainId PNG next to it;
-existing PNGs are kept unless --force. As the official ``tools/convert_cityscapes.py`` (spec 03 §3.2), the
+existing PNGs are kept unless --force. As the official ``tools/convert_cityscapes.py`` (docs/refign.md#cityscapes), the
 per-image pixel counts of the train labels go to OUT (default: the Cityscapes root):
 ``sample_class_stats.json``, ``sample_class_stats_dict.json``, ``samples_with_class.json`` and the stem
 lists ``train.txt``, ``val.txt``, ``test.txt``. (Training itself recomputes and caches these counts for rare
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--nproc", type=int, default=4)
     p.add_argument("--force", action="store_true", help="rewrite existing trainId PNGs")
     args = p.parse_args(argv)
-    # absolute paths: the stats store label paths that the loaders must find again (spec 03 §6.10)
+    # absolute paths: the stats store label paths that the loaders must find again (docs/refign.md#cityscapes)
     root = args.cityscapes.resolve()
     gt = root / args.gt_dir
     if not gt.is_dir():

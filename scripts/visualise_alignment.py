@@ -14,7 +14,8 @@ from PIL import Image
 from refign.alignment.network import build_alignment_network
 from refign.alignment.warp import warp
 from refign.data.datasets.synthetic import SyntheticDataset
-from refign.data.transforms import JointTransform, to_rgb_uint8
+from refign.data.transforms import JointTransform
+from refign.imaging import to_rgb_uint8
 
 
 def main() -> None:

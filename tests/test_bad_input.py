@@ -8,7 +8,7 @@ import torch
 from omegaconf import open_dict
 
 from refign import evaluate
-from refign.build import build_segmentor
+from refign.build import build_inference_model, build_segmentor
 from refign.data.io import DatasetError, load_image, load_label, require_dir
 from refign.models.backbones import mit
 from refign.models.weights import CheckpointError, load_backbone_weights
@@ -94,7 +94,7 @@ def test_evaluate_rejects_a_checkpoint_of_another_model(tiny_cfg, tmp_path):
         cfg.checkpoint = str(path)
         cfg.use_checkpoint_config = False
     with pytest.raises(CheckpointError, match=r"do not fit Segmentor: unexpected \(\d+\): scale_attention"):
-        evaluate.load_model(cfg)
+        build_inference_model(cfg)
     torch.save({"state_dict": hrda.state_dict()}, path)  # a bare weight file, not a training checkpoint
     with pytest.raises(CheckpointError, match="not a refign training checkpoint"):
-        evaluate.load_model(cfg)
+        build_inference_model(cfg)

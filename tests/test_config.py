@@ -44,7 +44,7 @@ def test_slurm_launcher_composes():
     assert cfg.hydra.launcher.gpus_per_node == 1
 
 
-EXPECTED_EXPERIMENTS = {  # spec 01 §6.2: (uda, backbone, head, crop, rcs min_crop_ratio, max_steps, inference)
+EXPECTED_EXPERIMENTS = {  # docs/self-training.md#benchmark-values: (uda, backbone, head, crop, rcs min_crop_ratio, max_steps, inference)
     "acdc_refign_daformer": ("DACS", "mit", "DAFormerHead", 512, 0.5, 40000, "whole"),
     "acdc_refign_deeplabv2": ("DACS", "resnet_v1c", "DeepLabV2Head", 512, 0.5, 40000, "whole"),
     "acdc_refign_hrda_star": ("HRDA", "mit", "DAFormerHead", 1024, 2.0, 40000, "slide"),

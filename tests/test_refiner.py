@@ -1,4 +1,4 @@
-"""refine() against an independent NumPy implementation of spec 03 §2 and its worked example."""
+"""refine() against an independent NumPy implementation of docs/refign.md#refine and the official worked example."""
 
 from __future__ import annotations
 
@@ -90,7 +90,7 @@ def test_identical_predictions_keep_their_argmax():
 
 
 def test_worked_example_of_the_spec_with_three_classes():
-    """Spec 03 §2.6, with class 0 large-static and C = 3 (the mask is computed for those ids)."""
+    """The official worked example, with class 0 large-static and C = 3 (the mask is computed for those ids)."""
     lt = torch.tensor([[2.0, 0.5], [1.0, 0.0], [0.0, 1.0]]).reshape(1, 3, 1, 2)
     lr = torch.tensor([[3.0, 0.0], [0.0, 0.0], [0.0, 2.0]]).reshape(1, 3, 1, 2)
     cert = torch.tensor([0.6, 0.9]).reshape(1, 1, 1, 2)

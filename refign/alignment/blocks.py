@@ -1,4 +1,4 @@
-"""Building blocks of the UAWarpC head (spec 02 §1.6–1.8).
+"""Building blocks of the UAWarpC head (docs/uawarpc.md#head-blocks).
 
 Attribute names (``conv``/``bn``, ``conv_0`` … ``predict_mapping``, ``dc_convs``, ``pred_conv_*``) are the
 official ones: they form the state-dict keys of the released ``uawarpc_megadepth.ckpt``.

@@ -1,4 +1,4 @@
-"""Correlation volumes of the matcher (spec 02 §1.3 and §1.5).
+"""Correlation volumes of the matcher (docs/uawarpc.md#correlation).
 
 Global: every target position against every source position (16×16 level), with NC-Net mutual matching.
 Local: a 9×9 window around every target position in the (already warped) source. Both are computed in fp32

@@ -1,4 +1,4 @@
-"""Warp-consistency training losses of UAWarpC (spec 02 §4.4).
+"""Warp-consistency training losses of UAWarpC (docs/uawarpc.md#losses).
 
 All flows are in pixels of the full training image at every level; ground truth and masks are resized to
 each level's grid (bilinear, ``align_corners=False``; values are not rescaled). Every level's loss is the
@@ -91,7 +91,7 @@ def balance_weights(loss_ss: torch.Tensor, loss_us: torch.Tensor, mode: str) -> 
     """Weights (w_ss, w_us) of the two losses: up-weight the smaller one (cap 100).
 
     ``official`` reproduces the executed code path of the official repository, whose call passes ``False``
-    as the weight ratio (spec 02 §7.1): if L_us > L_ss only L_us is used, else L_ss + 100·L_us (inf/NaN
+    as the weight ratio (docs/quirks.md#w1): if L_us > L_ss only L_us is used, else L_ss + 100·L_us (inf/NaN
     weights when L_ss ≤ 0, exactly like the original). ``intended`` is the GLU-Net/WarpC rule (ratio 1).
     """
     if mode not in ("official", "intended"):

@@ -1,4 +1,4 @@
-"""The matcher as one module: frozen VGG-16 + UAWarpC head → dense flow and certainty (spec 02 §3.1).
+"""The matcher as one module: frozen VGG-16 + UAWarpC head → dense flow and certainty (docs/uawarpc.md#network-outputs).
 
 Attribute names ``alignment_backbone`` / ``alignment_head`` are those of the official checkpoints, so
 ``state_dict()`` of this module has the layout of ``uawarpc_megadepth.ckpt``.
@@ -14,7 +14,7 @@ from torch import nn
 
 from refign.alignment.uawarpc import COARSE, Level, UAWarpCHead
 from refign.alignment.vgg import VGGPyramid
-from refign.models.weights import CheckpointError, read_state_dict
+from refign.models.weights import load_strict, read_state_dict
 
 HEAD_PREFIX, BACKBONE_PREFIX = "alignment_head.", "alignment_backbone."
 Pyramids = tuple[list[torch.Tensor], list[torch.Tensor]]  # (full-res [pool2, pool3], coarse [pool3, pool4])
@@ -130,19 +130,4 @@ def _load_prefixed(
     sub = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     if not sub and not required:
         return
-    own = module.state_dict()
-    missing = sorted(prefix + k for k in set(own) - set(sub))
-    unexpected = sorted(prefix + k for k in set(sub) - set(own))
-    shapes = sorted(
-        f"{prefix}{k} {tuple(sub[k].shape)} vs {tuple(own[k].shape)}"
-        for k in set(own) & set(sub)
-        if sub[k].shape != own[k].shape
-    )
-    if missing or unexpected or shapes:
-        parts = [
-            f"{name} ({len(keys)}): " + ", ".join(keys)
-            for name, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes))
-            if keys
-        ]
-        raise CheckpointError(f"{path}: '{prefix}*' weights do not fit the matcher; " + "; ".join(parts))
-    module.load_state_dict(sub)
+    load_strict(module, sub, str(path), prefix)

@@ -1,4 +1,4 @@
-"""Training samples for warp consistency (spec 02 §4.1): a real pair (I, J) plus I′ = synthetic warp of a
+"""Training samples for warp consistency (docs/uawarpc.md#training-pairs): a real pair (I, J) plus I′ = synthetic warp of a
 photometrically augmented I, with the known flow I′→I and its validity mask."""
 
 from __future__ import annotations
@@ -6,18 +6,12 @@ from __future__ import annotations
 import random
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Dataset
 from torchvision.transforms import ColorJitter
 
 from refign.alignment.synthetic_warps import WarpConfig, random_flow
 from refign.alignment.warp import inbounds_mask, warp
-from refign.data.transforms import IMAGENET_MEAN, IMAGENET_STD, denormalize
-
-
-def normalize(image: torch.Tensor) -> torch.Tensor:
-    mean, std = image.new_tensor(IMAGENET_MEAN), image.new_tensor(IMAGENET_STD)
-    return (image - mean[:, None, None]) / std[:, None, None]
+from refign.imaging import denormalize, gaussian_blur, normalize
 
 
 class PhotometricAug:
@@ -31,11 +25,7 @@ class PhotometricAug:
         x = self.jitter(image01.clamp(0, 1))[torch.randperm(3)]
         if random.random() < self.p_blur:
             sigma = random.uniform(0.2, 2.0)
-            r = self.blur_kernel // 2
-            k = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=x.dtype) / sigma) ** 2)
-            k = k / k.sum()
-            x = F.conv2d(F.pad(x[:, None], (r, r, 0, 0), mode="reflect"), k.view(1, 1, 1, -1))
-            x = F.conv2d(F.pad(x, (0, 0, r, r), mode="reflect"), k.view(1, 1, -1, 1))[:, 0]
+            x = gaussian_blur(x[None], sigma, (self.blur_kernel, self.blur_kernel))[0]
         return x
 
 

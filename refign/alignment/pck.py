@@ -1,4 +1,4 @@
-"""Sparse flow metrics as the official ``SparseEPE`` computes them (spec 02 §5.2).
+"""Sparse flow metrics as the official ``SparseEPE`` computes them (docs/uawarpc.md#pck).
 
 Estimated flow is read at the nearest pixel (``torch.round``, half-to-even); PCK-k counts EPE ≤ k
 (inclusive) and averages over *all correspondences of the dataset*; AEPE averages per-pair means.

@@ -1,4 +1,4 @@
-"""Random dense warps for warp-consistency training (spec 02 §4.2): homography, TPS, affine∘TPS, elastic.
+"""Random dense warps for warp-consistency training (docs/uawarpc.md#synthetic-warps): homography, TPS, affine∘TPS, elastic.
 
 Each generator returns a normalised *mapping* m (2, H, W) in the align-corners convention (pixel i at
 2i/(N−1) − 1) on the prime image's grid, pointing into the image the prime is made from; ``mapping_to_flow``
@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from refign.alignment.warp import pixel_grid, warp
+from refign.imaging import gaussian_blur
 
 INVALID = -1e10
 
@@ -93,7 +94,7 @@ def affine_tps_mapping(h: int, w: int, cfg: WarpConfig) -> torch.Tensor:
     a = _rot(alpha) @ _rot(phi).T @ torch.diag(torch.tensor([lam, lam])) @ _rot(phi)
     theta = torch.cat([a, torch.tensor([[_uniform(1, cfg.tx).item()], [_uniform(1, cfg.ty).item()]])], 1)
     # the official code builds the affine grid with align_corners=False and reads it with the
-    # align-corners formula (a ≤ half-pixel offset in the synthetic GT, spec 02 §7.4): kept as is
+    # align-corners formula (a ≤ half-pixel offset in the synthetic GT, docs/quirks.md#w4): kept as is
     aff = F.affine_grid(theta[None], [1, 2, h, w], align_corners=False)[0].permute(2, 0, 1)
     aff = torch.where((aff.abs() < 1).all(0, keepdim=True), aff, torch.full_like(aff, INVALID))
     tps = tps_mapping(h, w, cfg.t_tps_for_afftps)
@@ -107,16 +108,11 @@ def mapping_to_pixel_flow(mapping: torch.Tensor) -> torch.Tensor:
     return (mapping + 1) * scale - pixel_grid(h, w)
 
 
-def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of a (C, H, W) tensor, radius 4σ, reflect padding."""
+def smooth(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian blur of a (C, H, W) field with radius 4σ (at most the field's side), reflect borders."""
     _, h, w = x.shape
     r = max(1, min(int(4 * sigma + 0.5), h - 1, w - 1))
-    k = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=torch.float32) / sigma) ** 2)
-    k = (k / k.sum()).view(1, 1, -1)
-    c = x.shape[0]
-    y = F.conv1d(F.pad(x.reshape(c * h, 1, w), (r, r), mode="reflect"), k).view(c, h, w)
-    y = y.permute(0, 2, 1).reshape(c * w, 1, h)
-    return F.conv1d(F.pad(y, (r, r), mode="reflect"), k).view(c, w, h).permute(0, 2, 1)
+    return gaussian_blur(x[None], sigma, (2 * r + 1, 2 * r + 1))[0]
 
 
 def elastic_perturbation(h: int, w: int) -> torch.Tensor:
@@ -124,7 +120,7 @@ def elastic_perturbation(h: int, w: int) -> torch.Tensor:
     side = max(h, w)
     sigma = side * (0.1 + 0.08 * random.random())
     amp = side * (1 + random.random())
-    field = gaussian_blur(torch.rand(2, h, w) * 2 - 1, sigma) * amp
+    field = smooth(torch.rand(2, h, w) * 2 - 1, sigma) * amp
     ys, xs = torch.meshgrid(
         torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij"
     )

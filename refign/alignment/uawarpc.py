@@ -1,4 +1,4 @@
-"""The UAWarpC head: a 4-level coarse-to-fine flow regressor with per-level log-variance (spec 02 §1).
+"""The UAWarpC head: a 4-level coarse-to-fine flow regressor with per-level log-variance (docs/uawarpc.md#architecture).
 
 Levels 4 and 3 run on 256×256 (area-resized) copies of the pair, levels 2 and 1 at 1/8 and 1/4 of the
 original size. The coarse side is configurable (``coarse_size``; a smaller one for CPU-scale matchers): level 4
@@ -17,13 +17,10 @@ from torch import nn
 from refign.alignment.blocks import FlowDecoder, RefinementModule, UncertaintyModule, scaled
 from refign.alignment.correlation import GlobalCorrelation, LocalCorrelation
 from refign.alignment.warp import pixel_grid, scale_flow, warp
+from refign.imaging import resize
 
 COARSE = 256  # side of the official coarse branch's images
 Level = tuple[torch.Tensor, torch.Tensor]  # (flow, log-variance)
-
-
-def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
 def mapping_to_flow(mapping: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Frozen VGG-16 feature pyramid for the matcher (spec 02 §1.2).
+"""Frozen VGG-16 feature pyramid for the matcher (docs/uawarpc.md#vgg-backbone).
 
 The cut points are the outputs of pool2, pool3 and pool4 (modules ``features[0:10]``, ``[10:17]``,
 ``[17:24]``); the full 31-module ``features`` stack is kept so that state-dict keys match torchvision's

@@ -1,4 +1,4 @@
-"""Backward warping by a dense flow, with the official coordinate convention (spec 02 §3.2).
+"""Backward warping by a dense flow, with the official coordinate convention (docs/uawarpc.md#warp).
 
 Pixel ``i`` sits at normalised coordinate ``2i/(W-1) - 1`` (``align_corners=True``); this is the convention
 the pretrained matcher was trained with, so it must not be "fixed" to the half-pixel one.

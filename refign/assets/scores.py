@@ -39,7 +39,7 @@ def segmentor_scores(path: str | Path, cache_dir: str | None = None) -> dict[str
     model = build.build_segmentor(cfg)
     scores = {}
     for name, dataset in build.build_datasets(cfg, "val").items():
-        result = evaluate_segmentor(model, dataset, CPU, desc=f"eval {name}")
+        result = evaluate_segmentor(model, dataset, CPU, cfg.dataset.num_classes, desc=f"eval {name}")
         scores[f"{name}_val_mIoU"] = result["mIoU"]
         scores |= {f"{name}_val/{c}": v for c, v in result.get("per_condition", {}).items()}
     return scores

@@ -9,12 +9,20 @@ exactly the batches an uninterrupted one would have seen.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Protocol
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from refign.engine.dist import DistInfo
+
+class Shard(Protocol):
+    """Where this process sits among the ranks (``refign.engine.dist.DistInfo`` is one); the data layer
+    reads it without importing the engine."""
+
+    rank: int
+    world_size: int
+    device: torch.device
 
 
 class SeededDataset(Dataset):
@@ -37,9 +45,7 @@ class SeededDataset(Dataset):
 class StepBatchSampler(Sampler):
     """Yields this rank's batch for steps ``start_step, start_step + 1, …`` forever (drop-last epochs)."""
 
-    def __init__(
-        self, dataset: Dataset, batch_size: int, dist_info: DistInfo, seed: int, start_step: int = 0
-    ):
+    def __init__(self, dataset: Dataset, batch_size: int, dist_info: Shard, seed: int, start_step: int = 0):
         self.sampler = DistributedSampler(
             dataset,
             num_replicas=dist_info.world_size,
@@ -69,7 +75,7 @@ class StepBatchSampler(Sampler):
 
 
 def step_loader(
-    dataset: Dataset, global_batch: int, dist_info: DistInfo, seed: int, start_step: int, num_workers: int
+    dataset: Dataset, global_batch: int, dist_info: Shard, seed: int, start_step: int, num_workers: int
 ) -> Iterator[dict]:
     """An endless iterator of collated batches starting at ``start_step``."""
     if global_batch % dist_info.world_size:
@@ -92,12 +98,16 @@ def step_loader(
     return iter(loader)
 
 
-def merge_domains(source: dict, target: dict | None, device: torch.device) -> dict[str, torch.Tensor]:
+def merge_domains(
+    source: dict, target: dict | None, device: torch.device | None = None
+) -> dict[str, torch.Tensor]:
     """The method's batch: ``image_src``/``semantic_src`` from the source, ``image_trg``/``image_ref`` from
-    the target (spec 03 §3.7)."""
+    the target (docs/refign.md#batching); moved to ``device`` when given (the trainer moves it otherwise)."""
     batch = {"image_src": source["image"], "semantic_src": source["semantic"]}
     if target is not None:
         batch["image_trg"] = target["image"]
         # the reference and, for alignment=oracle, the ground-truth flow travel with the target images
         batch.update({k: target[k] for k in ("image_ref", "flow", "flow_valid") if k in target})
+    if device is None:
+        return batch
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}

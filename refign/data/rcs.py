@@ -1,4 +1,4 @@
-"""Rare class sampling (DAFormer; spec 01 §1.1): draw a class by its rarity, then an image containing it.
+"""Rare class sampling (DAFormer; docs/self-training.md#rare-class-sampling): draw a class by its rarity, then an image containing it.
 
 Wraps any source dataset that offers
 

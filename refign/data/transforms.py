@@ -1,7 +1,7 @@
 """Joint transforms: one random draw per sample, applied identically to every key.
 
 A target image, its reference image, their labels and the flow between them must be cropped at the same
-place and flipped together (spec 03 §3.8). The crop needs the official ``cat_max_ratio`` re-draws and the
+place and flipped together (docs/refign.md#joint-transforms). The crop needs the official ``cat_max_ratio`` re-draws and the
 flip must negate the horizontal flow, neither of which albumentations offers, so both are written here; the
 final normalisation reuses albumentations.
 """
@@ -15,11 +15,10 @@ import numpy as np
 import torch
 
 from refign.data.classes import IGNORE_INDEX
+from refign.imaging import IMAGENET_MEAN, IMAGENET_STD
 
 IMAGE_KEYS = ("image", "image_ref")
 LABEL_KEYS = ("semantic", "semantic_ref", "flow_valid")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def crop_is_acceptable(label: np.ndarray, cat_max_ratio: float) -> bool:
@@ -35,7 +34,8 @@ class JointTransform:
         crop_size: (h, w) of the random crop, or None for no crop (evaluation).
         cat_max_ratio: re-draw the crop up to 10 times while one class covers this fraction or more.
         flip_p: probability of a horizontal flip.
-        rng: numpy generator; each data-loader worker gets its own (see ``worker_init``).
+        rng: numpy generator of the crop/flip draws; the step loader replaces it before every draw with one
+            seeded by (seed, epoch, index) (``refign.data.loader.SeededDataset``).
     """
 
     def __init__(
@@ -95,15 +95,3 @@ def to_tensors(sample: dict, normalize: A.Normalize) -> dict:
         else:
             out[key] = value
     return out
-
-
-def to_rgb_uint8(image: torch.Tensor) -> np.ndarray:
-    """One normalised (3, H, W) image → (H, W, 3) uint8, for panels and PNGs."""
-    return (denormalize(image).clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).astype(np.uint8)
-
-
-def denormalize(image: torch.Tensor) -> torch.Tensor:
-    """Normalised (…,3,H,W) → [0, 1], for visualisation and photometric augmentation."""
-    mean = image.new_tensor(IMAGENET_MEAN)[:, None, None]
-    std = image.new_tensor(IMAGENET_STD)[:, None, None]
-    return image * std + mean

@@ -67,6 +67,21 @@ def load(path: str | os.PathLike) -> dict:
         raise CheckpointError(f"cannot read checkpoint {path}: {err}") from err
 
 
+def resolve_resume(resume: str | None, runs_root: Path, run_dir: Path) -> tuple[Path | None, Path]:
+    """The checkpoint to resume from and the run directory to keep writing to, for ``resume`` = null (fresh
+    run), ``auto`` (the newest ``last.pt`` under ``runs_root``, i.e. of this task) or a checkpoint path."""
+    if resume in (None, "", False):
+        return None, run_dir
+    if resume == "auto":
+        latest = find_latest(runs_root)
+        if latest is None:
+            log.info("resume=auto: no previous run under %s, starting fresh", runs_root)
+            return None, run_dir
+        return latest, latest.parent.parent
+    path = Path(resume)
+    return path, path.parent.parent if path.parent.name == "checkpoints" else run_dir
+
+
 def find_latest(runs_root: Path) -> Path | None:
     """The most recently written ``checkpoints/last.pt`` under ``runs_root`` (for ``resume=auto``)."""
     candidates = list(runs_root.glob(f"*/checkpoints/{LAST}")) if runs_root.is_dir() else []

@@ -57,8 +57,3 @@ def all_gather_object(obj: object) -> list:
     gathered: list = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, obj)
     return gathered
-
-
-def barrier() -> None:
-    if dist.is_initialized():
-        dist.barrier()

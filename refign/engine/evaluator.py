@@ -1,4 +1,5 @@
-"""Evaluation of a segmentor on one dataset: mIoU overall and per condition, each rank on its own shard."""
+"""Evaluation of a segmentor: mIoU overall and per condition, each rank on its own shard, and the callable
+the trainer runs over every validation set (the trainer itself knows no task)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,14 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
-from refign.data.classes import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
+from refign.data.classes import CLASS_NAMES, IGNORE_INDEX
 from refign.engine.dist import DistInfo
 from refign.engine.metrics import ConfusionMatrix
+
+
+def class_names(num_classes: int) -> list[str]:
+    """The Cityscapes names for the 19-class benchmarks, class indices otherwise."""
+    return list(CLASS_NAMES) if num_classes == len(CLASS_NAMES) else [str(c) for c in range(num_classes)]
 
 
 @torch.no_grad()
@@ -20,6 +26,7 @@ def evaluate(
     model: nn.Module,
     dataset: Dataset,
     dist_info: DistInfo,
+    num_classes: int,
     batch_size: int = 1,
     num_workers: int = 0,
     over_present_classes: bool = False,
@@ -28,16 +35,17 @@ def evaluate(
 ) -> dict:
     """mIoU (in %) and the per-class IoU table, overall and per ``condition`` when samples carry one.
 
-    ``model.predict(image, out_size)`` gives logits at the label size (whole or sliding-window inference).
+    ``model.predict(image, out_size)`` gives logits at the label size (whole or sliding-window inference);
+    ``num_classes`` is the dataset's (``dataset.num_classes`` of the configuration).
     """
     shard = Subset(dataset, range(dist_info.rank, len(dataset), dist_info.world_size))
     loader = DataLoader(shard, batch_size=batch_size, num_workers=num_workers)
     was_training = model.training
     model.eval()
-    overall = ConfusionMatrix(NUM_CLASSES, IGNORE_INDEX)
+    overall = ConfusionMatrix(num_classes, IGNORE_INDEX)
     # Every rank must reduce the same matrices, so the condition names come from the dataset, not the shard.
     conditions = [c for c in getattr(dataset, "conditions", ()) if c]
-    per_condition = {c: ConfusionMatrix(NUM_CLASSES, IGNORE_INDEX) for c in conditions}
+    per_condition = {c: ConfusionMatrix(num_classes, IGNORE_INDEX) for c in conditions}
     for batch in tqdm(loader, desc=desc, leave=False, disable=not dist_info.is_main):
         image = batch["image"].to(dist_info.device, non_blocking=True)
         label = batch["semantic"].to(dist_info.device)
@@ -51,10 +59,44 @@ def evaluate(
     model.train(was_training)
     result = {
         "mIoU": round(100 * overall.all_reduce().miou(over_present_classes), 2),
-        "per_class": overall.table(CLASS_NAMES),
+        "per_class": overall.table(class_names(num_classes)),
     }
     if len(per_condition) > 1:
         result["per_condition"] = {
             c: round(100 * m.all_reduce().miou(over_present_classes), 2) for c, m in per_condition.items()
         }
     return result
+
+
+def segmentation_eval(
+    val_sets: dict[str, Dataset],
+    dist_info: DistInfo,
+    num_classes: int,
+    batch_size: int = 1,
+    num_workers: int = 0,
+    over_present_classes: bool = False,
+) -> Callable[[nn.Module, Callable], tuple[dict, dict[str, float]]]:
+    """The trainer's evaluation for segmentation: ``(model, autocast) -> (results by set, logged scalars)``,
+    the scalars being ``val/<set>/mIoU`` and ``val/<set>/<condition>``."""
+
+    def run(model: nn.Module, autocast: Callable = contextlib.nullcontext) -> tuple[dict, dict[str, float]]:
+        results = {
+            name: evaluate(
+                model,
+                ds,
+                dist_info,
+                num_classes,
+                batch_size,
+                num_workers,
+                over_present_classes,
+                desc=f"eval {name}",
+                autocast=autocast,
+            )
+            for name, ds in val_sets.items()
+        }
+        flat = {f"val/{name}/mIoU": r["mIoU"] for name, r in results.items()}
+        for name, r in results.items():
+            flat.update({f"val/{name}/{c}": v for c, v in r.get("per_condition", {}).items()})
+        return results, flat
+
+    return run

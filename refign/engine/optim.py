@@ -57,7 +57,7 @@ def build_optimizer(
 def warmup_poly_factor(
     step: int, warmup_iters: int, warmup_ratio: float, max_steps: int, power: float
 ) -> float:
-    """Official ``LinearWarmupPolynomialLR`` as a factor on the base lr (spec 01 §4.2, quirk Q8).
+    """Official ``LinearWarmupPolynomialLR`` as a factor on the base lr (docs/self-training.md#lr-schedule, docs/quirks.md#q8).
 
     Linear from ``warmup_ratio`` to 1 over ``warmup_iters``, then ``(1 - (k - W) / (N - W)) ** power``.
     """

@@ -1,7 +1,12 @@
 """The method-agnostic training loop: devices, DDP, AMP, optimiser and schedule, checkpoints, evaluation, logs.
 
-It knows one thing about the method: ``method(batch, step)`` returns a dict whose ``loss_*`` entries are summed
-and back-propagated (detectron2's loss-dict contract); everything else in the dict is logged.
+It knows two things about the method (an ``nn.Module``: ``refign.uda.base.UDAMethod``, or the matcher's
+``MatcherTraining``): ``method(batch, step)`` returns a dict whose
+``loss_*`` entries are summed and back-propagated (detectron2's loss-dict contract; everything else in the
+dict is logged), and ``method.inference_model()`` is the network that is evaluated and stored apart in
+checkpoints. Evaluation is a callable handed in by the caller (mIoU for segmentation, PCK for the matcher),
+so the engine knows neither tasks nor class counts; both trainings (``refign.train``, ``refign.align_train``)
+run here. See docs/architecture.md#engine.
 """
 
 from __future__ import annotations
@@ -9,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,15 +23,14 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from refign.data.loader import merge_domains
 from refign.engine import checkpoint
 from refign.engine.dist import DistInfo, all_gather_object, all_reduce_sum
-from refign.engine.evaluator import evaluate
 from refign.engine.loggers import MetricLogger
-from refign.uda.base import UDAMethod
 
 log = logging.getLogger(__name__)
 PRECISIONS = {"32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# (model, autocast) -> (results, written to eval_<step>.json and returned by fit; scalars for the logger)
+Evaluation = Callable[[nn.Module, Callable], tuple[dict, dict[str, float]]]
 
 
 class NonFiniteLossError(RuntimeError):
@@ -45,45 +49,48 @@ class TrainerConfig:
     max_nonfinite_steps: int = 5
     sync_batchnorm: bool = False
     find_unused_parameters: bool = False
-    eval_batch_size: int = 1
-    num_workers: int = 0
 
 
 class Trainer:
     """Runs ``cfg.max_steps`` optimiser steps of ``method`` on batches from ``batches(start_step)``.
 
     Args:
-        method: the UDA method (owns the student, teacher, losses).
+        cfg: loop settings (steps, precision, cadences, DDP options).
+        method: the method (owns its networks and losses), following the contract above.
         optimizer, scheduler: built over the method's trainable parameters.
-        batches: ``start_step -> iterator`` of ``(source_batch, target_batch | None)`` pairs.
-        val_sets: name → dataset evaluated every ``eval_every`` steps and at the end.
+        batches: ``start_step -> iterator`` of the method's batches (tensors are moved to the device here).
+        evaluate: run every ``eval_every`` steps and at the end; None = no evaluation.
+        dist_info: rank, world size and device of this process.
         run_dir: where checkpoints, ``metrics.jsonl`` and ``eval_*.json`` go.
+        logger: scalar and image sink.
         resolved_config: stored in every checkpoint.
+        checkpoint_extras: entries added to every checkpoint (e.g. the matcher's bare state dict).
     """
 
     def __init__(
         self,
         cfg: TrainerConfig,
-        method: UDAMethod,
+        method: nn.Module,
+        *,
         optimizer: torch.optim.Optimizer,
         scheduler: torch.optim.lr_scheduler.LRScheduler,
-        batches: Callable[[int], object],
-        val_sets: dict,
+        batches: Callable[[int], Iterator[dict]],
+        evaluate: Evaluation | None,
         dist_info: DistInfo,
         run_dir: Path,
         logger: MetricLogger,
         resolved_config: dict | None = None,
-        over_present_classes: bool = False,
+        checkpoint_extras: Callable[[], dict] | None = None,
     ) -> None:
         if cfg.precision not in PRECISIONS:
             raise ValueError(f"trainer.precision must be one of {list(PRECISIONS)}, got {cfg.precision!r}")
         self.cfg, self.dist = cfg, dist_info
         self.method = method.to(dist_info.device)
         self.optimizer, self.scheduler = optimizer, scheduler
-        self.batches, self.val_sets = batches, val_sets
+        self.batches, self.evaluate = batches, evaluate
         self.run_dir, self.logger = Path(run_dir), logger
         self.resolved_config = resolved_config
-        self.over_present_classes = over_present_classes
+        self.checkpoint_extras = checkpoint_extras
         self.step = 0
         dtype = PRECISIONS[cfg.precision]
         self.autocast = (
@@ -119,6 +126,7 @@ class Trainer:
             "step": self.step,
             "rng": all_gather_object(checkpoint.rng_state()),
             "config": self.resolved_config,
+            **(self.checkpoint_extras() if self.checkpoint_extras else {}),
         }
 
     def load_state_dict(self, state: dict, source: str = "checkpoint") -> None:
@@ -257,10 +265,10 @@ class Trainer:
         self._reset_window()
         self._streak = torch.zeros((), device=self.dist.device)
         while self.step < self.cfg.max_steps:
-            source, target = next(batches)
+            batch = {k: v.to(self.dist.device, non_blocking=True) for k, v in next(batches).items()}
             every = self.cfg.image_every
             self.method.wants_images = self.dist.is_main and bool(every) and (self.step + 1) % every == 0
-            logged, skipped, images = self.train_step(merge_domains(source, target, self.dist.device))
+            logged, skipped, images = self.train_step(batch)
             self.step += 1
             self._accumulate(logged, skipped)
             bar.update(1)
@@ -281,24 +289,10 @@ class Trainer:
         return self.run_eval()
 
     def run_eval(self) -> dict:
-        """Evaluate the method's inference network on every validation set; write ``eval_<step>.json``."""
-        model = self.method.inference_model()
-        results = {
-            name: evaluate(
-                model,
-                ds,
-                self.dist,
-                self.cfg.eval_batch_size,
-                self.cfg.num_workers,
-                self.over_present_classes,
-                desc=f"eval {name}",
-                autocast=self.autocast,
-            )
-            for name, ds in self.val_sets.items()
-        }
-        flat = {f"val/{name}/mIoU": r["mIoU"] for name, r in results.items()}
-        for name, r in results.items():
-            flat.update({f"val/{name}/{c}": v for c, v in r.get("per_condition", {}).items()})
+        """Evaluate the method's inference network; log the scalars and write ``eval_<step>.json``."""
+        if self.evaluate is None:
+            return {}
+        results, flat = self.evaluate(self.method.inference_model(), self.autocast)
         self.logger.log(flat, self.step)
         if self.dist.is_main:
             (self.run_dir / f"eval_{self.step:07d}.json").write_text(json.dumps(results, indent=1))

@@ -4,10 +4,10 @@
   the Cityscapes SegFormer-B5 with ``backbone.``/``decode_head.`` keys) become mmseg 1.x ``MixVisionTransformer``
   names with mmseg's own converter (``tools/model_converters/mit2mmseg.py``, shipped in the installed
   package), so the mapping is not written twice.
-* An official Refign checkpoint's prefixes (spec 01 §7) map onto this project's method through ``PREFIXES``;
+* An official Refign checkpoint's prefixes (docs/checkpoints.md#official-import) map onto this project's method through ``PREFIXES``;
   backbones in SegFormer naming go through the MiT converter, the rest keeps its sub-keys (the heads use the
   official names here).
-* The torchvision VGG-16 file of the aligner is only checked (names and shapes, spec 02 §2.1).
+* The torchvision VGG-16 file of the aligner is only checked (names and shapes, docs/checkpoints.md#matcher-keys).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""HRDA multi-resolution segmentor (Hoyer et al., ECCV 2022; spec 01 §2).
+"""HRDA multi-resolution segmentor (Hoyer et al., ECCV 2022; docs/self-training.md#hrda).
 
 A low-resolution context view (the input downscaled ×0.5) and high-resolution detail crops share one
 backbone/head pass; a scale-attention head decides per pixel and class how much the detail prediction
@@ -16,8 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from refign.imaging import resize
 from refign.models.heads.segformer import SegFormerHead
-from refign.models.segmentor import Segmentor, resize, slide_windows
+from refign.models.segmentor import Segmentor, slide_windows
 
 Box = tuple[int, int, int, int]  # y1, y2, x1, x2 in input pixels
 
@@ -31,7 +32,7 @@ class HRDAOutput(NamedTuple):
 
 def random_crop_box(size: Sequence[int], crop: Sequence[int], divisible: int) -> Box:
     """A crop whose offsets are multiples of ``divisible``: ``divisible · randrange((margin + 1) // divisible)``
-    per axis (python ``random``, as the official code; quirk Q10: the last aligned offset may be unused)."""
+    per axis (python ``random``, as the official code; docs/quirks.md#q10: the last aligned offset may be unused)."""
     (h, w), (ch, cw) = size, crop
     if (h, w) == (ch, cw):
         return 0, h, 0, w

@@ -3,15 +3,9 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-
-def resize(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
-    """Bilinear resize with ``align_corners=False``, the only upsampling the official code uses."""
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
+from refign.imaging import resize
 
 
 def slide_windows(size: tuple[int, int], crop: tuple[int, int], stride: tuple[int, int]) -> list[tuple]:

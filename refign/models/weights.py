@@ -29,8 +29,12 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return obj
 
 
-def load_strict(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """``load_state_dict(strict=True)`` whose error lists missing, unexpected and mis-shaped keys."""
+def load_strict(module: nn.Module, state: dict[str, torch.Tensor], source: str, prefix: str = "") -> None:
+    """``load_state_dict(strict=True)`` whose error lists missing, unexpected and mis-shaped keys.
+
+    ``prefix`` is where ``module`` sits in the file (e.g. ``alignment_head.``, already stripped from
+    ``state``): the report names keys as the file does, so the user can find them there.
+    """
     own = module.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -38,6 +42,7 @@ def load_strict(module: nn.Module, state: dict[str, torch.Tensor], source: str) 
     if missing or unexpected or shapes:
 
         def show(keys: list[str]) -> str:
+            keys = [prefix + k for k in keys]
             return ", ".join(keys[:8]) + (f" … (+{len(keys) - 8})" if len(keys) > 8 else "")
 
         parts = [
@@ -45,7 +50,10 @@ def load_strict(module: nn.Module, state: dict[str, torch.Tensor], source: str) 
             for name, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes))
             if keys
         ]
-        raise CheckpointError(f"weights in {source} do not fit {type(module).__name__}: " + "; ".join(parts))
+        where = f" ('{prefix}*')" if prefix else ""
+        raise CheckpointError(
+            f"weights in {source} do not fit {type(module).__name__}{where}: " + "; ".join(parts)
+        )
     module.load_state_dict(state)
 
 

@@ -1,4 +1,4 @@
-"""Refign as a pseudo-labeler that any self-training method accepts (spec 03 §1–2).
+"""Refign as a pseudo-labeler that any self-training method accepts (docs/refign.md#pseudo-labeler).
 
 The teacher predicts target and reference in one batch; the reference logits are warped onto the target with
 the frozen aligner's flow; ``refine`` fuses both into the target probabilities. With probability
@@ -15,10 +15,9 @@ from torch import nn
 
 from refign.alignment.warp import warp
 from refign.data.classes import colorize
-from refign.data.transforms import to_rgb_uint8
-from refign.models.segmentor import resize
+from refign.imaging import resize, to_rgb_uint8
 from refign.refine.refiner import refine, trust_score
-from refign.uda.pseudo_label import teacher_probs
+from refign.uda.pseudo_label import PseudoLabels, teacher_probs
 
 
 class RefignPseudoLabeler(nn.Module):
@@ -54,9 +53,6 @@ class RefignPseudoLabeler(nn.Module):
             disable_p,
             renormalize,
         )
-        self.stats: dict[str, torch.Tensor | float] = {}
-        self.want_panel = False
-        self.panel: np.ndarray | None = None
 
     def train(self, mode: bool = True) -> RefignPseudoLabeler:
         """The aligner stays in eval mode (BatchNorm running statistics) whatever the method's mode."""
@@ -84,13 +80,12 @@ class RefignPseudoLabeler(nn.Module):
     @torch.no_grad()
     def forward(
         self, teacher: nn.Module, batch: dict[str, torch.Tensor], want_panel: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> PseudoLabels:
         image_trg, image_ref = batch["image_trg"], batch.get("image_ref")
         if image_ref is None:
             raise KeyError("refign=on needs reference images: the target dataset must load 'image_ref'")
         if self.adapt_to_ref and random.random() < self.adapt_to_ref_p:
-            self.stats, self.panel = {"refign/adapt_to_ref": 1.0}, None
-            return image_ref, teacher_probs(teacher, image_ref)
+            return PseudoLabels(image_ref, teacher_probs(teacher, image_ref), {"refign/adapt_to_ref": 1.0})
         n = image_trg.shape[0]
         logits = resize(teacher(torch.cat([image_trg, image_ref])), image_trg.shape[-2:])
         logits_trg, logits_ref = logits[:n], logits[n:]
@@ -108,18 +103,16 @@ class RefignPseudoLabeler(nn.Module):
         )
         before = logits_trg.argmax(1)
         # device tensors: the trainer reads them at its logging steps only (no host sync per step)
-        self.stats = {
+        stats = {
             "refign/adapt_to_ref": 0.0,
             "refign/trust_s": trust_score(torch.softmax(logits_trg.float(), 1), self.gamma).mean(),
             "refign/changed_fraction": (probs.argmax(1) != before).float().mean(),
             "refign/warp_valid_fraction": valid.float().mean() if valid is not None else 1.0,
         }
-        self.panel = (
-            self._panel(image_trg, image_ref, logits_ref, certainty, before, probs)
-            if self.want_panel
-            else None
+        panel = (
+            self._panel(image_trg, image_ref, logits_ref, certainty, before, probs) if want_panel else None
         )
-        return image_trg, probs
+        return PseudoLabels(image_trg, probs, stats, panel)
 
     @staticmethod
     def _panel(image_trg, image_ref, warped_ref, certainty, before, probs) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Refign's adaptive label correction (spec 03 §2): fuse the teacher's target prediction with the aligned
+"""Refign's adaptive label correction (docs/refign.md#refine): fuse the teacher's target prediction with the aligned
 reference prediction, trusting the reference more where the target is uncertain, the match is certain and
 both agree on a large static class.
 
@@ -13,7 +13,7 @@ import torch
 
 from refign.data.classes import CLASS_IDS
 
-# Cityscapes train ids of the classes whose appearance changes little between drives (spec 03 §2.2 c).
+# Cityscapes train ids of the classes whose appearance changes little between drives (docs/refign.md#large-static-classes).
 LARGE_STATIC_CLASSES: tuple[int, ...] = tuple(
     CLASS_IDS[c] for c in ("road", "sidewalk", "building", "wall", "fence", "vegetation", "terrain", "sky")
 )
@@ -64,7 +64,7 @@ def refine(
         certainty: (B, 1, H, W) matching certainty P_R; None (``disable_P`` / no alignment) = ``constant_certainty``.
         gamma: exponent of the trust score (0 → s = 1).
         disable_m: drop the large-static-class mask (M ≡ 0).
-        renormalize: divide p̃ by its channel sum. Off by default as in the official code (spec 03 §6.1),
+        renormalize: divide p̃ by its channel sum. Off by default as in the official code (docs/quirks.md#r1),
             whose p̃ does not sum to one where M raises only the large-static channels.
         static_classes: the ids of M's large static classes (the Cityscapes ones by default).
     """

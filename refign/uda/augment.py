@@ -1,4 +1,4 @@
-"""DACS strong photometric augmentation: colour jitter and Gaussian blur (spec 01 §1.3 step 5).
+"""DACS strong photometric augmentation: colour jitter and Gaussian blur (docs/self-training.md#strong-augmentation).
 
 kornia is not a dependency, so both are written here with kornia 0.5.8's semantics, which produced the
 published numbers: brightness is additive, contrast and saturation multiplicative, hue a rotation in
@@ -12,18 +12,10 @@ import math
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from refign.data.transforms import IMAGENET_MEAN, IMAGENET_STD, denormalize
+from refign.imaging import denormalize, gaussian_blur, normalize
 
 EPS = 1e-6  # kornia 0.5.8 ``rgb_to_hsv``: saturation = delta / (max + eps)
-
-
-def normalize(image: torch.Tensor) -> torch.Tensor:
-    """Inverse of ``refign.data.transforms.denormalize``."""
-    return (image - image.new_tensor(IMAGENET_MEAN)[:, None, None]) / image.new_tensor(IMAGENET_STD)[
-        :, None, None
-    ]
 
 
 def rgb_to_hsv(rgb: torch.Tensor) -> torch.Tensor:
@@ -105,21 +97,10 @@ def blur_kernel_size(length: int) -> int:
     return k if k % 2 else k - 1
 
 
-def gaussian_kernel1d(size: int, sigma: float, device=None, dtype=None) -> torch.Tensor:
-    x = torch.arange(size, device=device, dtype=dtype) - size // 2
-    kernel = torch.exp(-(x**2) / (2 * sigma**2))
-    return kernel / kernel.sum()
-
-
-def gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of a (B, C, H, W) tensor, kernel sizes from :func:`blur_kernel_size`, reflect
-    border (kornia ``GaussianBlur2d`` defaults)."""
-    c, (h, w) = image.shape[1], image.shape[-2:]
-    ky, kx = blur_kernel_size(h), blur_kernel_size(w)
-    gy = gaussian_kernel1d(ky, sigma, image.device, image.dtype).view(1, 1, ky, 1).expand(c, 1, ky, 1)
-    gx = gaussian_kernel1d(kx, sigma, image.device, image.dtype).view(1, 1, 1, kx).expand(c, 1, 1, kx)
-    out = F.pad(image, (kx // 2, kx // 2, ky // 2, ky // 2), mode="reflect")
-    return F.conv2d(F.conv2d(out, gy, groups=c), gx, groups=c)
+def dacs_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
+    """kornia ``GaussianBlur2d`` as DACS configures it: kernel sides from :func:`blur_kernel_size`."""
+    size = (blur_kernel_size(image.shape[-2]), blur_kernel_size(image.shape[-1]))
+    return gaussian_blur(image, sigma, size)
 
 
 def strong_photometric(
@@ -133,7 +114,7 @@ def strong_photometric(
 ) -> torch.Tensor:
     """Colour jitter (when ``jitter_draw > jitter_p``) then blur (when ``blur`` and ``blur_draw > 0.5``).
 
-    The two draws are made once per batch by the caller (quirk Q9); jitter factors and σ are per image.
+    The two draws are made once per batch by the caller (docs/quirks.md#q9); jitter factors and σ are per image.
     ``images`` are ImageNet-normalised; jitter works on the de-normalised image, blur on the normalised one.
     """
     out = []
@@ -142,6 +123,6 @@ def strong_photometric(
         if jitter_draw > jitter_p:
             x = normalize(color_jitter(denormalize(x), jitter_s))
         if blur and blur_draw > 0.5:
-            x = gaussian_blur(x, float(np.random.uniform(*sigma_range)))
+            x = dacs_blur(x, float(np.random.uniform(*sigma_range)))
         out.append(x)
     return torch.cat(out)

@@ -12,8 +12,8 @@ import numpy as np
 import torch
 
 from refign.data.classes import colorize
-from refign.data.transforms import to_rgb_uint8
-from refign.models.segmentor import Segmentor, resize
+from refign.imaging import resize, to_rgb_uint8
+from refign.models.segmentor import Segmentor
 from refign.uda.augment import strong_photometric
 from refign.uda.base import UDAMethod
 from refign.uda.ema import EMATeacher
@@ -21,7 +21,7 @@ from refign.uda.fdist import feature_distance, feature_distance_mask
 from refign.uda.losses import pixel_weighted_ce
 from refign.uda.mic import MaskedBatch, MaskedImageConsistency
 from refign.uda.mix import class_masks, class_mix
-from refign.uda.pseudo_label import PseudoLabeler, TeacherSoftmax, confidence_weight
+from refign.uda.pseudo_label import PseudoLabeler, PseudoLabels, TeacherSoftmax, confidence_weight
 
 
 class MixedBatch(NamedTuple):
@@ -32,6 +32,7 @@ class MixedBatch(NamedTuple):
     target: torch.Tensor  # the target images that were pseudo-labelled
     pseudo_label: torch.Tensor  # the teacher's hard labels on them
     pseudo_weight: torch.Tensor  # and their pixel weights (B, H, W)
+    labeler: PseudoLabels  # what the pseudo-labeler returned (its statistics and panel are logged)
 
 
 def mix_panel(mixed: MixedBatch, masked: MaskedBatch | None = None) -> np.ndarray:
@@ -47,15 +48,15 @@ def mix_panel(mixed: MixedBatch, masked: MaskedBatch | None = None) -> np.ndarra
 
 class DACS(UDAMethod):
     """One step: EMA update → source CE (+ feature distance) → teacher pseudo-labels → ClassMix + strong
-    augmentation → weighted CE on the mixed images (spec 01 §1.2). The three losses are returned separately
+    augmentation → weighted CE on the mixed images (docs/self-training.md#training-step). The three losses are returned separately
     and summed by the engine into one backward, which equals the official three backward passes.
 
     Args:
         model: the student segmentor.
         num_classes: number of classes (for the feature-distance label downscaling).
         ema_momentum: upper bound of the EMA momentum ramp.
-        teacher_eval_mode: False = official (teacher dropout/DropPath active, quirk Q1), True = intended.
-        eval_teacher: evaluate the EMA teacher instead of the student (off by default, spec decision 3).
+        teacher_eval_mode: False = official (teacher dropout/DropPath active, docs/quirks.md#q1), True = intended.
+        eval_teacher: evaluate the EMA teacher instead of the student (off by default, docs/deviations.md#d3).
         pseudo_label_threshold: confidence τ of the pseudo-label weight.
         psweight_ignore_top, psweight_ignore_bottom: rows of the weight map set to 0.
         color_jitter_s, color_jitter_p: jitter strength; jitter happens when a U(0,1) draw exceeds p.
@@ -153,18 +154,19 @@ class DACS(UDAMethod):
     @torch.no_grad()
     def mixed_batch(self, batch: dict[str, torch.Tensor]) -> MixedBatch:
         """Teacher pseudo-labels on the target, ClassMix with the source, strong augmentation."""
-        self.pseudo_labeler.want_panel = self.wants_images
-        images_trg, probs = self.pseudo_labeler(self.teacher.model, batch)
+        labels = self.pseudo_labeler(self.teacher.model, batch, want_panel=self.wants_images)
+        images_trg, probs = labels.images, labels.probs
         pseudo, weight = confidence_weight(probs, self.threshold, self.ignore_top, self.ignore_bottom)
-        n = images_trg.shape[0]  # a larger source batch mixes only its first n images (quirk Q13)
+        n = images_trg.shape[0]  # a larger source batch mixes only its first n images (docs/quirks.md#q13)
         image_src, label_src = batch["image_src"][:n], batch["semantic_src"][:n]
         masks = class_masks(label_src)
         image, label, pixel_weight = class_mix(masks, image_src, label_src, images_trg, pseudo, weight)
-        jitter_draw, blur_draw = random.uniform(0, 1), random.uniform(0, 1)  # once per batch (quirk Q9)
+        # once per batch (docs/quirks.md#q9)
+        jitter_draw, blur_draw = random.uniform(0, 1), random.uniform(0, 1)
         image = strong_photometric(
             image, jitter_draw, blur_draw, self.jitter_s, self.jitter_p, self.blur, self.blur_sigma
         )
-        return MixedBatch(image, label, pixel_weight, weight.amax(), images_trg, pseudo, weight)
+        return MixedBatch(image, label, pixel_weight, weight.amax(), images_trg, pseudo, weight, labels)
 
     def forward(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
         alpha = self.teacher.update(self.model, step)
@@ -175,7 +177,7 @@ class DACS(UDAMethod):
             out["fdist_empty_steps"] = self.fdist_empty_steps.detach().clone()  # read at log steps only
         mixed = self.mixed_batch(batch)
         out["pseudo_weight"] = mixed.confident_fraction
-        out.update(getattr(self.pseudo_labeler, "stats", {}))
+        out.update(mixed.labeler.stats)
         out["loss_mix"], _ = self.segmentation_loss(mixed.image, mixed.label, mixed.weight)
         masked = None
         if self.mic is not None:  # --- MIC (mic=on, refign/uda/mic.py): last, after every other draw ---
@@ -190,6 +192,6 @@ class DACS(UDAMethod):
             out["loss_mic"] = self.mic.loss_weight * loss_mic
         if self.wants_images:
             out["img/dacs"] = mix_panel(mixed, masked)
-            if getattr(self.pseudo_labeler, "panel", None) is not None:
-                out["img/refign"] = self.pseudo_labeler.panel
+            if mixed.labeler.panel is not None:
+                out["img/refign"] = mixed.labeler.panel
         return out

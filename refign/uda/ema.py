@@ -1,4 +1,4 @@
-"""The mean teacher: an exponential moving average of the student's parameters (spec 01 §1.2 step 2)."""
+"""The mean teacher: an exponential moving average of the student's parameters (docs/self-training.md#ema-teacher)."""
 
 from __future__ import annotations
 
@@ -23,12 +23,12 @@ class EMATeacher(nn.Module):
     """A frozen deep copy of the student updated as θ_T ← α·θ_T + (1−α)·θ_S.
 
     Only parameters are averaged; buffers (BN running statistics) are the teacher's own, as in the official
-    code (quirk Q2).
+    code (docs/quirks.md#q2).
 
     Args:
         student: the network to copy (typically a ``Segmentor``).
         momentum: the upper bound of α (0.999 in every official config).
-        eval_mode: False (official, quirk Q1): the teacher follows the method's train/eval mode, so its
+        eval_mode: False (official, docs/quirks.md#q1): the teacher follows the method's train/eval mode, so its
             dropout and DropPath stay active while pseudo-labelling. True: dropout and DropPath are switched
             off whenever the teacher is put in train mode (the intended behaviour; BN keeps batch statistics,
             as in DAFormer/HRDA).

@@ -1,4 +1,4 @@
-"""ImageNet feature distance on "thing" classes (DAFormer; spec 01 §1.2 step 4, quirk Q6)."""
+"""ImageNet feature distance on "thing" classes (DAFormer; docs/self-training.md#feature-distance)."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def feature_distance(
 ) -> tuple[torch.Tensor, bool]:
     """Mean over masked positions of ‖f_S − f_I‖₂ across channels; ``(0, False)`` when no cell qualifies.
 
-    The official code returns NaN in that case (quirk Q6); the spec decides to return 0 and log it, so the
+    The official code returns NaN in that case (docs/quirks.md#q6); here it is 0 and counted (docs/deviations.md#d2), so the
     returned flag says whether the distance was defined.
     """
     dist = torch.norm(student - frozen.detach(), dim=1)

@@ -1,4 +1,4 @@
-"""HRDA self-training: DAFormer's step with multi-resolution student losses (spec 01 §2.1)."""
+"""HRDA self-training: DAFormer's step with multi-resolution student losses (docs/self-training.md#hrda-training)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ from collections.abc import Sequence
 
 import torch
 
+from refign.imaging import resize
 from refign.models.hrda import HRDASegmentor, check_hrda_geometry, downscale
-from refign.models.segmentor import Segmentor, resize
+from refign.models.segmentor import Segmentor
 from refign.uda.dacs import DACS
 from refign.uda.losses import pixel_weighted_ce
 

@@ -1,4 +1,4 @@
-"""The official pixel-weighted cross-entropy (spec 01 §1.2, quirk Q4)."""
+"""The official pixel-weighted cross-entropy (docs/self-training.md#pixel-weighted-ce, docs/quirks.md#q4)."""
 
 from __future__ import annotations
 

@@ -18,8 +18,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from refign.data.transforms import denormalize
-from refign.uda.augment import color_jitter, gaussian_blur, normalize
+from refign.imaging import denormalize, normalize
+from refign.uda.augment import color_jitter, dacs_blur
 
 # What is masked (official ``mask_mode``): ``target`` = the target images (``separatetrg[aug]``, MIC's own
 # default, e.g. GTA → Cityscapes); ``source_and_target`` = the first source image with its label and the first
@@ -60,7 +60,7 @@ def batch_photometric(
         order = torch.randperm(4).tolist()
         images = torch.cat([normalize(color_jitter(denormalize(x[None]), jitter_s, order)) for x in images])
     if blur_draw > 0.5:
-        images = gaussian_blur(images, float(np.random.uniform(*sigma_range)))
+        images = dacs_blur(images, float(np.random.uniform(*sigma_range)))
     return images
 
 

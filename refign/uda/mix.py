@@ -1,4 +1,4 @@
-"""DACS ClassMix: paste half of the source classes onto the target (spec 01 §1.3 steps 1, 4, 5)."""
+"""DACS ClassMix: paste half of the source classes onto the target (docs/self-training.md#classmix)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ def class_masks(labels: torch.Tensor, rng: np.random.Generator | None = None) ->
     """One binary mask per source label, each selecting ⌈n/2⌉ of the n classes of the whole batch.
 
     The candidate classes are the union over the **entire** source batch (ignore label included when present),
-    not those of the image being pasted: the DACS bug the official code keeps (quirk Q3). Classes are drawn
+    not those of the image being pasted: the DACS bug the official code keeps (docs/quirks.md#q3). Classes are drawn
     uniformly without replacement, independently per image.
 
     Returns a float tensor (B, H, W) with 1 where the source pixel is pasted.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from refign.models.segmentor import resize
+from refign.imaging import resize
 from refign.uda.base import UDAMethod
 from refign.uda.losses import pixel_weighted_ce
 

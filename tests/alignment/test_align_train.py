@@ -10,10 +10,12 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
-from refign.align_train import run, stage_cfg, training_step
+from refign.align_train import run
 from refign.alignment.network import build_alignment_network
 from refign.alignment.pairs import WarpConsistencyPairs
 from refign.alignment.synthetic_warps import WarpConfig
+from refign.alignment.training import warp_consistency_step
+from refign.build import stage_cfg
 
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
@@ -70,7 +72,7 @@ def test_one_training_step_has_finite_losses_and_head_gradients(tmp_path):
     pairs = WarpConsistencyPairs(TinyPairs(), WarpConfig(elastic=True), swap_p=0.5)
     batch = torch.utils.data.default_collate([pairs[0]])
     assert batch["image_prime"].shape == (1, 3, 32, 32) and batch["mask_prime"].dtype == torch.bool
-    out = training_step(network, batch, cfg)
+    out = warp_consistency_step(network, batch, stage_cfg(cfg).visibility_mask, cfg.loss_weighting)
     assert all(math.isfinite(v.item()) for v in out.values())
     out["loss"].backward()
     assert network.alignment_head.decoder1.predict_mapping.weight.grad is not None

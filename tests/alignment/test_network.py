@@ -29,7 +29,7 @@ def cbr(prefix: str, cin: int, cout: int, k: int) -> dict[str, tuple[int, ...]]:
 
 
 def expected_head_keys() -> dict[str, tuple[int, ...]]:
-    """Written from spec 02 §2.2, independently of the model code."""
+    """Written from the official head key list (docs/checkpoints.md#matcher-keys), independently of the model code."""
     keys: dict[str, tuple[int, ...]] = {}
     for n, cin in (("4", 256), ("3", 84), ("2", 84), ("1", 86)):
         p = f"decoder{n}"

@@ -1,4 +1,4 @@
-"""Checkpoint import on state dicts built here with the official key names and shapes (spec 01 §7, 02 §2)."""
+"""Checkpoint import on state dicts built here with the official key names and shapes (docs/checkpoints.md#official-import)."""
 
 from __future__ import annotations
 

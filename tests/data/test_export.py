@@ -89,7 +89,7 @@ class ColumnModel(torch.nn.Module):
 def test_per_condition_miou_matches_numpy(tmp_path):
     ds = ACDC(trees.acdc(tmp_path / "ACDC"), "val")
     model = ColumnModel()
-    result = evaluate(model, ds, DistInfo(0, 1, 0, torch.device("cpu")))
+    result = evaluate(model, ds, DistInfo(0, 1, 0, torch.device("cpu")), num_classes=19)
     by_cond: dict[str, list] = {c: [] for c in ds.conditions}
     for i, entry in enumerate(ds.entries):
         pred = model.predict(ds[i]["image"][None], (8, 16)).argmax(1)[0].numpy()

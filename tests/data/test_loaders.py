@@ -13,7 +13,8 @@ from refign.data.datasets.dark_zurich import DarkZurich
 from refign.data.datasets.nighttime_driving import NighttimeDriving
 from refign.data.datasets.robotcar import RobotCar
 from refign.data.io import DatasetError
-from refign.data.transforms import IMAGENET_MEAN, IMAGENET_STD, JointTransform, denormalize
+from refign.data.transforms import JointTransform
+from refign.imaging import IMAGENET_MEAN, IMAGENET_STD, denormalize
 from tests.data import trees
 
 
@@ -181,7 +182,7 @@ def test_corrupt_png_names_the_file(tmp_path):
 
 
 def test_robotcar_correspondence_pairs_from_mat_files(tmp_path):
-    """MATLAB v7.3 files are HDF5: the image paths are stored as arrays of character codes (spec 03 §3.5)."""
+    """MATLAB v7.3 files are HDF5: the image paths are stored as arrays of character codes (docs/refign.md#robotcar)."""
     pytest.importorskip("h5py")
     root = trees.robotcar_labelled(tmp_path / "RobotCar")
     pairs = [

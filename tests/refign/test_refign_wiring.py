@@ -85,14 +85,14 @@ def test_align_warps_a_shifted_reference_back_onto_the_target():
     labeler = RefignPseudoLabeler(ShiftAligner(3))
     warped, valid, cert = labeler.align(logits_ref, torch.zeros(1, 3, 8, 16), torch.zeros(1, 3, 8, 16))
     inside = valid[0]
-    # strict interior (spec 02 §3.2): border rows and samples at or past the last column are invalid
+    # strict interior (docs/uawarpc.md#warp): border rows and samples at or past the last column are invalid
     assert inside[1:-1, :12].all() and not inside[:, 12:].any() and not inside[0].any()
     torch.testing.assert_close(warped[0][:, inside], logits_trg[0][:, inside])
     assert cert.eq(1).all()
 
 
 def test_ablation_rows_set_the_official_switches():
-    expected = {  # row: (use_align, disable_m, disable_p, gamma, adapt_to_ref), spec 01 §6.3
+    expected = {  # row: (use_align, disable_m, disable_p, gamma, adapt_to_ref), docs/refign.md#ablation-switches
         1: (False, True, False, 0.0, False),
         2: (True, True, True, 0.0, False),
         3: (True, True, False, 0.0, False),

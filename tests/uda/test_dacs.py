@@ -1,6 +1,7 @@
 import torch
 
 from refign.uda.dacs import DACS
+from refign.uda.pseudo_label import PseudoLabels
 from tests.uda.conftest import tiny_segmentor, toy_batch, uda_kwargs
 
 
@@ -40,12 +41,12 @@ def test_loss_falls_on_a_fixed_batch():
 def test_injected_pseudo_labeler_and_eval_teacher():
     calls = []
 
-    def labeler(teacher, batch):
+    def labeler(teacher, batch, want_panel=False):
         calls.append(teacher)
         images = batch["image_ref"]
         probs = torch.zeros(images.shape[0], 5, *images.shape[-2:])
         probs[:, 2] = 1
-        return images, probs
+        return PseudoLabels(images, probs)
 
     method = DACS(tiny_segmentor(), **uda_kwargs("dacs", eval_teacher=True), pseudo_labeler=labeler)
     batch = toy_batch()

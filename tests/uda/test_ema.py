@@ -23,7 +23,7 @@ def test_update_averages_parameters_only():
     assert alpha == pytest.approx(0.75)
     for t0, t1, s in zip(before, teacher.model.parameters(), student.parameters(), strict=True):
         torch.testing.assert_close(t1, 0.75 * t0 + 0.25 * s)
-    # BN statistics are the teacher's own (quirk Q2)
+    # BN statistics are the teacher's own (docs/quirks.md#q2)
     assert torch.all(teacher.model.backbone.stem[1].running_mean == 0)
 
 

@@ -18,8 +18,8 @@ from PIL import Image
 from refign import build
 from refign.build import ConfigError
 from refign.data.classes import colorize
-from refign.data.transforms import to_rgb_uint8
 from refign.engine.checkpoint import load
+from refign.imaging import to_rgb_uint8
 from refign.models.segmentor import Segmentor
 from refign.refine.pseudo_labeler import RefignPseudoLabeler
 from refign.refine.refiner import refine

@@ -25,7 +25,7 @@ def test_masks_pick_half_of_batch_classes(classes):
 
 
 def test_class_pool_is_the_whole_batch():
-    """Quirk Q3: image 0 has only class 0, yet classes of image 1 are candidates for its mask."""
+    """docs/quirks.md#q3: image 0 has only class 0, yet classes of image 1 are candidates for its mask."""
     labels = torch.zeros(2, 8, 8, dtype=torch.long)
     labels[1] = torch.arange(1, 4).repeat(22)[:64].view(8, 8)
     rng = np.random.default_rng(0)

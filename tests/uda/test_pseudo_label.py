@@ -25,7 +25,8 @@ def test_ignore_rows():
 def test_teacher_softmax_labeler():
     teacher = tiny_segmentor().eval()
     batch = {"image_trg": torch.randn(2, 3, 32, 32)}
-    images, probs = TeacherSoftmax()(teacher, batch)
+    labels = TeacherSoftmax()(teacher, batch)
+    images, probs = labels.images, labels.probs
     assert images is batch["image_trg"]
     assert probs.shape == (2, 5, 32, 32)
     torch.testing.assert_close(probs.sum(1), torch.ones(2, 32, 32))

@@ -1,4 +1,4 @@
-"""ACDC: adverse-condition target with a clear-weather reference for every image (spec 03 §3.3).
+"""ACDC: adverse-condition target with a clear-weather reference for every image (docs/refign.md#acdc).
 
 Layout under the root (``<data_root>/ACDC``), ``<split>`` ∈ train, val, test::
 
@@ -34,7 +34,7 @@ class ACDC(FolderDataset):
             )
             for img in images:
                 rec, name = img.parent.name, strip_suffix(img.name, IMAGE_SUFFIX)
-                # paths from components: only the split folder gets the _ref suffix (spec decision 2)
+                # paths from components: only the split folder gets the _ref suffix (docs/deviations.md#d2)
                 ref = self.root / "rgb_anon" / cond / f"{self.split}_ref" / rec / f"{name}_rgb_ref_anon.png"
                 label = self.root / "gt" / cond / self.split / rec / f"{name}_gt_labelTrainIds.png"
                 entries.append(Entry(image=img, semantic=label, image_ref=ref, condition=cond))

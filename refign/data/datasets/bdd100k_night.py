@@ -1,4 +1,4 @@
-"""BDD100k-night (spec 03 §3.6): the 87 night images of BDD100k's segmentation train+val sets, test only.
+"""BDD100k-night (docs/refign.md#test-only-sets): the 87 night images of BDD100k's segmentation train+val sets, test only.
 
 The image list (``refign/data/lists/bdd100k_night.txt``, the official Refign list) names
 ``seg/images/<split>/<id>.jpg``; under the root (``<data_root>/bdd100k``) the files are::

@@ -1,4 +1,4 @@
-"""Cityscapes, the labelled source domain (spec 03 §3.2).
+"""Cityscapes, the labelled source domain (docs/refign.md#cityscapes).
 
 Layout under the root (``<data_root>/Cityscapes``)::
 

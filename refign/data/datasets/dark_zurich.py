@@ -1,4 +1,4 @@
-"""Dark Zurich: night-time target with day-time references (spec 03 §3.4).
+"""Dark Zurich: night-time target with day-time references (docs/refign.md#dark-zurich).
 
 Layout under the root (``<data_root>/DarkZurich``)::
 

@@ -1,5 +1,5 @@
 """Matching data: MegaDepth training/validation pairs (D2-Net scene info) and RANSAC-Flow csv test sets
-(MegaDepth test1600, RobotCar test6511), laid out as in spec 02 §5.3."""
+(MegaDepth test1600, RobotCar test6511), laid out as in docs/uawarpc.md#matching-data."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from refign.alignment.pairs import normalize
 from refign.data.io import DatasetError, require_dir
+from refign.imaging import normalize
 
 log = logging.getLogger(__name__)
 # the official validation scenes (data_modules/datasets/lists/validation_scenes_MegaDepth.txt)

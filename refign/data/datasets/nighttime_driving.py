@@ -1,4 +1,4 @@
-"""Nighttime Driving test set (Dai & Van Gool 2018; spec 03 §3.6): 50 labelled night images, test only.
+"""Nighttime Driving test set (Dai & Van Gool 2018; docs/refign.md#test-only-sets): 50 labelled night images, test only.
 
 Layout under the root (``<data_root>/NighttimeDrivingTest``)::
 

@@ -1,4 +1,4 @@
-"""RobotCar Seasons correspondences and RobotCar for Segmentation (spec 03 §3.5).
+"""RobotCar Seasons correspondences and RobotCar for Segmentation (docs/refign.md#robotcar).
 
 Layout under the root (``<data_root>/RobotCar``)::
 

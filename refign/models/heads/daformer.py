@@ -12,7 +12,7 @@ import torch
 from mmcv.cnn import ConvModule, DepthwiseSeparableConvModule
 from torch import nn
 
-from refign.models.segmentor import resize
+from refign.imaging import resize
 
 
 class TokenMLP(nn.Module):

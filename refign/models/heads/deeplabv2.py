@@ -1,4 +1,4 @@
-"""DeepLabV2 classifier (spec 01 §3.3): parallel dilated 3×3 convolutions whose outputs are summed."""
+"""DeepLabV2 classifier (docs/self-training.md#deeplabv2-head): parallel dilated 3×3 convolutions whose outputs are summed."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SegFormer's all-MLP decode head, used by HRDA as its scale-attention network (spec 01 §3.2).
+"""SegFormer's all-MLP decode head, used by HRDA as its scale-attention network (docs/self-training.md#segformer-head).
 
 Module names follow the official checkpoints (``linear_c1.proj`` … ``linear_c4.proj``, ``linear_fuse.conv``,
 ``linear_fuse.bn``, ``linear_pred``).
@@ -12,8 +12,8 @@ import torch
 from mmcv.cnn import ConvModule
 from torch import nn
 
+from refign.imaging import resize
 from refign.models.heads.daformer import TokenMLP, classifier
-from refign.models.segmentor import resize
 
 
 class SegFormerHead(nn.Module):

@@ -1,0 +1,70 @@
+"""Every design reference in the code and configs points to a section that exists under docs/."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE = re.compile(r"docs/([\w./-]+\.md)#([\w-]+)")
+ANCHOR = re.compile(r'<a id="([\w-]+)"></a>')
+# the citation styles of the specification documents that are not part of the repository
+STALE = re.compile(r"\bspec \d\d\b|\bquirk Q\d|\bspec decision\b|§\s*\d", re.IGNORECASE)
+SCANNED = ("refign", "conf", "scripts", "tests")
+
+
+def sources() -> list[Path]:
+    files = [ROOT / "README.md"]
+    for folder in SCANNED:
+        files += [p for p in (ROOT / folder).rglob("*") if p.suffix in (".py", ".yaml", ".md")]
+    return sorted(files)
+
+
+def anchors(doc: Path) -> set[str]:
+    """The explicit anchors of a page, each inside a heading or a list entry that names the section."""
+    return set(ANCHOR.findall(doc.read_text()))
+
+
+def test_every_reference_resolves_to_an_anchor_in_docs():
+    refs = [
+        (path.relative_to(ROOT), page, anchor)
+        for path in sources()
+        for page, anchor in REFERENCE.findall(path.read_text())
+    ]
+    assert len(refs) > 60  # the code cites the design throughout
+    broken = [
+        f"{src}: docs/{page}#{anchor}"
+        for src, page, anchor in refs
+        if not (ROOT / "docs" / page).is_file() or anchor not in anchors(ROOT / "docs" / page)
+    ]
+    assert broken == []
+
+
+def test_no_reference_to_documents_outside_the_repository():
+    stale = [
+        f"{path.relative_to(ROOT)}:{n}: {line.strip()}"
+        for path in sources()
+        if path.name != "test_docs.py"
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if STALE.search(line)
+    ]
+    assert stale == []
+
+
+@pytest.mark.parametrize("doc", sorted((ROOT / "docs").glob("*.md")), ids=lambda p: p.name)
+def test_links_between_docs_pages_resolve(doc):
+    links = re.findall(r"\]\(([\w.-]+\.md)?#([\w-]+)\)", doc.read_text())
+    broken = [
+        f"{page or doc.name}#{anchor}"
+        for page, anchor in links
+        if anchor not in anchors(ROOT / "docs" / (page or doc.name))
+    ]
+    assert broken == []
+
+
+def test_anchors_are_unique_per_page():
+    for doc in (ROOT / "docs").glob("*.md"):
+        found = ANCHOR.findall(doc.read_text())
+        assert len(found) == len(set(found)), doc.name
