@@ -260,7 +260,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, info: DistInfo) -> Trainer:
     """A segmentation run: the method, its data, optimiser, schedule, logger and mIoU evaluation."""
     method = build_method(cfg)
     source, target = build_train_sets(cfg)
-    optimizer = build_optimizer(method, **cfg.optim)
+    optimizer = build_optimizer(method, **cfg.optim, device=info.device)
     evaluation = build_segmentation_eval(cfg, info, "val")
     return Trainer(
         trainer_config(cfg.trainer),

@@ -125,7 +125,7 @@ def time_row(
     torch.manual_seed(0)
     random.seed(0)
     method = build.build_method(cfg)
-    optimizer = build_optimizer(method, **cfg.optim)
+    optimizer = build_optimizer(method, **cfg.optim, device=info.device)
     scheduler = build_scheduler(optimizer, max_steps=STEPS_PER_RUN, **cfg.schedule)
     tcfg = TrainerConfig(max_steps=STEPS_PER_RUN, precision=precision, log_every=steps + warmup)
     logger = MetricLogger(run_dir, enabled=False)

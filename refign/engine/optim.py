@@ -40,10 +40,15 @@ def build_optimizer(
     backbone_lr_factor: float,
     betas: tuple[float, float],
     eps: float,
-    fused: bool,
+    fused: bool | None,
+    device: torch.device | None = None,
 ) -> torch.optim.Optimizer:
     """``fused``: one kernel for the whole update (the same AdamW arithmetic up to rounding), which also
-    skips a step on the device when the trainer flags a non-finite loss, so the host never waits for it."""
+    skips a step on the device when the trainer flags a non-finite loss, so the host never waits for it.
+    None: fused where training runs on CUDA (``device``, default: where the parameters are now), where a host
+    read per step would stall the GPU; the per-tensor update elsewhere (bit-identical to the official one)."""
+    if fused is None:
+        fused = (device or next(model.parameters()).device).type == "cuda"
     return torch.optim.AdamW(
         param_groups(model, lr, weight_decay, backbone_lr_factor),
         lr=lr,
