@@ -11,7 +11,8 @@ from refign.train import run
 from refign.uda.source_only import SourceOnly
 
 
-def test_non_finite_losses_skip_steps_then_stop_with_a_checkpoint(tiny_cfg, tmp_path, monkeypatch):
+@pytest.mark.parametrize("fused", ["true", "false"])  # skipped on the device (CUDA default) or by the host
+def test_non_finite_losses_skip_steps_then_stop_with_a_checkpoint(tiny_cfg, tmp_path, monkeypatch, fused):
     calls = {"n": 0}
     real_forward = SourceOnly.forward
 
@@ -24,6 +25,7 @@ def test_non_finite_losses_skip_steps_then_stop_with_a_checkpoint(tiny_cfg, tmp_
 
     monkeypatch.setattr(SourceOnly, "forward", poisoned)
     cfg = tiny_cfg(
+        f"optim.fused={fused}",
         "trainer.max_steps=20",
         "trainer.max_nonfinite_steps=4",
         "trainer.checkpoint_every=2",
