@@ -14,10 +14,11 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from refign import build
+from refign import build, resolvers
 from refign.engine import dist
 
 log = logging.getLogger("refign.evaluate")
+resolvers.register()  # before Hydra resolves the sweep folder names (conf/hydra/default.yaml)
 
 
 def run(cfg: DictConfig, out_dir: Path) -> dict:

@@ -16,11 +16,12 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from refign import build
+from refign import build, resolvers
 from refign.engine import dist
 from refign.export import DEFAULT_FORMAT, SERVER_FORMATS, make_archive, predict_dataset
 
 log = logging.getLogger("refign.predict")
+resolvers.register()  # before Hydra resolves the sweep folder names (conf/hydra/default.yaml)
 
 
 def run(cfg: DictConfig, out_dir: Path) -> dict[str, Path]:

@@ -10,11 +10,12 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from refign import build
+from refign import build, resolvers
 from refign.engine import checkpoint, dist
 from refign.engine.reproducibility import deterministic_algorithms, import_targets, seed_everything
 
 log = logging.getLogger("refign.train")
+resolvers.register()  # before Hydra resolves the sweep folder names (conf/hydra/default.yaml)
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict:

@@ -129,7 +129,17 @@ def time_row(
     scheduler = build_scheduler(optimizer, max_steps=STEPS_PER_RUN, **cfg.schedule)
     tcfg = TrainerConfig(max_steps=STEPS_PER_RUN, precision=precision, log_every=steps + warmup)
     logger = MetricLogger(run_dir, enabled=False)
-    trainer = Trainer(tcfg, method, optimizer, scheduler, lambda _: iter(()), {}, info, run_dir, logger)
+    trainer = Trainer(
+        tcfg,
+        method,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        batches=lambda _: iter(()),
+        evaluate=None,
+        dist_info=info,
+        run_dir=run_dir,
+        logger=logger,
+    )
     trainer.method.train()
     batch = random_batch(cfg, info.device, torch.Generator().manual_seed(0))
     if info.device.type == "cuda":

@@ -17,6 +17,7 @@ spec.loader.exec_module(import_graph)
 LAYERS = {
     "refign": 0,
     "imaging": 0,
+    "resolvers": 0,
     "models": 1,
     "data": 1,
     "alignment": 2,
