@@ -9,7 +9,7 @@ install: ## create .venv with the pinned stack (torch 2.12.1, mmcv 2.1.0 CPU ops
 	bash scripts/install.sh
 
 DEMO_DIR := outputs/demo/$(shell date +%Y-%m-%d_%H-%M-%S)
-demo: ## DAFormer + Refign on the embedded synthetic benchmark (~4 min): mIoU, Refign panels, prediction overview
+demo: ## DAFormer + Refign on the embedded synthetic benchmark (~3 min): mIoU, Refign panels, prediction overview
 	$(PY) -m refign.train task_name=demo trainer.max_steps=400 trainer.image_every=50 hydra.run.dir=$(DEMO_DIR)
 	$(PY) -m refign.predict checkpoint=$(DEMO_DIR)/checkpoints/last.pt out_dir=$(DEMO_DIR)/predict hydra.run.dir=$(DEMO_DIR)/predict
 	@echo "Refign's alignment and refinement: $(DEMO_DIR)/images/"
