@@ -20,6 +20,7 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -64,6 +65,23 @@ def record(name: str, path: Path, command: list[str], seconds: float, scores: di
     print(f"[assets] {path} ({path.stat().st_size / 2**20:.1f} MiB): {manifest[name]['scores']}")
 
 
+def produce(
+    name: str,
+    file: str,
+    cmd: list[str],
+    run_dir: Path,
+    read: Callable[[Path], dict[str, torch.Tensor]],
+    score: Callable[[Path], dict[str, float]],
+) -> None:
+    """Train with ``cmd``, keep the bare weights of its last checkpoint as ``refign/assets/<file>`` (fresh
+    tensors, so the file holds no storage shared with the rest of the checkpoint) and record it."""
+    seconds = run(cmd)
+    state = {k: v.clone() for k, v in read(ROOT / run_dir / "checkpoints" / "last.pt").items()}
+    path = ASSETS / file
+    torch.save(state, path)
+    record(name, path, cmd, seconds, score(path))
+
+
 def make_segmentor(extra: list[str]) -> None:
     run_dir = Path("outputs") / "assets" / "segmentor"
     cmd = [
@@ -78,11 +96,7 @@ def make_segmentor(extra: list[str]) -> None:
         f"hydra.run.dir={run_dir}",
         *extra,
     ]
-    seconds = run(cmd)
-    state = {k: v.clone() for k, v in segmentor_state(ROOT / run_dir / "checkpoints" / "last.pt").items()}
-    path = ASSETS / SEGMENTOR_FILE
-    torch.save(state, path)
-    record("segmentor", path, cmd, seconds, segmentor_scores(path))
+    produce("segmentor", SEGMENTOR_FILE, cmd, run_dir, segmentor_state, segmentor_scores)
 
 
 def make_matcher(extra: list[str]) -> None:
@@ -96,11 +110,7 @@ def make_matcher(extra: list[str]) -> None:
         f"hydra.run.dir={run_dir}",
         *extra,
     ]
-    seconds = run(cmd)
-    state = {k: v.clone() for k, v in read_state_dict(ROOT / run_dir / "checkpoints" / "last.pt").items()}
-    path = ASSETS / MATCHER_FILE
-    torch.save(state, path)
-    record("matcher", path, cmd, seconds, matcher_scores(path))
+    produce("matcher", MATCHER_FILE, cmd, run_dir, read_state_dict, matcher_scores)
 
 
 def main() -> None:
