@@ -103,5 +103,5 @@ def test_sweep_folders_are_named_by_their_overrides():
     with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
         cfg = compose("train", overrides=["seed=1"], return_hydra_config=True)
     sweep = OmegaConf.to_container(cfg.hydra.sweep, resolve=False)
-    assert sweep["subdir"] == "${hydra.job.num}_${hydra.job.override_dirname}"
+    assert sweep["subdir"] == "${hydra.job.num}_${dirname:${hydra.job.override_dirname}}"  # cut if long
     assert "paths.output_dir" in cfg.hydra.job.config.override_dirname.exclude_keys
