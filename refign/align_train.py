@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 from refign import build, resolvers
 from refign.engine import checkpoint, dist
 from refign.engine.reproducibility import seed_everything
+from refign.engine.trainer import fit_resumable
 
 log = logging.getLogger("refign.align_train")
 resolvers.register()  # before Hydra resolves the sweep folder names (conf/hydra/default.yaml)
@@ -35,17 +36,13 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         result: dict = {}
         if cfg.mode == "train":
             runs_root = Path(cfg.paths.output_dir) / cfg.task_name / "runs"
-            ckpt_path, run_dir = checkpoint.resolve_resume(cfg.resume, runs_root, run_dir)
-            run_dir.mkdir(parents=True, exist_ok=True)
-            seed_everything(cfg.seed + info.rank)
-            trainer = build.build_matcher_trainer(cfg, build.build_matcher(cfg), run_dir, info)
-            if ckpt_path is not None:
-                trainer.load_state_dict(checkpoint.load(ckpt_path), str(ckpt_path))
-                log.info("resumed from %s at step %d", ckpt_path, trainer.step)
-            try:
-                metrics = trainer.fit()
-            finally:
-                trainer.logger.close()
+            metrics, run_dir = fit_resumable(
+                lambda folder: build.build_matcher_trainer(cfg, build.build_matcher(cfg), folder, info),
+                cfg.resume,
+                runs_root,
+                run_dir,
+                cfg.seed + info.rank,
+            )
             result["checkpoint"] = str(run_dir / "checkpoints" / checkpoint.LAST)
         else:
             seed_everything(cfg.seed + info.rank)

@@ -11,8 +11,9 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from refign import build, resolvers
-from refign.engine import checkpoint, dist
-from refign.engine.reproducibility import deterministic_algorithms, import_targets, seed_everything
+from refign.engine import dist
+from refign.engine.reproducibility import deterministic_algorithms, import_targets
+from refign.engine.trainer import fit_resumable
 
 log = logging.getLogger("refign.train")
 resolvers.register()  # before Hydra resolves the sweep folder names (conf/hydra/default.yaml)
@@ -41,17 +42,13 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
 def train(cfg: DictConfig, run_dir: Path, info: dist.DistInfo) -> dict:
     """Set up (run directory, seed) → build → resume if asked → train and evaluate → close."""
     runs_root = Path(cfg.paths.output_dir) / cfg.task_name / "runs"
-    ckpt_path, run_dir = checkpoint.resolve_resume(cfg.resume, runs_root, run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    seed_everything(cfg.seed + info.rank)
-    trainer = build.build_trainer(cfg, run_dir, info)
-    if ckpt_path is not None:
-        trainer.load_state_dict(checkpoint.load(ckpt_path), str(ckpt_path))
-        log.info("resumed from %s at step %d", ckpt_path, trainer.step)
-    try:
-        results = trainer.fit()
-    finally:
-        trainer.logger.close()
+    results, _ = fit_resumable(
+        lambda folder: build.build_trainer(cfg, folder, info),
+        cfg.resume,
+        runs_root,
+        run_dir,
+        cfg.seed + info.rank,
+    )
     if info.is_main:
         for name, r in results.items():
             log.info("%s-val mIoU: %.2f", name, r["mIoU"])

@@ -26,6 +26,7 @@ from tqdm import tqdm
 from refign.engine import checkpoint
 from refign.engine.dist import DistInfo, all_gather_object, all_reduce_sum
 from refign.engine.loggers import MetricLogger
+from refign.engine.reproducibility import seed_everything
 
 log = logging.getLogger(__name__)
 PRECISIONS = {"32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -298,3 +299,23 @@ class Trainer:
             (self.run_dir / f"eval_{self.step:07d}.json").write_text(json.dumps(results, indent=1))
             log.info("step %d: %s", self.step, ", ".join(f"{k} {v:.2f}" for k, v in flat.items()))
         return results
+
+
+def fit_resumable(
+    make_trainer: Callable[[Path], Trainer], resume: str | None, runs_root: Path, run_dir: Path, seed: int
+) -> tuple[dict, Path]:
+    """The training session both entry points run: find the checkpoint ``resume`` asks for (``auto``: the
+    newest run under ``runs_root``, whose folder then becomes the run's), seed, build the trainer for that
+    folder, restore it, fit, and close its logger whatever happens. Returns the final evaluation and the run
+    folder actually used."""
+    ckpt_path, run_dir = checkpoint.resolve_resume(resume, runs_root, run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    seed_everything(seed)
+    trainer = make_trainer(run_dir)
+    if ckpt_path is not None:
+        trainer.load_state_dict(checkpoint.load(ckpt_path), str(ckpt_path))
+        log.info("resumed from %s at step %d", ckpt_path, trainer.step)
+    try:
+        return trainer.fit(), run_dir
+    finally:
+        trainer.logger.close()
