@@ -16,9 +16,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch.utils.data import Dataset
 
 from refign.alignment.network import AlignmentNetwork
-from refign.alignment.pairs import WarpConsistencyPairs
-from refign.alignment.synthetic_warps import WarpConfig
-from refign.alignment.training import MatcherTraining, matcher_eval
+from refign.alignment.training.method import MatcherTraining, matcher_eval
+from refign.alignment.training.pairs import WarpConsistencyPairs
+from refign.alignment.training.synthetic_warps import WarpConfig
 from refign.data.loader import merge_domains, step_loader
 from refign.engine import checkpoint
 from refign.engine.checkpoint import mark_rebuilt

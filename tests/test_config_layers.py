@@ -105,3 +105,30 @@ def test_sweep_folders_are_named_by_their_overrides():
     sweep = OmegaConf.to_container(cfg.hydra.sweep, resolve=False)
     assert sweep["subdir"] == "${hydra.job.num}_${dirname:${hydra.job.override_dirname}}"  # cut if long
     assert "paths.output_dir" in cfg.hydra.job.config.override_dirname.exclude_keys
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [[], ["dataset=acdc", "uda=hrda", "refign=on"], ["experiment=acdc_refign_hrda_star"], ["scale=paper"]],
+    ids=lambda o: " ".join(o) or "default",
+)
+@pytest.mark.parametrize("entry", ["eval", "predict"])
+def test_eval_and_predict_inherit_the_training_model_groups(entry, overrides):
+    """An override that describes a model for training describes the same model for evaluation/export."""
+    train, other = resolved(overrides), resolved([*overrides, "checkpoint=x.pt"], entry)
+    for node in ("backbone", "head", "model", "dataset", "init_weights"):
+        assert other[node] == train[node], node
+    assert other["task_name"] == entry and other["split"] == "val" and other["use_checkpoint_config"]
+
+
+@pytest.mark.parametrize(
+    "overrides,dilations",
+    [
+        (["uda=hrda"], [1, 3, 6, 9]),  # the synthetic scale's half-size HRDA views (docs/deviations.md#d5)
+        (["uda=daformer"], [1, 6, 12, 18]),  # DAFormer keeps the official head at every scale
+        (["dataset=acdc", "uda=hrda"], [1, 6, 12, 18]),
+        (["experiment=acdc_refign_hrda_star"], [1, 6, 12, 18]),
+    ],
+)
+def test_hrda_head_dilations_follow_the_scale(overrides, dilations):
+    assert resolved(overrides)["head"]["dilations"] == dilations

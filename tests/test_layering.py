@@ -70,3 +70,21 @@ def test_imports_are_read_from_source_including_from_refign_import():
     entry = import_graph.ROOT / "train.py"  # ``from refign import build`` at the top
     assert "refign.build" in import_graph.imports_of(entry)
     assert "build" in import_graph.graph()["train"]
+
+
+def test_the_matcher_does_not_import_its_training_pipeline():
+    """Refign runs the matcher; the warp-consistency pairs, losses and training step stay in
+    ``alignment/training/`` and nothing else in ``alignment/`` reaches into it."""
+    root = Path(__file__).parents[1] / "refign" / "alignment"
+    offenders = [
+        path.name
+        for path in root.glob("*.py")
+        if "refign.alignment.training" in path.read_text() or "from .training" in path.read_text()
+    ]
+    assert offenders == []
+    assert {p.stem for p in (root / "training").glob("*.py")} >= {
+        "pairs",
+        "synthetic_warps",
+        "losses",
+        "method",
+    }

@@ -35,6 +35,29 @@ def test_second_sweep_point_equals_the_same_run_alone(tmp_path):
     assert_bit_equal(points[1], weights(alone_dir / "checkpoints" / "last.pt"))
 
 
+def test_parallel_sweep_points_equal_the_same_runs_alone(tmp_path):
+    """``hydra/launcher=parallel`` (joblib worker processes: how the ablation sweep runs two points at once)
+    changes where a point runs, not what it computes."""
+    args = [*tiny_overrides(tmp_path, n_train=8, n_val=2), *METHODS["daformer_rcs_refign"], *MICRO]
+    args.append("trainer.max_steps=2")
+    sweep_dir, alone_dir = tmp_path / "sweep", tmp_path / "alone"
+    sweep = train_cli(
+        "-m",
+        *args,
+        "hydra/launcher=parallel",
+        "seed=0,1",
+        f"hydra.sweep.dir={sweep_dir}",
+        log=tmp_path / "p.log",
+    )
+    assert "Joblib.Parallel(n_jobs=2" in finish(sweep)  # the points ran in the launcher's worker processes
+    alone = train_cli(*args, "seed=1", f"hydra.run.dir={alone_dir}", log=tmp_path / "alone.log")
+    finish(alone)
+
+    points = [weights(next(sweep_dir.glob(f"{n}_*")) / "checkpoints" / "last.pt") for n in (0, 1)]
+    assert max_difference(*points) > 0.01  # both points ran, each with its own seed
+    assert_bit_equal(points[1], weights(alone_dir / "checkpoints" / "last.pt"))
+
+
 def test_target_modules_are_those_the_build_instantiates(tmp_path):
     cfg = compose_cfg([*tiny_overrides(tmp_path), *METHODS["daformer_rcs_refign"]])
     modules = target_modules(cfg)

@@ -12,9 +12,9 @@ from omegaconf import open_dict
 
 from refign.align_train import run
 from refign.alignment.network import build_alignment_network
-from refign.alignment.pairs import WarpConsistencyPairs
-from refign.alignment.synthetic_warps import WarpConfig
-from refign.alignment.training import warp_consistency_step
+from refign.alignment.training.method import warp_consistency_step
+from refign.alignment.training.pairs import WarpConsistencyPairs
+from refign.alignment.training.synthetic_warps import WarpConfig
 from refign.build import stage_cfg
 
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")

@@ -8,9 +8,15 @@ import random
 import pytest
 import torch
 
-from refign.alignment.losses import balance_weights, bipath_loss, gaussian_nll, huber2, warp_supervision_loss
 from refign.alignment.pck import SparseEPE
-from refign.alignment.synthetic_warps import WarpConfig, homography_mapping, random_flow, tps_mapping
+from refign.alignment.training.losses import (
+    balance_weights,
+    bipath_loss,
+    gaussian_nll,
+    huber2,
+    warp_supervision_loss,
+)
+from refign.alignment.training.synthetic_warps import WarpConfig, homography_mapping, random_flow, tps_mapping
 from refign.alignment.warp import warp
 
 

@@ -1,7 +1,6 @@
 """The matcher's warp-consistency training as a method of the engine (docs/uawarpc.md#training).
 
-Refign uses only the matcher (``network.py`` and below); this module and ``pairs``, ``synthetic_warps`` and
-``losses`` are the training pipeline that produces its weights. ``MatcherTraining`` follows the engine's
+``MatcherTraining`` follows the engine's
 method contract, so ``refign.align_train`` gets resume, DDP, AMP, the non-finite-loss guard and the metrics
 files from ``refign.engine.trainer`` like the segmentation training does.
 """
@@ -16,8 +15,8 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from refign.alignment.evaluate import evaluate, identity_baseline
-from refign.alignment.losses import balance_weights, bipath_loss, warp_supervision_loss
 from refign.alignment.network import AlignmentNetwork
+from refign.alignment.training.losses import balance_weights, bipath_loss, warp_supervision_loss
 
 
 def split_pyramids(network: AlignmentNetwork, images: list[torch.Tensor]) -> list:

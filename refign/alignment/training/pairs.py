@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.transforms import ColorJitter
 
-from refign.alignment.synthetic_warps import WarpConfig, random_flow
+from refign.alignment.training.synthetic_warps import WarpConfig, random_flow
 from refign.alignment.warp import inbounds_mask, warp
 from refign.imaging import denormalize, gaussian_blur, normalize
 
