@@ -10,11 +10,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
+import pytest
 import torch
 
+from refign.engine import trainer as trainer_mod
 from refign.engine.checkpoint import method_state
 from tests.conftest import CONF_DIR
 
@@ -141,3 +144,22 @@ def assert_bit_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> 
 
 def max_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
     return max(float((a[k].double() - b[k].double()).abs().max()) for k in a if a[k].numel())
+
+
+@contextlib.contextmanager
+def interrupted_at_step(monkeypatch: pytest.MonkeyPatch, step: int) -> Iterator[None]:
+    """Within the block, the trainer's ``step``-th step raises ``KeyboardInterrupt`` (as a Ctrl-C would),
+    which the block must end with; afterwards the real step is back, so the run can be resumed."""
+    real_step = trainer_mod.Trainer.train_step
+
+    def dying_step(self, batch):
+        if self.step == step:
+            raise KeyboardInterrupt
+        return real_step(self, batch)
+
+    monkeypatch.setattr(trainer_mod.Trainer, "train_step", dying_step)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            yield
+    finally:
+        monkeypatch.setattr(trainer_mod.Trainer, "train_step", real_step)

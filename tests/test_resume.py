@@ -8,7 +8,6 @@ import logging
 import pytest
 import torch
 
-from refign.engine import trainer as trainer_mod
 from refign.engine.checkpoint import load
 from refign.train import run
 from tests.conftest import tiny_overrides
@@ -17,6 +16,7 @@ from tests.methods import (
     MICRO,
     assert_bit_equal,
     finish,
+    interrupted_at_step,
     kill_after_first_checkpoint,
     train_cli,
     weights,
@@ -33,18 +33,9 @@ def test_interrupted_and_resumed_equals_uninterrupted(method, tiny_cfg, tmp_path
     straight_dir = tmp_path / "straight"
     run(tiny_cfg(*common, "task_name=straight", n_train=8, n_val=2), straight_dir)
 
-    real_step = trainer_mod.Trainer.train_step
-
-    def dying_step(self, batch):
-        if self.step == 3:  # the checkpoint of step 2 exists; step 3 never completes
-            raise KeyboardInterrupt
-        return real_step(self, batch)
-
     first_dir = tmp_path / "outputs" / "resumed" / "runs" / "first"
-    monkeypatch.setattr(trainer_mod.Trainer, "train_step", dying_step)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_at_step(monkeypatch, 3):  # the checkpoint of step 2 exists; step 3 never completes
         run(tiny_cfg(*common, "task_name=resumed", n_train=8, n_val=2), first_dir)
-    monkeypatch.setattr(trainer_mod.Trainer, "train_step", real_step)
     assert load(last(first_dir))["step"] == 2
 
     run(tiny_cfg(*common, "task_name=resumed", "resume=auto", n_train=8, n_val=2), tmp_path / "second")

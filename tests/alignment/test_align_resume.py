@@ -3,15 +3,14 @@ exactly the weights of an uninterrupted one, and its checkpoints keep the matche
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from refign.align_train import run
 from refign.alignment.network import BACKBONE_PREFIX, HEAD_PREFIX
-from refign.engine import trainer as trainer_mod
 from refign.engine.checkpoint import load
 from refign.models.weights import read_state_dict
 from tests.alignment.test_align_train import align_cfg
+from tests.methods import interrupted_at_step
 
 TINY = [
     "data.train.size=[32,64]",
@@ -29,18 +28,9 @@ def test_interrupted_and_resumed_matcher_training_equals_uninterrupted(tmp_path,
         align_cfg(tmp_path, *TINY, "task_name=straight"), tmp_path / "out" / "straight" / "runs" / "a"
     )
 
-    real_step = trainer_mod.Trainer.train_step
-
-    def dying_step(self, batch):
-        if self.step == 3:  # the checkpoint of step 2 exists; step 3 never completes
-            raise KeyboardInterrupt
-        return real_step(self, batch)
-
     first_dir = tmp_path / "out" / "resumed" / "runs" / "first"
-    monkeypatch.setattr(trainer_mod.Trainer, "train_step", dying_step)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_at_step(monkeypatch, 3):  # the checkpoint of step 2 exists; step 3 never completes
         run(align_cfg(tmp_path, *TINY, "task_name=resumed"), first_dir)
-    monkeypatch.setattr(trainer_mod.Trainer, "train_step", real_step)
     assert load(first_dir / "checkpoints" / "last.pt")["step"] == 2
 
     resumed = run(align_cfg(tmp_path, *TINY, "task_name=resumed", "resume=auto"), tmp_path / "second")
