@@ -10,9 +10,9 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
 from refign.alignment.warp import inbounds_mask, scale_flow, warp
+from refign.imaging import resize
 
 Level = tuple[torch.Tensor, torch.Tensor]  # (flow (B,2,h,w), log-variance (B,1|2,h,w))
 LOG_2PI = math.log(2 * math.pi)
@@ -24,13 +24,9 @@ def huber2(d: torch.Tensor) -> torch.Tensor:
     return torch.where(a < 1, d * d, 2 * a - 1).sum(1)
 
 
-def resize_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-
-
 def level_mask(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """A low-resolution pixel is valid only if its bilinearly interpolated mask value is exactly 1."""
-    return torch.floor(resize_to(mask[:, None].float(), size))[:, 0].bool()
+    return torch.floor(resize(mask[:, None].float(), size))[:, 0].bool()
 
 
 def gaussian_nll(
@@ -39,7 +35,7 @@ def gaussian_nll(
     """One level: mean over valid pixels of 0.5·exp(−s)·ρ + s + ln 2π (s = log σ²; two channels are
     combined as ln(σ_a² + σ_b²)). Ground truth and mask are brought to the level's grid."""
     size = tuple(flow.shape[-2:])
-    gt = resize_to(flow_gt, size) if flow_gt.shape[-2:] != size else flow_gt
+    gt = resize(flow_gt, size)
     valid = level_mask(mask, size) if mask.shape[-2:] != size else mask
     if not valid.any():
         return flow.sum() * 0.0
@@ -76,7 +72,7 @@ def bipath_loss(
         b_w, s_b_w = warp(b, a_grid), warp(s_b, a_grid)
         composed = a + b_w
         valid = inbounds_mask(a_grid) & level_mask(mask, (h, w))
-        gt = resize_to(flow_gt, (h, w))
+        gt = resize(flow_gt, (h, w))
         if visibility_mask:
             with torch.no_grad():
                 sq = lambda t: (t * t).sum(1)
