@@ -27,7 +27,7 @@ step "python dependencies"
 "${PIP[@]}" install -q -r requirements/base.txt -c requirements/torch.txt
 
 if ! has "import mmcv, mmcv.ops; assert mmcv.__version__ == '$(pin mmcv | cut -d= -f3)'"; then
-  step "mmcv with CPU ops from source (about 8 minutes on 2 cores; compiler output follows)"
+  step "mmcv with CPU ops from source (about 12-15 minutes on 2 cores; compiler output follows)"
   MMCV_WITH_OPS=1 FORCE_CUDA=0 MAX_JOBS=${MAX_JOBS:-2} "${PIP[@]}" install -v --no-build-isolation \
     -c requirements/torch.txt "$(pin mmcv)" 2>&1 | grep --line-buffered -E "Building|building|Compiling|\.cpp|Successfully|error|Error" || true
   has "import mmcv.ops" || { echo "mmcv ops failed to build, see the log above" >&2; exit 1; }

@@ -30,6 +30,7 @@ def tiny_checkpoint(tmp_path: Path, dataset: str) -> list[str]:
         "backbone.pretrained=null",
         "head=daformer_small",
         "uda=source_only",
+        "refign=off",  # predict.yaml inherits train.yaml, whose default is DAFormer + Refign
         "rcs=off",
         f"paths.data_root={tmp_path}",
         f"paths.output_dir={tmp_path}/outputs",
