@@ -10,12 +10,21 @@ from omegaconf import OmegaConf
 MAX_DIRNAME = 96
 
 
+# characters of Hydra's override grammar that a path may not hold unquoted (``=`` ends the key, ``,`` makes a
+# sweep, brackets and braces a list or dict): replaced, so that ``checkpoint=<sweep point>/...`` can be typed as is
+GRAMMAR_CHARS = str.maketrans(
+    {"=": "-", ",": "_", "[": "", "]": "", "{": "", "}": "", "'": "", '"': "", " ": ""}
+)
+
+
 def short_dirname(overrides: str, limit: int = MAX_DIRNAME) -> str:
-    """A sweep point's folder name from its overrides (``hydra.job.override_dirname``), cut to ``limit``
-    characters plus a hash of the whole, so that a long override list still gives a valid, distinct name."""
-    if len(overrides) <= limit:
-        return overrides
-    return f"{overrides[:limit]}-{hashlib.sha1(overrides.encode()).hexdigest()[:8]}"
+    """A sweep point's folder name from its overrides (``hydra.job.override_dirname``): ``key-value`` pairs
+    joined by ``_``, without the characters the override grammar reserves, cut to ``limit`` characters plus a
+    hash of the whole, so that a long override list still gives a valid, distinct name."""
+    name = overrides.translate(GRAMMAR_CHARS)
+    if len(name) <= limit:
+        return name
+    return f"{name[:limit]}-{hashlib.sha1(overrides.encode()).hexdigest()[:8]}"
 
 
 def register() -> None:
