@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 import torch
 
 from refign.engine import trainer as trainer_mod
@@ -20,41 +21,34 @@ from tests.conftest import compose_cfg, tiny_overrides
 from tests.methods import METHODS, MICRO, assert_bit_equal, finish, max_difference, train_cli, weights
 
 
-def test_second_sweep_point_equals_the_same_run_alone(tmp_path):
+@pytest.mark.parametrize(
+    "launcher,launched",
+    [
+        (
+            [],
+            "Launching 2 jobs locally",
+        ),  # the basic launcher: both points in this process, one after another
+        # joblib worker processes: how the ablation sweep runs two points at once
+        (["hydra/launcher=parallel"], "Joblib.Parallel(n_jobs=2"),
+    ],
+    ids=["basic", "parallel"],
+)
+def test_second_sweep_point_equals_the_same_run_alone(tmp_path, launcher, launched):
+    """The launcher changes where a point runs, not what it computes."""
     args = [*tiny_overrides(tmp_path, n_train=8, n_val=2), *METHODS["daformer_rcs_refign"], *MICRO]
     args.append("trainer.max_steps=3")
     sweep_dir, alone_dir = tmp_path / "sweep", tmp_path / "alone"
-    sweep = train_cli("-m", *args, "seed=0,1", f"hydra.sweep.dir={sweep_dir}", log=tmp_path / "sweep.log")
+    sweep = train_cli(
+        "-m", *args, *launcher, "seed=0,1", f"hydra.sweep.dir={sweep_dir}", log=tmp_path / "sweep.log"
+    )
     alone = train_cli(*args, "seed=1", f"hydra.run.dir={alone_dir}", log=tmp_path / "alone.log")
     out = finish(sweep)
     finish(alone)
 
+    assert launched in out
     assert out.count("target-val mIoU") == 2  # both points trained and evaluated
     points = [weights(next(sweep_dir.glob(f"{n}_*")) / "checkpoints" / "last.pt") for n in (0, 1)]
     assert max_difference(*points) > 0.01  # the seed matters
-    assert_bit_equal(points[1], weights(alone_dir / "checkpoints" / "last.pt"))
-
-
-def test_parallel_sweep_points_equal_the_same_runs_alone(tmp_path):
-    """``hydra/launcher=parallel`` (joblib worker processes: how the ablation sweep runs two points at once)
-    changes where a point runs, not what it computes."""
-    args = [*tiny_overrides(tmp_path, n_train=8, n_val=2), *METHODS["daformer_rcs_refign"], *MICRO]
-    args.append("trainer.max_steps=2")
-    sweep_dir, alone_dir = tmp_path / "sweep", tmp_path / "alone"
-    sweep = train_cli(
-        "-m",
-        *args,
-        "hydra/launcher=parallel",
-        "seed=0,1",
-        f"hydra.sweep.dir={sweep_dir}",
-        log=tmp_path / "p.log",
-    )
-    assert "Joblib.Parallel(n_jobs=2" in finish(sweep)  # the points ran in the launcher's worker processes
-    alone = train_cli(*args, "seed=1", f"hydra.run.dir={alone_dir}", log=tmp_path / "alone.log")
-    finish(alone)
-
-    points = [weights(next(sweep_dir.glob(f"{n}_*")) / "checkpoints" / "last.pt") for n in (0, 1)]
-    assert max_difference(*points) > 0.01  # both points ran, each with its own seed
     assert_bit_equal(points[1], weights(alone_dir / "checkpoints" / "last.pt"))
 
 
