@@ -12,6 +12,7 @@ run here. See docs/architecture.md#engine.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 from collections.abc import Callable, Iterator
@@ -52,6 +53,15 @@ class TrainerConfig:
     find_unused_parameters: bool = False
 
 
+def on_device(module: nn.Module, device: torch.device) -> nn.Module:
+    """``module`` on ``device``; one already there is returned as it is (``Module.to`` would swap every
+    parameter of a model built of fake tensors, as ``refign.estimate`` builds it, and fails)."""
+    tensors = [*module.parameters(), *module.buffers()]
+    if all(t.device == device or (device.index is None and t.device.type == device.type) for t in tensors):
+        return module
+    return module.to(device)
+
+
 class Trainer:
     """Runs ``cfg.max_steps`` optimiser steps of ``method`` on batches from ``batches(start_step)``.
 
@@ -86,7 +96,7 @@ class Trainer:
         if cfg.precision not in PRECISIONS:
             raise ValueError(f"trainer.precision must be one of {list(PRECISIONS)}, got {cfg.precision!r}")
         self.cfg, self.dist = cfg, dist_info
-        self.method = method.to(dist_info.device)
+        self.method = on_device(method, dist_info.device)
         self.optimizer, self.scheduler = optimizer, scheduler
         self.batches, self.evaluate = batches, evaluate
         self.run_dir, self.logger = Path(run_dir), logger
@@ -98,8 +108,14 @@ class Trainer:
             (lambda: torch.autocast(dist_info.device.type, dtype=dtype)) if dtype else contextlib.nullcontext
         )
         self.scaler = torch.amp.GradScaler(dist_info.device.type, enabled=cfg.precision == "fp16")
-        self.rebuilt = checkpoint.describe_rebuilt(method)  # frozen modules stored as fingerprints
         self.model = self._wrap(method)
+
+    @functools.cached_property
+    def rebuilt(self) -> dict[str, dict[str, str]]:
+        """The fingerprints of the method's frozen rebuilt modules, which checkpoints store instead of their
+        weights: hashed once, when the first checkpoint is written or read (a traced step, ``refign.estimate``,
+        has fake weights and no bytes to hash)."""
+        return checkpoint.describe_rebuilt(self.method)
 
     def _wrap(self, method: nn.Module) -> nn.Module:
         if not self.dist.distributed:

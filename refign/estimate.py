@@ -1,0 +1,272 @@
+"""python -m refign.estimate [experiment=…] [trainer.precision=32|bf16|fp16] [any override] — the peak GPU
+memory and the FLOPs of one training step, estimated without a GPU (docs/estimate.md).
+
+The composed method (student, EMA teacher, frozen ImageNet copy, Refign's matcher, MIC, HRDA's views) is
+built of fake tensors (``FakeTensorMode``: shapes, dtypes and devices, no data), with random initialisation
+instead of its weight files, and the trainer's own ``train_step`` runs twice on a fake batch of the
+configured size: the first step creates the optimiser's state, the second is the steady state that is
+reported. ``LiveMemory`` counts the bytes of live storages and ``FlopCounterMode`` the FLOPs. Nothing is
+computed and no file is read, so the paper's scale traces in seconds on any machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.utils.flop_counter import FlopCounterMode
+
+from refign import build, resolvers
+from refign.engine.autocast_policy import cuda_autocast_policy
+from refign.engine.dist import DistInfo
+from refign.engine.live_memory import LiveMemory
+from refign.engine.loggers import MetricLogger
+from refign.engine.optim import build_optimizer, build_scheduler
+from refign.engine.reproducibility import import_targets
+from refign.engine.trainer import PRECISIONS, Trainer, TrainerConfig
+
+log = logging.getLogger("refign.estimate")
+resolvers.register()
+GIB = 2**30
+# the estimate's memory categories, in the order they are printed
+CATEGORIES = {
+    "parameters": "parameters (trained)",
+    "frozen": "frozen networks (EMA teacher, ImageNet copy, matcher)",
+    "gradients": "gradients",
+    "optimizer": "optimiser state",
+    "batch": "batch",
+    "activations": "activations (forward, kept for the backward)",
+    "temporaries": "temporaries (backward, optimiser)",
+}
+# the method's parts whose FLOPs are reported apart (FlopCounterMode's module names below the method)
+PARTS = {"model": "student", "teacher": "EMA teacher", "imnet_backbone": "ImageNet copy", "aligner": "matcher"}
+
+
+@dataclass
+class StepEstimate:
+    """One traced configuration: bytes by category at the steady step's peak, FLOPs by part."""
+
+    precision: str
+    peak: int  # bytes allocated at the steady step's peak
+    breakdown: dict[str, int]
+    before_first_step: int  # bytes live before the first step (networks and batch)
+    first_steps_peak: int  # the highest peak over both steps (the first creates the optimiser state)
+    flops: int  # forward + backward of the steady step
+    flops_by_part: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def fake_batch(cfg: DictConfig, needs_target: bool) -> dict[str, torch.Tensor]:
+    """The batch of one step at the configured batch size and crop, as ``merge_domains`` assembles it."""
+    b, (h, w) = cfg.dataset.batch_size, cfg.dataset.crop_size
+    batch = {
+        "image_src": torch.empty(b, 3, h, w),
+        "semantic_src": torch.zeros(b, h, w, dtype=torch.long),
+    }
+    if needs_target:
+        keys = set(cfg.dataset.train_target.get("load_keys", ["image"]))
+        batch["image_trg"] = torch.empty(b, 3, h, w)
+        if "image_ref" in keys:
+            batch["image_ref"] = torch.empty(b, 3, h, w)
+        if "flow" in keys:
+            batch["flow"] = torch.empty(b, 2, h, w)
+            batch["flow_valid"] = torch.ones(b, h, w, dtype=torch.bool)
+    return batch
+
+
+@contextlib.contextmanager
+def phase_hooks(memory: LiveMemory, optimizer: torch.optim.Optimizer) -> Iterator[None]:
+    """Label what the optimiser step finds and makes: the gradients it reads, the state it keeps."""
+
+    def before(opt, *_):
+        memory.phase = "temporaries"
+        memory.assign([p.grad for g in opt.param_groups for p in g["params"] if p.grad is not None], "gradients")
+
+    def after(opt, *_):
+        memory.assign([t for s in opt.state.values() for t in s.values() if torch.is_tensor(t)], "optimizer")
+        memory.phase = "activations"
+
+    handles = [optimizer.register_step_pre_hook(before), optimizer.register_step_post_hook(after)]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def flops_by_part(counter: FlopCounterMode, method_name: str) -> dict[str, int]:
+    """FLOPs (forward + backward) of the student, teacher, ImageNet copy and matcher, from the counter's
+    module names (``<Method>.<attribute>…``); the teacher is called as ``teacher.model`` by the pseudo-labeler,
+    which the counter names by its class."""
+    counts = counter.get_flop_counts()
+    parts: dict[str, int] = {}
+    for name, label in PARTS.items():
+        keys = [k for k in counts if k.split(".")[-1] == name and k.count(".") <= 2]
+        if keys:
+            parts[label] = sum(counts[keys[0]].values())
+    return parts
+
+
+def trace_step(cfg: DictConfig, precision: str) -> StepEstimate:
+    """Build the configured method of fake tensors and trace two training steps (see the module doc)."""
+    start = time.perf_counter()
+    info = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+    with FakeTensorMode(allow_non_fake_inputs=True), tempfile.TemporaryDirectory() as tmp:
+        method = build.build_method(cfg, weight_files=False)
+        optim = {**cfg.optim, "fused": True}  # as on a GPU: no host read of the non-finite flag
+        optimizer = build_optimizer(method, **optim, device=info.device)
+        trainer = Trainer(
+            TrainerConfig(max_steps=cfg.trainer.max_steps, precision=precision, log_every=2**30),
+            method,
+            optimizer=optimizer,
+            scheduler=build_scheduler(optimizer, max_steps=cfg.trainer.max_steps, **cfg.schedule),
+            batches=lambda _: iter(()),
+            evaluate=None,
+            dist_info=info,
+            run_dir=Path(tmp),
+            logger=MetricLogger(Path(tmp), enabled=False),
+        )
+        trainer.method.train()
+        batch = fake_batch(cfg, build.method_class(cfg).needs_target)
+        memory = LiveMemory()
+        trained = {id(p) for p in method.parameters() if p.requires_grad}
+        memory.track([p for p in method.parameters() if id(p) in trained], "parameters")
+        memory.track([p for p in method.parameters() if id(p) not in trained], "frozen")
+        memory.track(method.buffers(), "frozen")
+        memory.track(batch.values(), "batch")
+        before = memory.current
+        policy = cuda_autocast_policy() if precision != "32" else contextlib.nullcontext()
+        with phase_hooks(memory, optimizer), policy, memory:
+            trainer.train_step(batch)  # creates the optimiser state
+            first = memory.peak
+            trainer.step += 1
+            memory.reset_peak()
+            with FlopCounterMode(display=False) as counter:
+                trainer.train_step(batch)
+    return StepEstimate(
+        precision=precision,
+        peak=memory.peak,
+        breakdown=memory.breakdown(),
+        before_first_step=before,
+        first_steps_peak=max(first, memory.peak),
+        flops=counter.get_total_flops(),
+        flops_by_part=flops_by_part(counter, type(method).__name__),
+        seconds=time.perf_counter() - start,
+    )
+
+
+def refign_toggled(cfg: DictConfig) -> DictConfig | None:
+    """``cfg`` with Refign switched the other way (the aligning step when on), or None where the method
+    cannot take it (no self-training)."""
+    other = cfg.copy()
+    with open_dict(other):
+        if other.get("refign", {}).get("enabled"):
+            other.refign.enabled = False
+            other.refine = None
+            return other
+        if not build.method_class(cfg).self_training:
+            return None
+        # refign=on's nodes, as conf/refign/on.yaml composes them
+        other.refign = {"enabled": True}
+        other.refine = OmegaConf.load(Path(__file__).parents[1] / "conf" / "refine" / "refign.yaml")
+        keys = list(other.dataset.train_target.get("load_keys", ["image"]))
+        other.dataset.train_target.load_keys = [*keys, "image_ref"] if "image_ref" not in keys else keys
+    return other
+
+
+def aligning(cfg: DictConfig) -> DictConfig:
+    """A Refign run traces its aligning step (the heavier one; half the steps adapt on the references)."""
+    if cfg.get("refign", {}).get("enabled") and cfg.refine.adapt_to_ref:
+        cfg = cfg.copy()
+        with open_dict(cfg):
+            cfg.refine.adapt_to_ref = False
+    return cfg
+
+
+def gib(n: float) -> str:
+    return f"{n / GIB:.2f} GiB"
+
+
+def fits(cfg: DictConfig, peak: int) -> list[str]:
+    """One line per card: whether the peak plus the allocator's and the context's share fits, and by how much."""
+    need = peak * (1 + cfg.estimate.allocator_overhead) + cfg.estimate.cuda_context_mib * 2**20
+    lines = []
+    for card, mib in cfg.estimate.cards.items():
+        room = mib * 2**20 - need
+        verdict = "fits" if room >= 0 else "does not fit"
+        lines.append(f"  {card}: {verdict} ({'headroom' if room >= 0 else 'short by'} {gib(abs(room))})")
+    return lines
+
+
+def hours(cfg: DictConfig, flops: int, precision: str) -> float:
+    """Projected hours for ``trainer.max_steps`` steps on one H100 at the configured utilisation."""
+    rate = cfg.estimate.h100_peak_tflops[precision] * 1e12 * cfg.estimate.utilization
+    return flops * cfg.trainer.max_steps / rate / 3600
+
+
+def report(cfg: DictConfig, est: StepEstimate, other: StepEstimate | None) -> str:
+    """The printed summary (estimates, labelled as such)."""
+    b, crop = cfg.dataset.batch_size, "×".join(map(str, cfg.dataset.crop_size))
+    refign_on = bool(cfg.get("refign", {}).get("enabled"))
+    lines = [
+        f"ESTIMATE of one training step (fake-tensor trace, {est.seconds:.1f} s): precision {est.precision}, "
+        f"batch {b} + {b}, crop {crop}{', Refign aligning' if refign_on else ''}",
+        *(f"  {label:<56} {gib(est.breakdown.get(key, 0))}" for key, label in CATEGORIES.items()),
+        f"  {'peak allocated (≈ torch.cuda.max_memory_allocated)':<56} {gib(est.peak)}",
+        f"fits (peak + {cfg.estimate.allocator_overhead:.0%} allocator + {cfg.estimate.cuda_context_mib} MiB "
+        "CUDA context):",
+        *fits(cfg, est.peak),
+        f"FLOPs per step (forward + backward): {est.flops / 1e9:,.0f} GFLOP ("
+        + ", ".join(f"{k} {v / 1e9:,.0f}" for k, v in est.flops_by_part.items())
+        + ")",
+    ]
+    if other is not None:
+        with_r, without = (est, other) if refign_on else (other, est)
+        ratio = with_r.flops / without.flops
+        lines.append(
+            f"Refign's FLOP ratio (aligning step / refign=off): {ratio:.2f}× "
+            f"({with_r.flops / 1e9:,.0f} / {without.flops / 1e9:,.0f} GFLOP)"
+        )
+    steps = cfg.trainer.max_steps
+    lines.append(
+        f"PROJECTION (not a measurement): {hours(cfg, est.flops, est.precision):.1f} h per {steps // 1000}k "
+        f"steps on one H100 at {cfg.estimate.utilization:.0%} of its {cfg.estimate.h100_peak_tflops[est.precision]} "
+        f"TFLOP/s ({est.precision})"
+    )
+    return "\n".join(lines)
+
+
+def run(cfg: DictConfig, out_dir: Path) -> dict:
+    """Trace the composed run (and Refign switched the other way), print the report, write estimate.json."""
+    precision = str(cfg.trainer.precision)
+    if precision not in PRECISIONS:
+        raise ValueError(f"trainer.precision must be one of {list(PRECISIONS)}, got {precision!r}")
+    import_targets(cfg)
+    est = trace_step(aligning(cfg), precision)
+    other_cfg = refign_toggled(cfg) if cfg.estimate.refign_ratio else None
+    other = trace_step(aligning(other_cfg), precision) if other_cfg is not None else None
+    print(report(cfg, est, other), flush=True)
+    result = {"estimate": asdict(est), "refign_toggled": asdict(other) if other else None}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "estimate.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="estimate")
+def main(cfg: DictConfig) -> None:
+    run(cfg, Path(HydraConfig.get().runtime.output_dir))
+
+
+if __name__ == "__main__":
+    main()
