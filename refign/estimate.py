@@ -24,8 +24,10 @@ import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
-from torch._subclasses.fake_tensor import FakeTensorMode
-from torch.utils.flop_counter import FlopCounterMode
+from torch._subclasses.fake_tensor import FakeTensorMode, is_fake, unset_fake_temporarily
+from torch.overrides import TorchFunctionMode
+from torch.utils import _pytree as pytree
+from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 
 from refign import build, resolvers
 from refign.engine.autocast_policy import cuda_autocast_policy
@@ -49,8 +51,6 @@ CATEGORIES = {
     "activations": "activations (forward, kept for the backward)",
     "temporaries": "temporaries (backward, optimiser)",
 }
-# the method's parts whose FLOPs are reported apart (FlopCounterMode's module names below the method)
-PARTS = {"model": "student", "teacher": "EMA teacher", "imnet_backbone": "ImageNet copy", "aligner": "matcher"}
 
 
 @dataclass
@@ -85,13 +85,34 @@ def fake_batch(cfg: DictConfig, needs_target: bool) -> dict[str, torch.Tensor]:
     return batch
 
 
+class HostFactories(TorchFunctionMode):
+    """While the networks are built: ranges (``linspace``, ``arange``) are made as real tensors, and what is
+    computed from real tensors alone stays real: host numbers that constructors read back (mmseg's MiT
+    reads its stochastic-depth rates with ``.item()``); tensors made from Python numbers become plain fake
+    tensors (their values are never read)."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        tensors = [t for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+        on_real = bool(tensors) and not any(is_fake(t) for t in tensors)
+        if func in (torch.linspace, torch.arange) or on_real:
+            with unset_fake_temporarily():
+                return func(*args, **(kwargs or {}))
+        if func is torch.tensor:  # a fake "constant" (e.g. BatchNorm's step count) cannot be deep-copied
+            with unset_fake_temporarily():
+                value = func(*args, **(kwargs or {}))
+            return torch.empty(value.shape, dtype=value.dtype, device=value.device)
+        return func(*args, **(kwargs or {}))
+
+
 @contextlib.contextmanager
 def phase_hooks(memory: LiveMemory, optimizer: torch.optim.Optimizer) -> Iterator[None]:
     """Label what the optimiser step finds and makes: the gradients it reads, the state it keeps."""
 
     def before(opt, *_):
         memory.phase = "temporaries"
-        memory.assign([p.grad for g in opt.param_groups for p in g["params"] if p.grad is not None], "gradients")
+        memory.assign(
+            [p.grad for g in opt.param_groups for p in g["params"] if p.grad is not None], "gradients"
+        )
 
     def after(opt, *_):
         memory.assign([t for s in opt.state.values() for t in s.values() if torch.is_tensor(t)], "optimizer")
@@ -105,17 +126,73 @@ def phase_hooks(memory: LiveMemory, optimizer: torch.optim.Optimizer) -> Iterato
             h.remove()
 
 
-def flops_by_part(counter: FlopCounterMode, method_name: str) -> dict[str, int]:
-    """FLOPs (forward + backward) of the student, teacher, ImageNet copy and matcher, from the counter's
-    module names (``<Method>.<attribute>…``); the teacher is called as ``teacher.model`` by the pseudo-labeler,
-    which the counter names by its class."""
-    counts = counter.get_flop_counts()
-    parts: dict[str, int] = {}
-    for name, label in PARTS.items():
-        keys = [k for k in counts if k.split(".")[-1] == name and k.count(".") <= 2]
-        if keys:
-            parts[label] = sum(counts[keys[0]].values())
+def conv_backward_flop(
+    grad_out_shape,
+    x_shape,
+    w_shape,
+    _bias,
+    _stride,
+    _padding,
+    _dilation,
+    transposed,
+    _output_padding,
+    _groups,
+    output_mask,
+    out_shape=None,
+) -> int:
+    """Each gradient a convolution's backward makes (input, weight) costs what its forward costs. PyTorch's
+    own formula leaves the groups out of the weight's gradient, which counts a depthwise convolution of C
+    channels (MiT's Mix-FFN, the DAFormer head's ASPP) C times over."""
+    forward = conv_flop_count(x_shape, w_shape, grad_out_shape, transposed)
+    return forward * (int(output_mask[0]) + int(output_mask[1]))
+
+
+def method_parts(method: torch.nn.Module) -> dict[str, list[torch.nn.Module]]:
+    """The networks whose forward FLOPs are reported apart, as the modules they call (HRDA's student runs
+    ``forward_train``, which calls its children, not the segmentor itself)."""
+    parts = {"student": list(method.model.children())}
+    teacher = getattr(method, "teacher", None)
+    if teacher is not None:
+        parts["EMA teacher"] = list(teacher.model.children())
+    if getattr(method, "imnet_backbone", None) is not None:
+        parts["ImageNet copy"] = [method.imnet_backbone]
+    aligner = getattr(getattr(method, "pseudo_labeler", None), "aligner", None)
+    if aligner is not None:
+        parts["matcher"] = [aligner]
     return parts
+
+
+@contextlib.contextmanager
+def counted_by_part(counter: FlopCounterMode, method: torch.nn.Module) -> Iterator[dict[str, int]]:
+    """FLOPs per part (filled in when the block exits): each network's forward, the rest of the method's
+    forward (losses, augmentation, refinement) and everything after it (the backward). Read from the
+    counter's running total around the calls, because its own per-module split is unreliable here."""
+
+    def total() -> int:
+        return sum(counter.flop_counts["Global"].values())
+
+    flops: dict[str, int] = {}
+    entered: dict[str, int] = {}
+
+    def hooks(name: str, module: torch.nn.Module) -> list:
+        def pre(*_):
+            entered[name] = total()
+
+        def post(*_):
+            flops[name] = flops.get(name, 0) + total() - entered[name]
+
+        return [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
+
+    handles = [h for name, mods in method_parts(method).items() for m in mods for h in hooks(name, m)]
+    handles += hooks("forward", method)
+    try:
+        yield flops
+    finally:
+        for h in handles:
+            h.remove()
+    forward = flops.pop("forward", 0)
+    flops["rest of the forward"] = forward - sum(flops.values())
+    flops["backward"] = total() - forward
 
 
 def trace_step(cfg: DictConfig, precision: str) -> StepEstimate:
@@ -123,7 +200,8 @@ def trace_step(cfg: DictConfig, precision: str) -> StepEstimate:
     start = time.perf_counter()
     info = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
     with FakeTensorMode(allow_non_fake_inputs=True), tempfile.TemporaryDirectory() as tmp:
-        method = build.build_method(cfg, weight_files=False)
+        with HostFactories():
+            method = build.build_method(cfg, weight_files=False)
         optim = {**cfg.optim, "fused": True}  # as on a GPU: no host read of the non-finite flag
         optimizer = build_optimizer(method, **optim, device=info.device)
         trainer = Trainer(
@@ -152,7 +230,10 @@ def trace_step(cfg: DictConfig, precision: str) -> StepEstimate:
             first = memory.peak
             trainer.step += 1
             memory.reset_peak()
-            with FlopCounterMode(display=False) as counter:
+            flop_counter = FlopCounterMode(
+                display=False, custom_mapping={torch.ops.aten.convolution_backward: conv_backward_flop}
+            )
+            with flop_counter as counter, counted_by_part(counter, method) as parts:
                 trainer.train_step(batch)
     return StepEstimate(
         precision=precision,
@@ -161,7 +242,7 @@ def trace_step(cfg: DictConfig, precision: str) -> StepEstimate:
         before_first_step=before,
         first_steps_peak=max(first, memory.peak),
         flops=counter.get_total_flops(),
-        flops_by_part=flops_by_part(counter, type(method).__name__),
+        flops_by_part=parts,
         seconds=time.perf_counter() - start,
     )
 

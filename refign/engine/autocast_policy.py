@@ -5,8 +5,8 @@ engine asks the CUDA driver for the device's streams), so ``refign.estimate`` tr
 under CPU autocast. The two autocasts agree on what runs in 16 bits (convolutions, matrix products,
 linear layers) but not on what runs in fp32: CUDA casts the inputs of softmax, log-softmax, layer and group
 norm, norms, sums, exponentials, logarithms and powers to fp32 (so the attention maps of a softmax are
-kept in fp32), CPU autocast leaves them in the input's dtype; and CPU autocast runs grid sampling and
-reflection padding in fp32, CUDA in the input's dtype. This mode applies CUDA's choice to those functions
+kept in fp32), CPU autocast leaves them in the input's dtype; and CPU autocast runs reflection padding in
+fp32, CUDA in the input's dtype. This mode applies CUDA's choice to those functions
 while CPU autocast is on, so the trace allocates the dtypes a GPU step would. The lists follow PyTorch's
 "CUDA Ops that can autocast to float32" (docs: Automatic Mixed Precision package, autocast op reference).
 """
@@ -28,8 +28,8 @@ CUDA_FP32 = {
     *(torch.exp, T.exp, torch.log, T.log, torch.pow, T.pow, T.__pow__, T.__rpow__, T.__rtruediv__),
     *(torch.rsqrt, T.rsqrt, torch.reciprocal, T.reciprocal, F.softplus),
 }
-# CPU autocast runs them in fp32, CUDA autocast in the input's dtype
-CUDA_INPUT_DTYPE = {F.grid_sample, F.pad}
+# CPU autocast runs them in fp32 (reflection padding), CUDA autocast in the input's dtype
+CUDA_INPUT_DTYPE = {F.pad}
 LOW = (torch.bfloat16, torch.float16)
 _POLICED = CUDA_FP32 | CUDA_INPUT_DTYPE
 

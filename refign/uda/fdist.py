@@ -18,12 +18,10 @@ def downscale_label_ratio(
 
     ``label`` is (B, H, W) with H and W multiples of ``scale``; the result is (B, H/scale, W/scale).
     """
-    lbl = label.clone()
-    lbl[lbl == ignore_index] = num_classes  # the ignore label competes as an extra class
+    lbl = torch.where(label == ignore_index, num_classes, label)  # the ignore label competes as a class
     onehot = F.one_hot(lbl, num_classes + 1).permute(0, 3, 1, 2).float()
     ratio, cls = F.avg_pool2d(onehot, scale, scale).max(dim=1)
-    cls[(cls == num_classes) | (ratio < min_ratio)] = ignore_index
-    return cls
+    return torch.where((cls == num_classes) | (ratio < min_ratio), ignore_index, cls)
 
 
 def feature_distance_mask(
