@@ -62,6 +62,7 @@ class StepEstimate:
     breakdown: dict[str, int]
     before_first_step: int  # bytes live before the first step (networks and batch)
     first_steps_peak: int  # the highest peak over both steps (the first creates the optimiser state)
+    before_steady_step: int  # bytes live before the reported step (networks, batch, optimiser state)
     flops: int  # forward + backward of the steady step
     flops_by_part: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
@@ -230,6 +231,7 @@ def trace_step(cfg: DictConfig, precision: str) -> StepEstimate:
             first = memory.peak
             trainer.step += 1
             memory.reset_peak()
+            steady_start = memory.current
             flop_counter = FlopCounterMode(
                 display=False, custom_mapping={torch.ops.aten.convolution_backward: conv_backward_flop}
             )
@@ -241,6 +243,7 @@ def trace_step(cfg: DictConfig, precision: str) -> StepEstimate:
         breakdown=memory.breakdown(),
         before_first_step=before,
         first_steps_peak=max(first, memory.peak),
+        before_steady_step=steady_start,
         flops=counter.get_total_flops(),
         flops_by_part=parts,
         seconds=time.perf_counter() - start,

@@ -12,8 +12,8 @@ measured figure is the rise of the process's peak resident set (``VmHWM``, reset
 the first step. Refign's configurations align on every step (``refine.adapt_to_ref=false``), as the
 estimate traces them.
 
-Each child runs alone under ``flock /tmp/refign-heavy.lock`` (paper-scale steps take many GiB), and a
-watchdog kills it when its resident set passes ``--max-rss-gb``. Prints one row per configuration.
+Each paper-scale child runs alone under ``flock /tmp/refign-heavy.lock`` (its steps take many GiB), and a
+watchdog kills any child whose resident set passes ``--max-rss-gb``. Prints one row per configuration.
 """
 
 from __future__ import annotations
@@ -84,8 +84,20 @@ def random_batch(cfg: DictConfig, needs_target: bool) -> dict[str, torch.Tensor]
     return batch
 
 
-def measure(cfg: DictConfig, steps: int = 2) -> int:
-    """Bytes the peak resident set rises by over ``steps`` real CPU steps (see the module doc)."""
+def peak_rise(trainer: Trainer, batch: dict[str, torch.Tensor]) -> int:
+    """Bytes the peak resident set rises by during one real step, over the resident set before it (freed
+    memory returned to the system first, so that it does not hide the step's own allocations)."""
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    before = status_kib("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # the peak resident set starts again from now
+    trainer.train_step(batch)
+    trainer.step += 1
+    return (status_kib("VmHWM") - before) * 1024
+
+
+def measure(cfg: DictConfig) -> tuple[int, int]:
+    """The peak rise of the first real CPU step and of the second (see ``peak_rise``)."""
     torch.manual_seed(0)
     random.seed(0)
     info = DistInfo(0, 1, 0, torch.device("cpu"))
@@ -104,14 +116,7 @@ def measure(cfg: DictConfig, steps: int = 2) -> int:
     )
     trainer.method.train()
     batch = random_batch(cfg, build.method_class(cfg).needs_target)
-    gc.collect()
-    ctypes.CDLL("libc.so.6").malloc_trim(0)
-    before = status_kib("VmRSS")
-    Path("/proc/self/clear_refs").write_text("5")  # the peak resident set starts again from now
-    for _ in range(steps):
-        trainer.train_step(batch)
-        trainer.step += 1
-    return (status_kib("VmHWM") - before) * 1024
+    return peak_rise(trainer, batch), peak_rise(trainer, batch)
 
 
 def child(name: str) -> None:
@@ -119,15 +124,22 @@ def child(name: str) -> None:
     cfg = aligning(compose_config(CONFIGS[name]))
     est = trace_step(cfg, "32")
     gc.collect()
-    measured = measure(cfg)
-    estimated = est.first_steps_peak - est.before_first_step
-    print(json.dumps({"name": name, "estimated": estimated, "measured": measured, "trace_s": est.seconds}))
+    first, second = measure(cfg)
+    result = {
+        "name": name,
+        "first": {"estimated": est.first_steps_peak - est.before_first_step, "measured": first},
+        "second": {"estimated": est.peak - est.before_steady_step, "measured": second},
+        "trace_s": est.seconds,
+    }
+    print(json.dumps(result))
 
 
 def run_child(name: str, max_rss_gb: float) -> dict:
-    """One child under the heavy-run lock, killed when its resident set passes ``max_rss_gb``."""
+    """One child, killed when its resident set passes ``max_rss_gb``; paper-scale ones under the heavy-run
+    lock (the synthetic ones stay far below 3 GiB)."""
     with open(LOCK, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        if name not in SYNTHETIC:
+            fcntl.flock(lock, fcntl.LOCK_EX)
         proc = subprocess.Popen(
             [sys.executable, __file__, "--child", name], stdout=subprocess.PIPE, text=True, cwd=ROOT
         )
@@ -148,22 +160,31 @@ def run_child(name: str, max_rss_gb: float) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("names", nargs="*", choices=[[], *CONFIGS], default=SYNTHETIC, metavar="NAME")
+    p.add_argument("names", nargs="*", metavar="NAME", help=f"of {', '.join(CONFIGS)} (default: the synthetic ones)")
     p.add_argument("--max-rss-gb", type=float, default=20.0)
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         return child(args.child)
-    print("| configuration | estimated GiB | measured GiB (CPU RSS rise) | estimate / measured |")
-    print("|---|---|---|---|", flush=True)
+    unknown = set(args.names) - set(CONFIGS)
+    if unknown:
+        p.error(f"unknown configuration(s) {sorted(unknown)}: choose from {', '.join(CONFIGS)}")
+    print(
+        "| configuration | first step: estimated GiB | measured GiB | ratio "
+        "| second step: estimated GiB | measured GiB | ratio |"
+    )
+    print("|---|---|---|---|---|---|---|", flush=True)
     for name in args.names or SYNTHETIC:
         r = run_child(name, args.max_rss_gb)
         if "error" in r:
-            print(f"| {name} | – | {r['error']} | – |", flush=True)
+            print(f"| {name} | – | {r['error']} | – | – | – | – |", flush=True)
             continue
-        ratio = r["estimated"] / r["measured"]
-        print(f"| {name} | {r['estimated'] / GIB:.3f} | {r['measured'] / GIB:.3f} | {ratio:.2f} |", flush=True)
-
+        cells = [
+            f"{r[s]['estimated'] / GIB:.3f} | {r[s]['measured'] / GIB:.3f} | "
+            f"{r[s]['estimated'] / r[s]['measured']:.2f}"
+            for s in ("first", "second")
+        ]
+        print(f"| {name} | {' | '.join(cells)} |", flush=True)
 
 if __name__ == "__main__":
     main()
