@@ -3,10 +3,10 @@ memory and the FLOPs of one training step, estimated without a GPU (docs/estimat
 
 The composed method (student, EMA teacher, frozen ImageNet copy, Refign's matcher, MIC, HRDA's views) is
 built of fake tensors (``FakeTensorMode``: shapes, dtypes and devices, no data), with random initialisation
-instead of its weight files, and the trainer's own ``train_step`` runs twice on a fake batch of the
-configured size: the first step creates the optimiser's state, the second is the steady state that is
-reported. ``LiveMemory`` counts the bytes of live storages and ``FlopCounterMode`` the FLOPs. Nothing is
-computed and no file is read, so the paper's scale traces in seconds on any machine.
+instead of its weight files, and the trainer's own ``train_step`` runs once on a fake batch of the
+configured size, after the optimiser's state has been created (a steady step, not the first).
+``LiveMemory`` counts the bytes of live storages and ``FlopCounterMode`` the FLOPs. Nothing is computed
+and no file is read, so the paper's scale traces in a minute or two of CPU time on any machine.
 """
 
 from __future__ import annotations
@@ -23,13 +23,14 @@ from pathlib import Path
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 from torch._subclasses.fake_tensor import FakeTensorMode, is_fake, unset_fake_temporarily
 from torch.overrides import TorchFunctionMode
 from torch.utils import _pytree as pytree
 from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 
 from refign import build, resolvers
+from refign.alignment.correlation import LocalCorrelation
 from refign.engine.autocast_policy import cuda_autocast_policy
 from refign.engine.dist import DistInfo
 from refign.engine.live_memory import LiveMemory
@@ -39,6 +40,8 @@ from refign.engine.reproducibility import import_targets
 from refign.engine.trainer import PRECISIONS, Trainer, TrainerConfig
 
 log = logging.getLogger("refign.estimate")
+# the matcher's local correlation: counted apart (see ``counted_by_part``) and added to the total
+CORRELATION = "matcher's local correlation"
 resolvers.register()
 GIB = 2**30
 # the estimate's memory categories, in the order they are printed
@@ -60,9 +63,7 @@ class StepEstimate:
     precision: str
     peak: int  # bytes allocated at the steady step's peak
     breakdown: dict[str, int]
-    before_first_step: int  # bytes live before the first step (networks and batch)
-    first_steps_peak: int  # the highest peak over both steps (the first creates the optimiser state)
-    before_steady_step: int  # bytes live before the reported step (networks, batch, optimiser state)
+    before_step: int  # bytes live before the step (networks, batch, optimiser state)
     flops: int  # forward + backward of the steady step
     flops_by_part: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
@@ -103,6 +104,27 @@ class HostFactories(TorchFunctionMode):
                 value = func(*args, **(kwargs or {}))
             return torch.empty(value.shape, dtype=value.dtype, device=value.device)
         return func(*args, **(kwargs or {}))
+
+
+def traceable(cfg: DictConfig) -> DictConfig:
+    """The matcher's local correlation in PyTorch: the compiled ``spatial_correlation_sampler`` reads its
+    inputs' data, which fake tensors do not have (same output; its loop's temporaries are freed at once)."""
+    if "alignment" not in cfg or "force_torch_correlation" not in cfg.alignment:
+        return cfg
+    cfg = cfg.copy()
+    with open_dict(cfg):
+        cfg.alignment.force_torch_correlation = True
+    return cfg
+
+
+def initialise_state(optimizer: torch.optim.Optimizer) -> None:
+    """Create the optimiser's state (AdamW's moments) as the first step would, so that the traced step is
+    a steady one: an update with zero gradients."""
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    for p in params:
+        p.grad = torch.zeros_like(p)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
 
 
 @contextlib.contextmanager
@@ -184,21 +206,36 @@ def counted_by_part(counter: FlopCounterMode, method: torch.nn.Module) -> Iterat
 
         return [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
 
+    def correlation(module, inputs, _output) -> None:
+        # the local correlation's dot products: C multiply-adds per target pixel and displacement, in
+        # elementwise products and sums that the counter does not count
+        b, c, h, w = inputs[1].shape
+        flops["local correlation"] = (
+            flops.get("local correlation", 0) + 2 * b * c * h * w * module.patch_size**2
+        )
+
     handles = [h for name, mods in method_parts(method).items() for m in mods for h in hooks(name, m)]
     handles += hooks("forward", method)
+    handles += [
+        m.register_forward_hook(correlation) for m in method.modules() if isinstance(m, LocalCorrelation)
+    ]
     try:
         yield flops
     finally:
         for h in handles:
             h.remove()
     forward = flops.pop("forward", 0)
+    correlation_flops = flops.pop("local correlation", 0)
     flops["rest of the forward"] = forward - sum(flops.values())
     flops["backward"] = total() - forward
+    if correlation_flops:
+        flops[CORRELATION] = correlation_flops
 
 
 def trace_step(cfg: DictConfig, precision: str) -> StepEstimate:
-    """Build the configured method of fake tensors and trace two training steps (see the module doc)."""
+    """Build the configured method of fake tensors and trace one training step (see the module doc)."""
     start = time.perf_counter()
+    cfg = traceable(cfg)
     info = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
     with FakeTensorMode(allow_non_fake_inputs=True), tempfile.TemporaryDirectory() as tmp:
         with HostFactories():
@@ -224,14 +261,11 @@ def trace_step(cfg: DictConfig, precision: str) -> StepEstimate:
         memory.track([p for p in method.parameters() if id(p) not in trained], "frozen")
         memory.track(method.buffers(), "frozen")
         memory.track(batch.values(), "batch")
-        before = memory.current
         policy = cuda_autocast_policy() if precision != "32" else contextlib.nullcontext()
         with phase_hooks(memory, optimizer), policy, memory:
-            trainer.train_step(batch)  # creates the optimiser state
-            first = memory.peak
-            trainer.step += 1
+            initialise_state(optimizer)
             memory.reset_peak()
-            steady_start = memory.current
+            before = memory.current
             flop_counter = FlopCounterMode(
                 display=False, custom_mapping={torch.ops.aten.convolution_backward: conv_backward_flop}
             )
@@ -242,31 +276,11 @@ def trace_step(cfg: DictConfig, precision: str) -> StepEstimate:
         peak=memory.peak,
         breakdown=memory.breakdown(),
         before_first_step=before,
-        first_steps_peak=max(first, memory.peak),
-        before_steady_step=steady_start,
-        flops=counter.get_total_flops(),
+        before_step=before,
+        flops=counter.get_total_flops() + parts.get(CORRELATION, 0),
         flops_by_part=parts,
         seconds=time.perf_counter() - start,
     )
-
-
-def refign_toggled(cfg: DictConfig) -> DictConfig | None:
-    """``cfg`` with Refign switched the other way (the aligning step when on), or None where the method
-    cannot take it (no self-training)."""
-    other = cfg.copy()
-    with open_dict(other):
-        if other.get("refign", {}).get("enabled"):
-            other.refign.enabled = False
-            other.refine = None
-            return other
-        if not build.method_class(cfg).self_training:
-            return None
-        # refign=on's nodes, as conf/refign/on.yaml composes them
-        other.refign = {"enabled": True}
-        other.refine = OmegaConf.load(Path(__file__).parents[1] / "conf" / "refine" / "refign.yaml")
-        keys = list(other.dataset.train_target.get("load_keys", ["image"]))
-        other.dataset.train_target.load_keys = [*keys, "image_ref"] if "image_ref" not in keys else keys
-    return other
 
 
 def aligning(cfg: DictConfig) -> DictConfig:
@@ -299,12 +313,23 @@ def hours(cfg: DictConfig, flops: int, precision: str) -> float:
     return flops * cfg.trainer.max_steps / rate / 3600
 
 
-def report(cfg: DictConfig, est: StepEstimate, other: StepEstimate | None) -> str:
+def refign_ratio(est: StepEstimate) -> float | None:
+    """FLOPs of an aligning Refign step over those of the same step without Refign, from the trace's parts:
+    without Refign there is no matcher, and the teacher labels the B target images instead of the 2·B
+    target and reference images (its FLOPs are linear in the batch). None without a matcher."""
+    parts = est.flops_by_part
+    if "matcher" not in parts:
+        return None
+    extra = parts["matcher"] + parts.get(CORRELATION, 0) + parts["EMA teacher"] / 2
+    return est.flops / (est.flops - extra)
+
+
+def report(cfg: DictConfig, est: StepEstimate) -> str:
     """The printed summary (estimates, labelled as such)."""
     b, crop = cfg.dataset.batch_size, "×".join(map(str, cfg.dataset.crop_size))
     refign_on = bool(cfg.get("refign", {}).get("enabled"))
     lines = [
-        f"ESTIMATE of one training step (fake-tensor trace, {est.seconds:.1f} s): precision {est.precision}, "
+        f"ESTIMATE of one training step (fake-tensor trace, {est.seconds:.0f} s): precision {est.precision}, "
         f"batch {b} + {b}, crop {crop}{', Refign aligning' if refign_on else ''}",
         *(f"  {label:<56} {gib(est.breakdown.get(key, 0))}" for key, label in CATEGORIES.items()),
         f"  {'peak allocated (≈ torch.cuda.max_memory_allocated)':<56} {gib(est.peak)}",
@@ -315,33 +340,31 @@ def report(cfg: DictConfig, est: StepEstimate, other: StepEstimate | None) -> st
         + ", ".join(f"{k} {v / 1e9:,.0f}" for k, v in est.flops_by_part.items())
         + ")",
     ]
-    if other is not None:
-        with_r, without = (est, other) if refign_on else (other, est)
-        ratio = with_r.flops / without.flops
+    ratio = refign_ratio(est)
+    if ratio is not None:
+        p = cfg.refine.adapt_to_ref_p if cfg.refine.adapt_to_ref else 0.0
         lines.append(
-            f"Refign's FLOP ratio (aligning step / refign=off): {ratio:.2f}× "
-            f"({with_r.flops / 1e9:,.0f} / {without.flops / 1e9:,.0f} GFLOP)"
+            f"Refign's FLOP ratio: {ratio:.2f}× on an aligning step, {(1 - p) * ratio + p:.2f}× per step on "
+            f"average ({p:.0%} of the steps adapt on the references: no matcher, teacher on B images)"
         )
     steps = cfg.trainer.max_steps
+    peak_tflops = cfg.estimate.h100_peak_tflops[est.precision]
     lines.append(
         f"PROJECTION (not a measurement): {hours(cfg, est.flops, est.precision):.1f} h per {steps // 1000}k "
-        f"steps on one H100 at {cfg.estimate.utilization:.0%} of its {cfg.estimate.h100_peak_tflops[est.precision]} "
-        f"TFLOP/s ({est.precision})"
+        f"steps on one H100 at {cfg.estimate.utilization:.0%} of its {peak_tflops} TFLOP/s ({est.precision})"
     )
     return "\n".join(lines)
 
 
 def run(cfg: DictConfig, out_dir: Path) -> dict:
-    """Trace the composed run (and Refign switched the other way), print the report, write estimate.json."""
+    """Trace the composed run, print the report, write estimate.json to out_dir."""
     precision = str(cfg.trainer.precision)
     if precision not in PRECISIONS:
         raise ValueError(f"trainer.precision must be one of {list(PRECISIONS)}, got {precision!r}")
     import_targets(cfg)
     est = trace_step(aligning(cfg), precision)
-    other_cfg = refign_toggled(cfg) if cfg.estimate.refign_ratio else None
-    other = trace_step(aligning(other_cfg), precision) if other_cfg is not None else None
-    print(report(cfg, est, other), flush=True)
-    result = {"estimate": asdict(est), "refign_toggled": asdict(other) if other else None}
+    print(report(cfg, est), flush=True)
+    result = {**asdict(est), "refign_flop_ratio": refign_ratio(est)}
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "estimate.json").write_text(json.dumps(result, indent=1))
     return result

@@ -160,7 +160,9 @@ def run_child(name: str, max_rss_gb: float) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("names", nargs="*", metavar="NAME", help=f"of {', '.join(CONFIGS)} (default: the synthetic ones)")
+    p.add_argument(
+        "names", nargs="*", metavar="NAME", help=f"of {', '.join(CONFIGS)} (default: the synthetic ones)"
+    )
     p.add_argument("--max-rss-gb", type=float, default=20.0)
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -185,6 +187,7 @@ def main() -> None:
             for s in ("first", "second")
         ]
         print(f"| {name} | {' | '.join(cells)} |", flush=True)
+
 
 if __name__ == "__main__":
     main()

@@ -78,7 +78,12 @@ def test_estimate_is_within_20_percent_of_a_measured_step():
     """Synthetic DAFormer + Refign: the estimate of what two steps add to the networks and the batch, against
     the rise of the resident set of a real CPU run of the same two steps (in a fresh process)."""
     out = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "validate_estimate.py"), "--child", "synthetic_daformer_refign"],
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "validate_estimate.py"),
+            "--child",
+            "synthetic_daformer_refign",
+        ],
         capture_output=True,
         text=True,
         check=True,
