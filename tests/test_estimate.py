@@ -3,7 +3,6 @@ by hand, the CUDA autocast policy on a CPU trace, and its figure against memory 
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -75,20 +74,17 @@ def test_cpu_trace_follows_cuda_autocast(fn, dtype):
 
 
 def test_estimate_is_within_20_percent_of_a_measured_step():
-    """Synthetic DAFormer + Refign: the estimate of what two steps add to the networks and the batch, against
-    the rise of the resident set of a real CPU run of the same two steps (in a fresh process)."""
+    """Synthetic DAFormer + Refign: the estimate of what a steady step adds to the networks, batch and
+    optimiser state, against the rise of the resident set of the same real CPU step in a fresh process."""
     out = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "validate_estimate.py"),
-            "--child",
-            "synthetic_daformer_refign",
-        ],
+        [sys.executable, str(ROOT / "scripts" / "validate_estimate.py"), "synthetic_daformer_refign"],
         capture_output=True,
         text=True,
         check=True,
         cwd=ROOT,
     )
-    r = json.loads(out.stdout.strip().splitlines()[-1])
-    assert r["measured"] > 0
-    assert 0.8 <= r["estimated"] / r["measured"] <= 1.2, r
+    row = out.stdout.strip().splitlines()[-1].split("|")
+    assert row[1].strip() == "synthetic_daformer_refign", out.stdout
+    estimated, measured = float(row[2]), float(row[3])
+    assert measured > 0.05  # GiB: the step's activations, not noise
+    assert 0.8 <= estimated / measured <= 1.2, out.stdout
