@@ -14,6 +14,9 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 
 from refign.engine.autocast_policy import cuda_autocast_policy
 from refign.engine.live_memory import LiveMemory
+from refign.estimate import HostFactories
+from refign.models.backbones import mit
+from tests.test_official_numerics import MIT_B0
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -88,3 +91,37 @@ def test_estimate_is_within_20_percent_of_a_measured_step():
     estimated, measured = float(row[2]), float(row[3])
     assert measured > 0.05  # GiB: the step's activations, not noise
     assert 0.8 <= estimated / measured <= 1.2, out.stdout
+
+
+def tiny_mit(checkpoint_activations: bool) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return mit(**MIT_B0, drop_path_rate=0.1, checkpoint_activations=checkpoint_activations).train()
+
+
+def test_checkpointing_the_backbone_changes_no_number():
+    """Same seed, same input: bit-identical features and gradients (DropPath draws the same masks in the
+    recomputation), with or without ``backbone.checkpoint_activations``."""
+    x = torch.randn(2, 3, 64, 64)
+    results = []
+    for flag in (False, True):
+        model = tiny_mit(flag)
+        torch.manual_seed(1)
+        feats = model(x)
+        sum(f.square().mean() for f in feats).backward()
+        results.append(([f.detach() for f in feats], [p.grad for p in model.parameters()]))
+    (f0, g0), (f1, g1) = results
+    assert all(torch.equal(a, b) for a, b in zip(f0, f1, strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(g0, g1, strict=True))
+
+
+def test_checkpointing_the_backbone_lowers_the_estimated_activations():
+    peaks = []
+    for flag in (False, True):
+        with FakeTensorMode(allow_non_fake_inputs=True), HostFactories():
+            model = tiny_mit(flag)
+            x = torch.empty(2, 3, 128, 128)
+            memory = LiveMemory()
+            with memory:
+                sum(f.sum() for f in model(x)).backward()
+        peaks.append(memory.peak)
+    assert peaks[1] < 0.8 * peaks[0], peaks
