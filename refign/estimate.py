@@ -275,7 +275,6 @@ def trace_step(cfg: DictConfig, precision: str) -> StepEstimate:
         precision=precision,
         peak=memory.peak,
         breakdown=memory.breakdown(),
-        before_first_step=before,
         before_step=before,
         flops=counter.get_total_flops() + parts.get(CORRELATION, 0),
         flops_by_part=parts,
