@@ -161,6 +161,33 @@ def build_datasets(cfg: DictConfig, node: str) -> dict[str, Dataset]:
     return {name: instantiate(spec) for name, spec in (cfg.dataset.get(node) or {}).items()}
 
 
+def build_dataset(spec: DictConfig) -> Dataset:
+    """One dataset node as configured (``refign.check_data``: the synthetic sets and matching csvs)."""
+    return instantiate(spec)
+
+
+def dataset_class(spec: DictConfig) -> type:
+    return get_class(spec._target_)
+
+
+def build_listing(spec: DictConfig, split: str, keys: list[str]):
+    """``conditions -> dataset``: a real dataset's split listed with the files of ``keys``, without the
+    loader's pairing check, resize or transform (``refign.check_data`` reports every gap itself)."""
+
+    def listing(conditions: list[str] | None) -> Dataset:
+        return instantiate(
+            spec,
+            split=split,
+            load_keys=keys,
+            conditions=conditions,
+            check_pairs=False,
+            dims=None,
+            transform=None,
+        )
+
+    return listing
+
+
 def check_reference_pairs(target: Dataset) -> None:
     """Refign warps reference onto target pixel for pixel: both must come in the same size."""
     sample = target[0]
