@@ -19,6 +19,7 @@ from refign.alignment.network import AlignmentNetwork
 from refign.alignment.training.method import MatcherTraining, matcher_eval
 from refign.alignment.training.pairs import WarpConsistencyPairs
 from refign.alignment.training.synthetic_warps import WarpConfig
+from refign.data.datasets.synthetic import SyntheticDataset
 from refign.data.loader import merge_domains, step_loader
 from refign.engine import checkpoint
 from refign.engine.checkpoint import mark_rebuilt
@@ -326,6 +327,33 @@ def build_trainer(cfg: DictConfig, run_dir: Path, info: DistInfo) -> Trainer:
         logger=build_logger(cfg, run_dir, info),
         resolved_config=OmegaConf.to_container(cfg, resolve=True),
     )
+
+
+# ---- looking at alignments (refign.align) ------------------------------------------------------------------
+def build_aligner(cfg: DictConfig) -> torch.nn.Module:
+    """The configured matcher in eval mode: a trained one (``alignment.checkpoint``; the synthetic
+    benchmark's default is the shipped CPU-scale matcher) or the ground truth (``alignment=oracle``)."""
+    oracle = getattr(get_object(cfg.alignment._target_), "needs_gt_flow", False)
+    if not oracle and not cfg.alignment.get("checkpoint"):
+        raise ConfigError(
+            "refign.align needs a trained matcher: set alignment.checkpoint=<file> (the released "
+            "uawarpc_megadepth.ckpt with alignment=uawarpc, or one from python -m refign.align_train)"
+        )
+    return instantiate(cfg.alignment).eval()
+
+
+def build_pair_sets(cfg: DictConfig, split: str) -> dict[str, Dataset]:
+    """The sets of ``dataset.<split>`` loading target and reference, and on the synthetic benchmark's
+    target domain the ground-truth flow too."""
+    sets = {}
+    for name, spec in (cfg.dataset.get(split) or {}).items():
+        keys = ["image", "image_ref"]
+        if issubclass(get_class(spec._target_), SyntheticDataset) and spec.get("domain") == "target":
+            keys += ["flow", "flow_valid"]
+        sets[name] = instantiate(spec, load_keys=keys)
+    if not sets:
+        raise ConfigError(f"dataset {cfg.dataset.name!r} has no '{split}' sets to take pairs from")
+    return sets
 
 
 # ---- matcher training (refign.align_train) ---------------------------------------------------------------

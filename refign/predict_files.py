@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from refign.data.classes import NUM_CLASSES, colorize
 from refign.data.io import DatasetError, load_image
-from refign.export import COLOR, TRAINIDS, prepare_dir
+from refign.export import COLOR, TRAINIDS
 from refign.inference import overlay, segment
 from refign.media import InputError, VideoWriter, is_video, list_inputs, read_frames, video_info
 
@@ -81,7 +81,15 @@ def predict_inputs(
     """Predict every image and video ``input_path`` names into ``out_dir``; returns the inputs ``written``
     and those that ``failed``."""
     base, files = list_inputs(input_path)
-    prepare_dir(out_dir, overwrite)
+    taken = [
+        out_dir / f
+        for f in (TRAINIDS, COLOR, OVERLAY)
+        if (out_dir / f).is_dir() and any((out_dir / f).iterdir())
+    ]
+    if taken and not overwrite:
+        raise FileExistsError(
+            f"{taken[0]} already holds predictions; choose another out_dir or set overwrite=true"
+        )
     model.eval()
     log.info("%d input(s) from %s, brought to a short side of %d px", len(files), input_path, short_side)
     written, failed = [], []
