@@ -101,17 +101,17 @@ def check_matching(cfg: DictConfig, check: FileCheck) -> list[Report]:
 
 
 def run(cfg: DictConfig) -> list[Report]:
-    """Check every split, printing each report as it is done, then the summary line."""
+    """Check every split of the dataset (or, with ``align_data=…``, the matcher's data), printing each
+    report as it is done, then the summary line."""
     check = FileCheck(bool(cfg.decode), bool(cfg.label_values), int(cfg.workers))
     start, reports, seen = time.perf_counter(), [], set()
-    for spec in dataset_specs(cfg):
-        for report in check_dataset(cfg, spec, check, seen):
-            print("\n".join(report.lines()), flush=True)
-            reports.append(report)
     if cfg.get("data"):
-        for report in check_matching(cfg, check):
-            print("\n".join(report.lines()), flush=True)
-            reports.append(report)
+        checks = iter(check_matching(cfg, check))
+    else:
+        checks = (r for spec in dataset_specs(cfg) for r in check_dataset(cfg, spec, check, seen))
+    for report in checks:
+        print("\n".join(report.lines()), flush=True)
+        reports.append(report)
     print(summary(reports, time.perf_counter() - start), flush=True)
     return reports
 

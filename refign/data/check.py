@@ -73,6 +73,7 @@ class Report:
 
     title: str
     found: dict[str, int] = field(default_factory=dict)
+    unit: str = "images"  # what ``found`` counts
     expected: dict[str, int] | None = None
     paired: dict[str, list[int]] = field(default_factory=dict)  # key -> [present, listed]
     sizes: Counter = field(default_factory=Counter)  # (H, W) of the images
@@ -80,7 +81,7 @@ class Report:
 
     @property
     def images(self) -> int:
-        return sum(self.found.values())
+        return sum(self.found.values()) if self.unit == "images" else 0
 
     def lines(self) -> list[str]:
         conds = []
@@ -91,7 +92,7 @@ class Report:
         sizes = ", ".join(f"{h}×{w} ×{n}" for (h, w), n in self.sizes.most_common(3))
         sizes += ", …" * (len(self.sizes) > 3)
         status = "OK" if not self.problems else f"{len(self.problems)} problem(s)"
-        head = f"{self.title}: images {', '.join(conds) or 'none'}"
+        head = f"{self.title}: {self.unit} {', '.join(conds) or 'none'}"
         head += f"; {', '.join(pairs)}" * bool(pairs) + f"; sizes {sizes}" * bool(sizes) + f" — {status}"
         return [head, *map(str, self.problems)]
 
@@ -267,7 +268,7 @@ def check_pairs_csv(title: str, dataset, check: FileCheck) -> Report:
     """A RANSAC-Flow matching test set (``CorrespondenceCsv``): rows against the official count, and every
     image it names."""
     want = OFFICIAL_PAIRS.get(dataset.csv_path.name)
-    report = Report(title, expected={"pairs": want} if want else None)
+    report = Report(title, expected={"csv rows": want} if want else None, unit="pairs")
     paths = [
         dataset.image_path(r["scene"], r[k]) for r in dataset.rows for k in ("source_image", "target_image")
     ]
@@ -280,12 +281,13 @@ def check_pairs_csv(title: str, dataset, check: FileCheck) -> Report:
             desc=title,
             leave=False,
             mininterval=1,
+            disable=None,
         ):
-            report.paired["images"][0] += size is not None
-            report.sizes[size] += size is not None
+            if size:
+                report.paired["images"][0] += 1
+                report.sizes[size] += 1
             report.problems += [problem] if problem else []
-    report.sizes = +report.sizes
-    report.found["pairs"] = len(dataset.rows)
+    report.found["csv rows"] = len(dataset.rows)
     if want and want != len(dataset.rows):
         report.problems.append(Problem("count", f"{dataset.csv_path}: {len(dataset.rows)} of {want} pairs"))
     return report
@@ -294,15 +296,15 @@ def check_pairs_csv(title: str, dataset, check: FileCheck) -> Report:
 def check_megadepth_scenes(title: str, root: Path, val_scenes: Sequence[str]) -> Report:
     """MegaDepth's D2-Net scene info: one ``<scene>.0.npz`` per scene (the official validation scenes among
     them) and every image it lists present; only the ``image_paths`` member of each file is read."""
-    report = Report(title)
+    report = Report(title, unit="scenes")
     info = Path(root) / "scene_info"
     files = sorted(info.glob("*.0.npz")) if info.is_dir() else []
     if not files:
         report.problems.append(Problem("missing", f"{info}: no <scene>.0.npz scene info"))
         return report
     scenes = {p.name.split(".")[0] for p in files}
-    report.found = {"scenes": len(files), "validation scenes": len(scenes & set(val_scenes))}
-    report.expected = {"validation scenes": len(val_scenes)}
+    report.found = {"all": len(files), "official validation": len(scenes & set(val_scenes))}
+    report.expected = {"official validation": len(val_scenes)}
     for scene in sorted(set(val_scenes) - scenes):
         report.problems.append(Problem("missing", f"{info / f'{scene}.0.npz'}: official validation scene"))
     listed = present = 0

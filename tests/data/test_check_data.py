@@ -132,3 +132,28 @@ def test_cli_exits_nonzero_against_the_official_counts(tmp_path):
     assert any(line.startswith("ACDC val") and "images fog 2/100, night 3/106" in line for line in lines)
     assert f"{tmp_path}/ACDC/rgb_anon/night/val: 3 of 106 night images (103 missing)" in out.stdout
     assert lines[-1].startswith("check_data: 4 split(s), 27 images")
+
+
+def test_megadepth_scene_info_and_test_csv(tmp_path):
+    root = tmp_path / "MegaDepth"
+    listed = [f"Undistorted/0001/images/{i}.jpg" for i in range(3)]
+    for rel in listed[:2] + ["Test/test1600Pairs/s1/a.jpg"]:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.zeros((6, 8, 3), np.uint8)).save(root / rel)
+    (root / "scene_info").mkdir()
+    paths = np.array([listed[0], None, listed[1], listed[2]], dtype=object)
+    np.savez(root / "scene_info" / "0121.0.npz", image_paths=paths, depth_paths=paths)
+    (root / "Test" / "test1600Pairs.csv").write_text(
+        "scene,source_image,target_image,XA,YA,XB,YB\ns1,a.jpg,b.jpg,1;2,1;2,1;2,1;2\n"
+    )
+    cfg = compose_cfg(["align_data=megadepth", f"paths.data_root={tmp_path}"], "check_data")
+    scenes, csv = run(cfg)
+    assert scenes.found == {"all": 1, "official validation": 1} and scenes.paired == {"images": [2, 3]}
+    assert ("missing", f"{root / listed[2]}: listed in 0121.0.npz") in messages(scenes)
+    assert ("missing", f"{root}/scene_info/0168.0.npz: official validation scene") in messages(scenes)
+    assert len(messages(scenes)) == 1 + 24  # the absent image, and 24 of the 25 validation scenes
+    assert csv.found == {"csv rows": 1} and csv.paired == {"images": [1, 2]}
+    assert messages(csv) == [
+        ("missing", f"{root}/Test/test1600Pairs/s1/b.jpg: file not found"),
+        ("count", f"{root}/Test/test1600Pairs.csv: 1 of 1600 pairs"),
+    ]
