@@ -132,8 +132,5 @@ def test_video_in_overlaid_video_out(synthetic, tmp_path):
     assert len(list((tmp_path / "out/labelTrainIds/drive").iterdir())) == 3
     model, short_side = build.build_predictor(compose_cfg(overrides, "predict"))
     decoded = list(read_frames(video))  # the frames as the decoder gives them (H.264 is lossy)
-    for k in (0, 3):
-        pred = np.asarray(Image.open(tmp_path / f"out/labelTrainIds/drive/{k:06d}.png"))
-        np.testing.assert_array_equal(
-            pred, segment(model.eval(), decoded[k], short_side, torch.device("cpu"))
-        )
+    pred = np.asarray(Image.open(tmp_path / "out/labelTrainIds/drive/000002.png"))
+    np.testing.assert_array_equal(pred, segment(model.eval(), decoded[2], short_side, torch.device("cpu")))
