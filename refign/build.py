@@ -230,10 +230,10 @@ def build_predictor(cfg: DictConfig) -> tuple[Segmentor, int]:
     evaluates on (this composition's when the checkpoint stores none or ``use_checkpoint_config=false``)."""
     state = checkpoint.load(cfg.checkpoint)
     stored = OmegaConf.create(state["config"]) if cfg.use_checkpoint_config and state.get("config") else cfg
-    return _inference_model(cfg, state), int(cfg.get("short_side") or test_short_side(stored.dataset))
+    return _inference_model(cfg, state), int(cfg.get("short_side") or evaluation_short_side(stored.dataset))
 
 
-def test_short_side(dataset: DictConfig) -> int:
+def evaluation_short_side(dataset: DictConfig) -> int:
     """The short side of the images a configuration evaluates on: its first test set's ``dims`` (540 for
     DAFormer's 540×960 ACDC), else that set's native size (HRDA*'s 1080, the synthetic benchmark's
     ``size``) — how the datasets scale target images at test time."""

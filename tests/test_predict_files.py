@@ -134,3 +134,18 @@ def test_video_in_overlaid_video_out(synthetic, tmp_path):
     decoded = list(read_frames(video))  # the frames as the decoder gives them (H.264 is lossy)
     pred = np.asarray(Image.open(tmp_path / "out/labelTrainIds/drive/000002.png"))
     np.testing.assert_array_equal(pred, segment(model.eval(), decoded[2], short_side, torch.device("cpu")))
+
+
+@pytest.mark.parametrize(
+    "overrides,short_side,inference",
+    [
+        (["dataset=acdc"], 540, "whole"),  # DAFormer: ACDC loaded at 540×960
+        (["dataset=dark_zurich"], 540, "whole"),
+        (["experiment=acdc_refign_hrda_star"], 1080, "slide"),  # HRDA*: native size, sliding windows
+        (["dataset=robotcar"], 1024, "whole"),  # evaluated at RobotCar's native 1024×1024
+        ([], 128, "whole"),  # the synthetic benchmark's 128×256 images
+    ],
+)
+def test_the_scale_is_that_of_the_evaluated_images(overrides, short_side, inference):
+    cfg = compose_cfg([*overrides, "checkpoint=unused"], "predict")
+    assert build.evaluation_short_side(cfg.dataset) == short_side and cfg.model.inference == inference
