@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 from PIL import Image
 
 from refign.align import run
@@ -102,3 +103,13 @@ def test_untrained_matcher_is_refused(tmp_path):
     cfg = compose_cfg([*synthetic_overrides(tmp_path), "alignment=uawarpc"], "align")
     with pytest.raises(ConfigError, match="alignment.checkpoint=<file>"):
         run(cfg, tmp_path / "out")
+
+
+@pytest.mark.parametrize("overrides", [[], ["dataset=acdc"]], ids=["synthetic", "acdc"])
+def test_align_and_check_data_read_the_training_composition(overrides):
+    """``alignment=…`` and ``dataset=…`` mean for refign.align and refign.check_data what they mean for
+    training (both inherit train.yaml)."""
+    train = OmegaConf.to_container(compose_cfg(overrides))
+    for entry in ("align", "check_data"):
+        other = OmegaConf.to_container(compose_cfg(overrides, entry))
+        assert other["alignment"] == train["alignment"] and other["dataset"] == train["dataset"], entry
