@@ -29,20 +29,18 @@ from torch.overrides import TorchFunctionMode
 from torch.utils import _pytree as pytree
 from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 
-from refign import build, resolvers
+from refign import build
 from refign.alignment.correlation import LocalCorrelation
 from refign.engine.autocast_policy import cuda_autocast_policy
 from refign.engine.dist import DistInfo
 from refign.engine.live_memory import LiveMemory
 from refign.engine.loggers import MetricLogger
-from refign.engine.optim import build_optimizer, build_scheduler
 from refign.engine.reproducibility import import_targets
 from refign.engine.trainer import PRECISIONS, Trainer, TrainerConfig
 
 log = logging.getLogger("refign.estimate")
 # the matcher's local correlation: counted apart (see ``counted_by_part``) and added to the total
 CORRELATION = "matcher's local correlation"
-resolvers.register()
 GIB = 2**30
 # the estimate's memory categories, in the order they are printed
 CATEGORIES = {
@@ -77,7 +75,7 @@ def fake_batch(cfg: DictConfig, needs_target: bool) -> dict[str, torch.Tensor]:
         "semantic_src": torch.zeros(b, h, w, dtype=torch.long),
     }
     if needs_target:
-        keys = set(cfg.dataset.train_target.get("load_keys", ["image"]))
+        keys = set(build.target_load_keys(cfg))
         batch["image_trg"] = torch.empty(b, 3, h, w)
         if "image_ref" in keys:
             batch["image_ref"] = torch.empty(b, 3, h, w)
@@ -107,13 +105,14 @@ class HostFactories(TorchFunctionMode):
 
 
 def traceable(cfg: DictConfig) -> DictConfig:
-    """The matcher's local correlation in PyTorch: the compiled ``spatial_correlation_sampler`` reads its
-    inputs' data, which fake tensors do not have (same output; its loop's temporaries are freed at once)."""
-    if "alignment" not in cfg or "force_torch_correlation" not in cfg.alignment:
-        return cfg
+    """``cfg`` as the trace runs it: the fused AdamW of a GPU run, and the matcher's local correlation in
+    PyTorch (the compiled ``spatial_correlation_sampler`` reads its inputs' data, which fake tensors do not
+    have; same output, its loop's temporaries are freed at once)."""
     cfg = cfg.copy()
     with open_dict(cfg):
-        cfg.alignment.force_torch_correlation = True
+        cfg.optim.fused = True  # as on a GPU: the update skips a non-finite step without a host read
+        if "force_torch_correlation" in cfg.get("alignment", {}):
+            cfg.alignment.force_torch_correlation = True
     return cfg
 
 
@@ -240,13 +239,12 @@ def trace_step(cfg: DictConfig, precision: str) -> StepEstimate:
     with FakeTensorMode(allow_non_fake_inputs=True), tempfile.TemporaryDirectory() as tmp:
         with HostFactories():
             method = build.build_method(cfg, weight_files=False)
-        optim = {**cfg.optim, "fused": True}  # as on a GPU: no host read of the non-finite flag
-        optimizer = build_optimizer(method, **optim, device=info.device)
+        optimizer = build.build_optimizer(cfg, method)
         trainer = Trainer(
             TrainerConfig(max_steps=cfg.trainer.max_steps, precision=precision, log_every=2**30),
             method,
             optimizer=optimizer,
-            scheduler=build_scheduler(optimizer, max_steps=cfg.trainer.max_steps, **cfg.schedule),
+            scheduler=build.build_schedule(cfg, optimizer),
             batches=lambda _: iter(()),
             evaluate=None,
             dist_info=info,

@@ -45,9 +45,8 @@ sys.path.insert(0, str(ROOT))
 from refign import build  # noqa: E402
 from refign.engine.dist import DistInfo  # noqa: E402
 from refign.engine.loggers import MetricLogger  # noqa: E402
-from refign.engine.optim import build_optimizer, build_scheduler  # noqa: E402
 from refign.engine.trainer import Trainer, TrainerConfig  # noqa: E402
-from refign.estimate import aligning, trace_step  # noqa: E402
+from refign.estimate import aligning, trace_step, traceable  # noqa: E402
 
 LOCK = "/tmp/refign-heavy.lock"
 MMAP_THRESHOLD = 128 * 1024  # glibc's initial value, kept fixed
@@ -85,7 +84,7 @@ def random_batch(cfg: DictConfig, needs_target: bool) -> dict[str, torch.Tensor]
     }
     if needs_target:
         batch["image_trg"] = torch.randn(b, 3, h, w, generator=g)
-        if "image_ref" in cfg.dataset.train_target.get("load_keys", []):
+        if "image_ref" in build.target_load_keys(cfg):
             batch["image_ref"] = torch.randn(b, 3, h, w, generator=g)
     return batch
 
@@ -108,12 +107,12 @@ def measure(cfg: DictConfig) -> int:
     random.seed(0)
     info = DistInfo(0, 1, 0, torch.device("cpu"))
     method = build.build_method(cfg, weight_files=False)
-    optimizer = build_optimizer(method, **{**cfg.optim, "fused": True}, device=info.device)
+    optimizer = build.build_optimizer(cfg, method)
     trainer = Trainer(
         TrainerConfig(max_steps=cfg.trainer.max_steps, log_every=2**30),
         method,
         optimizer=optimizer,
-        scheduler=build_scheduler(optimizer, max_steps=cfg.trainer.max_steps, **cfg.schedule),
+        scheduler=build.build_schedule(cfg, optimizer),
         batches=lambda _: iter(()),
         evaluate=None,
         dist_info=info,
@@ -128,7 +127,7 @@ def measure(cfg: DictConfig) -> int:
 
 def child(name: str) -> None:
     """Estimate, then measure, one configuration; prints its result as one JSON line."""
-    cfg = aligning(compose_config(CONFIGS[name]))
+    cfg = traceable(aligning(compose_config(CONFIGS[name])))  # the same fused AdamW and correlation
     est = trace_step(cfg, "32")
     gc.collect()
     estimated = est.peak - est.before_step
