@@ -26,7 +26,6 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 from torch._subclasses.fake_tensor import FakeTensorMode, is_fake, unset_fake_temporarily
 from torch.overrides import TorchFunctionMode
-from torch.utils import _pytree as pytree
 from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 
 from refign import build
@@ -92,7 +91,8 @@ class HostFactories(TorchFunctionMode):
     tensors (their values are never read)."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        tensors = [t for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+        # top-level arguments only: a deep copy passes its whole memo along
+        tensors = [t for t in (*args, *(kwargs or {}).values()) if isinstance(t, torch.Tensor)]
         on_real = bool(tensors) and not any(is_fake(t) for t in tensors)
         if func in (torch.linspace, torch.arange) or on_real:
             with unset_fake_temporarily():
