@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig
 
 from refign import build
 from refign.alignment.oracle import GroundTruthFlow
@@ -155,7 +156,7 @@ def workspace(tmp_path_factory) -> Path:
     return root
 
 
-def compose_point(entry: str, point: list[str], workspace: Path, monkeypatch) -> object:
+def compose_point(entry: str, point: list[str], workspace: Path, monkeypatch) -> DictConfig:
     """The configuration a README command composes, run from ``workspace``, with sizes shrunk."""
     monkeypatch.chdir(workspace)
     monkeypatch.setenv("REFIGN_DATA_DIR", str(workspace / "data"))
@@ -173,7 +174,7 @@ def compose_point(entry: str, point: list[str], workspace: Path, monkeypatch) ->
     return compose_cfg([*point, *where, *shrink], CONFIG_OF_ENTRY[entry])
 
 
-def check_training(cfg, point: list[str]) -> None:
+def check_training(cfg: DictConfig, point: list[str]) -> None:
     """Build what ``refign.train`` builds before its first step, and check that the words of the command took
     effect: Refign unless ``refign=off``, a method without pseudo-labels or an experiment without it; MIC with
     ``mic=on`` or a MIC experiment; HRDA with ``uda=hrda`` or an HRDA experiment; the ground-truth flow with
@@ -197,7 +198,7 @@ def check_training(cfg, point: list[str]) -> None:
         assert isinstance(method.pseudo_labeler.aligner, GroundTruthFlow) and "flow" in target[0]
 
 
-def check_inference(cfg, entry: str) -> None:
+def check_inference(cfg: DictConfig, entry: str) -> None:
     """``refign.evaluate`` and ``refign.predict`` rebuild the network from the checkpoint, then read a split:
     the split must have datasets on the user's data, and a checkpoint of a training run must lie where
     ``refign.train`` writes its runs."""
