@@ -16,18 +16,16 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from refign import build, resolvers
+from refign import build
 from refign.engine import dist
 from refign.export import DEFAULT_FORMAT, SERVER_FORMATS, make_archive, predict_dataset
 
 log = logging.getLogger("refign.predict")
-resolvers.register()  # before Hydra resolves the sweep folder names (conf/hydra/default.yaml)
 
 
 def run(cfg: DictConfig, out_dir: Path) -> dict[str, Path]:
     """Predictions and one archive per dataset under ``out_dir``; returns the archives by dataset name."""
-    info = dist.setup(cfg.trainer.device)
-    try:
+    with dist.session(cfg.trainer.device) as info:
         if info.distributed:
             raise RuntimeError("refign.predict runs on one process; launch it without torchrun")
         datasets = build.build_datasets(cfg, "predict")
@@ -50,8 +48,6 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Path]:
                 f" (upload it to {fmt.url})" * bool(fmt.url),
             )
         return archives
-    finally:
-        dist.teardown()
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="predict")

@@ -15,7 +15,7 @@ spec.loader.exec_module(import_graph)
 
 # the documented layers; a package may import only packages of a strictly lower layer
 LAYERS = {
-    "refign": 0,
+    "refign": 1,  # the package root registers the resolvers on import
     "imaging": 0,
     "resolvers": 0,
     "models": 1,
