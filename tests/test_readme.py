@@ -49,7 +49,7 @@ TINY_PAPER = [
     "dataset.source_dims=[64,128]",
     "dataset.target_dims=[64,128]",
     "dataset.crop_size=[64,64]",
-    "dataset.rcs_min_pixels=1",
+    "dataset.rcs.min_pixels=1",
 ]
 TINY_HRDA = ["model.attention_channels=16", "model.crop_size=[64,64]", "model.stride=[32,32]"]
 # the synthetic benchmark's data, shrunk: two generated images per set, in the shared test cache
