@@ -166,12 +166,14 @@ def compose_point(entry: str, point: list[str], workspace: Path, monkeypatch) ->
         f"paths.pretrained_dir={workspace}/pretrained_models",
     ]
     cfg = compose_cfg([*point, *where], CONFIG_OF_ENTRY[entry])
-    if entry == "align_train":
-        return cfg
-    shrink = TINY_SYNTHETIC if cfg.dataset.name == "synthetic" else TINY_PAPER
-    if cfg.model._target_.endswith("HRDASegmentor") and cfg.dataset.name != "synthetic":
-        shrink = [*shrink, *TINY_HRDA]
-    return compose_cfg([*point, *where, *shrink], CONFIG_OF_ENTRY[entry])
+    if (
+        entry != "align_train"
+    ):  # shrunk after composition, as command-line overrides would (struct: no new keys)
+        shrink = TINY_SYNTHETIC if cfg.dataset.name == "synthetic" else TINY_PAPER
+        if cfg.model._target_.endswith("HRDASegmentor") and cfg.dataset.name != "synthetic":
+            shrink = [*shrink, *TINY_HRDA]
+        cfg.merge_with_dotlist(shrink)
+    return cfg
 
 
 def check_training(cfg: DictConfig, point: list[str]) -> None:
