@@ -19,6 +19,7 @@ from refign.alignment.network import AlignmentNetwork
 from refign.alignment.training.method import MatcherTraining, matcher_eval
 from refign.alignment.training.pairs import WarpConsistencyPairs
 from refign.alignment.training.synthetic_warps import WarpConfig
+from refign.data.datasets.synthetic import SyntheticDataset
 from refign.data.loader import merge_domains, step_loader
 from refign.engine import checkpoint
 from refign.engine.dist import DistInfo
@@ -172,6 +173,33 @@ def build_datasets(cfg: DictConfig, node: str) -> dict[str, Dataset]:
     return {name: instantiate(spec) for name, spec in (cfg.dataset.get(node) or {}).items()}
 
 
+def build_dataset(spec: DictConfig) -> Dataset:
+    """One dataset node as configured (``refign.check_data``: the synthetic sets and matching csvs)."""
+    return instantiate(spec)
+
+
+def dataset_class(spec: DictConfig) -> type:
+    return get_class(spec._target_)
+
+
+def build_listing(spec: DictConfig, split: str, keys: list[str]):
+    """``conditions -> dataset``: a real dataset's split listed with the files of ``keys``, without the
+    loader's pairing check, resize or transform (``refign.check_data`` reports every gap itself)."""
+
+    def listing(conditions: list[str] | None) -> Dataset:
+        return instantiate(
+            spec,
+            split=split,
+            load_keys=keys,
+            conditions=conditions,
+            check_pairs=False,
+            dims=None,
+            transform=None,
+        )
+
+    return listing
+
+
 def check_reference_pairs(target: Dataset) -> None:
     """Refign warps reference onto target pixel for pixel: both must come in the same size."""
     sample = target[0]
@@ -203,7 +231,32 @@ MODEL_NODES = ("backbone", "head", "model")
 def build_inference_model(cfg: DictConfig) -> Segmentor:
     """The inference network of a training checkpoint: only the segmentor is rebuilt (no method, no matcher)
     and its weights are loaded strictly."""
+    return _inference_model(cfg, checkpoint.load(cfg.checkpoint))
+
+
+def build_predictor(cfg: DictConfig) -> tuple[Segmentor, int]:
+    """The inference network and the short side its pictures are brought to (``refign.predict input=…``):
+    ``cfg.short_side`` when set, else that of the target images the checkpoint's own configuration
+    evaluates on (this composition's when the checkpoint stores none or ``use_checkpoint_config=false``)."""
     state = checkpoint.load(cfg.checkpoint)
+    stored = OmegaConf.create(state["config"]) if cfg.use_checkpoint_config and state.get("config") else cfg
+    return _inference_model(cfg, state), int(cfg.get("short_side") or evaluation_short_side(stored.dataset))
+
+
+def evaluation_short_side(dataset: DictConfig) -> int:
+    """The short side of the images a configuration evaluates on: its first test set's ``dims`` (540 for
+    DAFormer's 540×960 ACDC), else that set's native size (HRDA*'s 1080, the synthetic benchmark's
+    ``size``) — how the datasets scale target images at test time."""
+    node = next(iter((dataset.get("test") or dataset.get("val") or {None: None}).values()))
+    if node is None:
+        raise ConfigError(
+            f"dataset {dataset.get('name')!r} has no test or val set to take the scale from: set short_side"
+        )
+    dims = node.get("dims") or node.get("size") or get_class(node._target_).orig_dims
+    return int(min(dims))
+
+
+def _inference_model(cfg: DictConfig, state: dict) -> Segmentor:
     weights = checkpoint.segmentor_state(state, str(cfg.checkpoint))
     if cfg.use_checkpoint_config and state.get("config"):
         stored = OmegaConf.create(state["config"])
@@ -288,6 +341,33 @@ def build_trainer(cfg: DictConfig, run_dir: Path, info: DistInfo) -> Trainer:
         logger=build_logger(cfg, run_dir, info),
         resolved_config=OmegaConf.to_container(cfg, resolve=True),
     )
+
+
+# ---- looking at alignments (refign.align) ------------------------------------------------------------------
+def build_aligner(cfg: DictConfig) -> torch.nn.Module:
+    """The configured matcher in eval mode: a trained one (``alignment.checkpoint``; the synthetic
+    benchmark's default is the shipped CPU-scale matcher) or the ground truth (``alignment=oracle``)."""
+    oracle = getattr(get_object(cfg.alignment._target_), "needs_gt_flow", False)
+    if not oracle and not cfg.alignment.get("checkpoint"):
+        raise ConfigError(
+            "refign.align needs a trained matcher: set alignment.checkpoint=<file> (the released "
+            "uawarpc_megadepth.ckpt with alignment=uawarpc, or one from python -m refign.align_train)"
+        )
+    return instantiate(cfg.alignment).eval()
+
+
+def build_pair_sets(cfg: DictConfig, split: str) -> dict[str, Dataset]:
+    """The sets of ``dataset.<split>`` loading target and reference, and on the synthetic benchmark's
+    target domain the ground-truth flow too."""
+    sets = {}
+    for name, spec in (cfg.dataset.get(split) or {}).items():
+        keys = ["image", "image_ref"]
+        if issubclass(get_class(spec._target_), SyntheticDataset) and spec.get("domain") == "target":
+            keys += ["flow", "flow_valid"]
+        sets[name] = instantiate(spec, load_keys=keys)
+    if not sets:
+        raise ConfigError(f"dataset {cfg.dataset.name!r} has no '{split}' sets to take pairs from")
+    return sets
 
 
 # ---- matcher training (refign.align_train) ---------------------------------------------------------------
