@@ -28,6 +28,7 @@ from omegaconf import DictConfig
 
 from refign import build
 from refign.alignment.oracle import GroundTruthFlow
+from refign.check_data import dataset_specs
 from refign.data.datasets.bdd100k_night import night_list
 from refign.models.backbones import mit
 from refign.refine.pseudo_labeler import RefignPseudoLabeler
@@ -38,7 +39,14 @@ from tests.data import trees
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
-CONFIG_OF_ENTRY = {"train": "train", "evaluate": "eval", "predict": "predict", "align_train": "align_train"}
+CONFIG_OF_ENTRY = {
+    "train": "train",
+    "evaluate": "eval",
+    "predict": "predict",
+    "align_train": "align_train",
+    "check_data": "check_data",
+    "align": "align",
+}
 PLACEHOLDER = re.compile(r"<[^<>]+>")  # <date>, <run>: parts of a path the user fills in
 # the MiT of the paper scale, shrunk (same stages and heads); the DAFormer head and HRDA's attention narrowed
 TINY_MIT = dict(embed_dims=8, num_layers=[1, 1, 1, 1], num_heads=[1, 2, 5, 8], sr_ratios=[8, 4, 2, 1])
@@ -166,9 +174,8 @@ def compose_point(entry: str, point: list[str], workspace: Path, monkeypatch) ->
         f"paths.pretrained_dir={workspace}/pretrained_models",
     ]
     cfg = compose_cfg([*point, *where], CONFIG_OF_ENTRY[entry])
-    if (
-        entry != "align_train"
-    ):  # shrunk after composition, as command-line overrides would (struct: no new keys)
+    # shrunk after composition, as command-line overrides would be (struct mode: no new keys)
+    if entry in ("train", "evaluate", "predict"):
         shrink = TINY_SYNTHETIC if cfg.dataset.name == "synthetic" else TINY_PAPER
         if cfg.model._target_.endswith("HRDASegmentor") and cfg.dataset.name != "synthetic":
             shrink = [*shrink, *TINY_HRDA]
@@ -205,8 +212,9 @@ def check_inference(cfg: DictConfig, entry: str) -> None:
     the split must have datasets on the user's data, and a checkpoint of a training run must lie where
     ``refign.train`` writes its runs."""
     split = cfg.split if entry == "evaluate" else "predict"
-    datasets = build.build_datasets(cfg, split)
-    assert datasets and all(len(d) > 0 for d in datasets.values()), f"no {split} data"
+    if not cfg.get("input"):  # predict input=…: the user's own files
+        datasets = build.build_datasets(cfg, split)
+        assert datasets and all(len(d) > 0 for d in datasets.values()), f"no {split} data"
     ckpt = str(cfg.checkpoint)
     if "/runs/" in ckpt:
         train_runs = f"outputs/{compose_cfg([], 'train').task_name}/runs/"
@@ -238,6 +246,14 @@ def test_refign_command_starts(command, point, workspace, monkeypatch):
         assert build.build_matcher(cfg) is not None
         if cfg.mode == "train":
             build.stage_cfg(cfg)
+    elif (
+        entry == "check_data"
+    ):  # every folder it walks exists in the user's layout (the counts are the data's)
+        for spec in dataset_specs(cfg):
+            assert "root" not in spec or Path(spec.root).is_dir(), spec.root
+    elif entry == "align":  # the matcher, and without target/reference the dataset's pairs
+        build.build_aligner(cfg)
+        assert cfg.target or build.build_pair_sets(cfg, cfg.split)
     else:
         check_inference(cfg, entry)
 
