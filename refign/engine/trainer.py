@@ -271,6 +271,8 @@ class Trainer:
                 f"last good state kept in {self.run_dir / 'checkpoints'}"
             )
         means["lr"] = self.optimizer.param_groups[0]["lr"]
+        if self.dist.device.type == "cuda":  # the GPU memory the run needs, as mmcv's logger reports it
+            means["cuda_peak_gib"] = torch.cuda.max_memory_allocated(self.dist.device) / 2**30
         bar.set_postfix({k: f"{v:.3g}" for k, v in means.items() if k.startswith("loss")})
         self.logger.log({f"train/{k}": v for k, v in means.items()}, self.step)
 
