@@ -15,7 +15,8 @@ crop, batch, matcher and inference mode:
 3. ``predict``: ``python -m refign.predict`` on its test split, writing the test-server archive.
 
 Each phase is a child process: its CPU seconds (user + system, of it and its data workers), wall seconds and
-peak resident memory (``ru_maxrss`` from ``wait4``) are measured, and a watchdog kills it if any of its
+peak resident memory (``ru_maxrss`` from ``wait4``,
+forked from a small launcher so that this script's own memory does not count) are measured, and a watchdog kills it if any of its
 processes passes ``--max-rss-gb``. One Markdown row per experiment is printed and merged into
 ``OUT/dry_run.md`` and ``OUT/dry_run.json`` (rows of earlier invocations with the same OUT are kept, so
 experiments can be run one at a time). Missing pretrained files are an error naming them unless
@@ -84,23 +85,42 @@ def group_rss(pgid: int) -> dict[int, int]:
     return rss
 
 
+# A child's ru_maxrss counts the memory of the process it was forked from until its exec: the phase is
+# forked from this small launcher (not from this script, which holds torch), which reports its rusage.
+LAUNCHER = """
+import json, os, sys
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[2], sys.argv[2:])
+_, status, ru = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as f:
+    json.dump({"cpu_s": ru.ru_utime + ru.ru_stime, "maxrss_kib": ru.ru_maxrss}, f)
+sys.exit(os.waitstatus_to_exitcode(status) % 256)
+"""
+
+
 def run_phase(cmd: list[str], log_path: Path, max_rss: float, trace_path: Path | None = None) -> Phase:
     """Run ``cmd`` in its own process group with its output in ``log_path``; kill the group as soon as one of
-    its processes is above ``max_rss`` bytes. ``trace_path`` gets ``seconds,rss_gib`` samples of the main
-    process (every 0.5 s)."""
+    its processes is above ``max_rss`` bytes. ``trace_path`` gets ``seconds,rss_gib`` samples of the phase's
+    largest process (every 0.5 s)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    usage_path = log_path.with_suffix(".rusage.json")
+    usage_path.unlink(missing_ok=True)
     killed: list[float] = []
     start = time.perf_counter()
     with log_path.open("w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
+        launcher = [sys.executable, "-S", "-c", LAUNCHER, str(usage_path), *cmd]
+        proc = subprocess.Popen(
+            launcher, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True
+        )
         done = threading.Event()
 
         def watch() -> None:
             trace = trace_path.open("w") if trace_path else None
             while not done.wait(0.5):
                 rss = group_rss(proc.pid)
-                if trace and proc.pid in rss:
-                    trace.write(f"{time.perf_counter() - start:.1f},{rss[proc.pid] / GIB:.3f}\n")
+                if trace and rss:
+                    trace.write(f"{time.perf_counter() - start:.1f},{max(rss.values()) / GIB:.3f}\n")
                 if rss and max(rss.values()) > max_rss:
                     killed.append(max(rss.values()) / GIB)
                     os.killpg(proc.pid, signal.SIGKILL)
@@ -110,12 +130,11 @@ def run_phase(cmd: list[str], log_path: Path, max_rss: float, trace_path: Path |
 
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        rc = proc.wait()
         done.set()
         watcher.join()
     wall = time.perf_counter() - start
-    rc = proc.returncode
+    usage = json.loads(usage_path.read_text()) if usage_path.is_file() else {"cpu_s": 0.0, "maxrss_kib": 0}
     verdict = (
         f"killed (RSS {killed[0]:.1f} > {max_rss / GIB:.0f} GiB)"
         if killed
@@ -123,7 +142,7 @@ def run_phase(cmd: list[str], log_path: Path, max_rss: float, trace_path: Path |
         if rc == 0
         else f"failed (rc {rc})"
     )
-    return Phase(verdict, wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024 / GIB, str(log_path))
+    return Phase(verdict, wall, usage["cpu_s"], usage["maxrss_kib"] * 1024 / GIB, str(log_path))
 
 
 # ---- one experiment ---------------------------------------------------------------------------------------
@@ -132,6 +151,7 @@ class Row:
     experiment: str
     batch: str
     random_weights: bool
+    commit: str
     s_per_step: float | None = None
     miou: float | None = None
     archive: str | None = None
@@ -153,6 +173,21 @@ def weight_files(cfg: DictConfig) -> dict[str, str]:
         files["alignment.checkpoint"] = cfg.alignment.get("checkpoint")
         files["alignment.vgg_weights"] = cfg.alignment.get("vgg_weights")
     return {k: str(v) for k, v in files.items() if v}
+
+
+def code_version() -> str:
+    """The checkout's commit, ``+`` when it has uncommitted changes: each row says which code it measured."""
+    git = ["git", "-C", str(ROOT)]
+    try:
+        commit = subprocess.run(
+            [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        )
+        dirty = subprocess.run(
+            [*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit.stdout.strip() + ("+" if dirty.stdout.strip() else "")
 
 
 def step_seconds(metrics: Path) -> float | None:
@@ -199,7 +234,8 @@ class DryRun:
     def run(self, name: str, cfg: DictConfig) -> Row:
         paper = compose_experiment(name, []).dataset.batch_size
         ran = cfg.dataset.batch_size
-        row = Row(name, f"{ran}" if ran == paper else f"{ran} (paper {paper})", self.args.random_weights)
+        batch = f"{ran}" if ran == paper else f"{ran} (paper {paper})"
+        row = Row(name, batch, self.args.random_weights, code_version())
         folder = self.out / name
         py = [sys.executable, "-m"]
         overrides = [f"experiment={name}", *self.common, *self.extra]

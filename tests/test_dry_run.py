@@ -17,6 +17,7 @@ from refign.data.synthetic.trees import write_tree
 SCRIPT = Path(__file__).parents[1] / "scripts" / "dry_run.py"
 spec = importlib.util.spec_from_file_location("dry_run", SCRIPT)
 dry_run = importlib.util.module_from_spec(spec)
+sys.modules["dry_run"] = dry_run  # its dataclasses look their module up
 spec.loader.exec_module(dry_run)
 GIB = 2**30
 
