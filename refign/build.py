@@ -200,6 +200,9 @@ def build_inference_model(cfg: DictConfig) -> Segmentor:
         with open_dict(cfg):
             for node in MODEL_NODES:
                 cfg[node] = stored[node]
+            # checkpoints from before model.slide_batch: their batched_slide=true ran every window in one
+            # pass; they now get the default (docs/performance.md#eval-memory), the logits are the same
+            cfg.model.pop("batched_slide", None)
             cfg.dataset.num_classes = stored.dataset.num_classes
     with open_dict(cfg):  # every weight comes from the checkpoint: do not read the initialisation files
         cfg.backbone.pretrained = None
