@@ -15,10 +15,10 @@ crop, batch, matcher and inference mode:
 3. ``predict``: ``python -m refign.predict`` on its test split, writing the test-server archive.
 
 Each phase is a child process: its CPU seconds (user + system, of it and its data workers), wall seconds and
-peak resident memory (``ru_maxrss`` from ``wait4``,
-forked from a small launcher so that this script's own memory does not count) are measured, and a watchdog kills it if any of its
-processes passes ``--max-rss-gb``. One Markdown row per experiment is printed and merged into
-``OUT/dry_run.md`` and ``OUT/dry_run.json`` (rows of earlier invocations with the same OUT are kept, so
+peak resident memory (``ru_maxrss`` from ``wait4``, forked from a small launcher so that this script's own
+memory does not count) are measured; a watchdog samples the memory of its process group (total PSS: the
+phase with its data workers, the "group" peak) and kills the group above ``--max-rss-gb``. One Markdown row
+per experiment is printed and merged into ``OUT/dry_run.md`` and ``OUT/dry_run.json`` (rows of earlier invocations with the same OUT are kept, so
 experiments can be run one at a time). Missing pretrained files are an error naming them unless
 ``--random-weights``, which writes random weights into ``OUT/random_weights/`` (as ``paths.pretrained_dir``)
 and marks every printed line. ``--lock FILE`` holds an exclusive ``flock`` on FILE for each experiment (on
@@ -65,24 +65,31 @@ class Phase:
     status: str
     wall_s: float
     cpu_s: float
-    peak_gib: float
+    peak_gib: float  # the phase's own process: ru_maxrss
+    group_peak_gib: float  # the phase with its data workers: total PSS, sampled every 0.5 s
     log: str
 
 
-def group_rss(pgid: int) -> dict[int, int]:
-    """Resident bytes of every process in the process group ``pgid`` (the phase and its data workers)."""
-    rss = {}
+def group_memory(pgid: int) -> tuple[int, int]:
+    """(largest resident set, total proportional set size) in bytes over the process group ``pgid`` (the phase
+    and its data workers). PSS splits shared pages between the processes that map them, so the total is the
+    physical memory the group holds — what runs a machine out of memory, e.g. pages copied on write between
+    a trainer and workers forked from it."""
+    largest = total = 0
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         try:
             with open(f"/proc/{entry.name}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:  # gone meanwhile
+            if int(fields[2]) != pgid:  # fields after "(comm)": state, ppid, pgrp, …
+                continue
+            with open(f"/proc/{entry.name}/smaps_rollup") as f:
+                pss = sum(int(line.split()[1]) for line in f if line.startswith("Pss:")) * 1024
+        except (OSError, ValueError):  # gone meanwhile
             continue
-        if int(fields[2]) == pgid:  # fields after "(comm)": state, ppid, pgrp, …, rss is field 24 (index 21)
-            rss[int(entry.name)] = int(fields[21]) * PAGE
-    return rss
+        largest, total = max(largest, int(fields[21]) * PAGE), total + pss
+    return largest, total
 
 
 # A child's ru_maxrss counts the memory of the process it was forked from until its exec: the phase is
@@ -100,13 +107,14 @@ sys.exit(os.waitstatus_to_exitcode(status) % 256)
 
 
 def run_phase(cmd: list[str], log_path: Path, max_rss: float, trace_path: Path | None = None) -> Phase:
-    """Run ``cmd`` in its own process group with its output in ``log_path``; kill the group as soon as one of
-    its processes is above ``max_rss`` bytes. ``trace_path`` gets ``seconds,rss_gib`` samples of the phase's
-    largest process (every 0.5 s)."""
+    """Run ``cmd`` in its own process group with its output in ``log_path``; kill the group as soon as its
+    processes together hold more than ``max_rss`` bytes (total PSS). ``trace_path`` gets
+    ``seconds,largest_rss_gib,group_pss_gib`` samples (every 0.5 s)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     usage_path = log_path.with_suffix(".rusage.json")
     usage_path.unlink(missing_ok=True)
     killed: list[float] = []
+    group_peak = [0]
     start = time.perf_counter()
     with log_path.open("w") as log:
         launcher = [sys.executable, "-S", "-c", LAUNCHER, str(usage_path), *cmd]
@@ -118,11 +126,12 @@ def run_phase(cmd: list[str], log_path: Path, max_rss: float, trace_path: Path |
         def watch() -> None:
             trace = trace_path.open("w") if trace_path else None
             while not done.wait(0.5):
-                rss = group_rss(proc.pid)
-                if trace and rss:
-                    trace.write(f"{time.perf_counter() - start:.1f},{max(rss.values()) / GIB:.3f}\n")
-                if rss and max(rss.values()) > max_rss:
-                    killed.append(max(rss.values()) / GIB)
+                largest, total = group_memory(proc.pid)
+                group_peak[0] = max(group_peak[0], total)
+                if trace and total:
+                    trace.write(f"{time.perf_counter() - start:.1f},{largest / GIB:.3f},{total / GIB:.3f}\n")
+                if total > max_rss:
+                    killed.append(total / GIB)
                     os.killpg(proc.pid, signal.SIGKILL)
                     break
             if trace:
@@ -142,7 +151,8 @@ def run_phase(cmd: list[str], log_path: Path, max_rss: float, trace_path: Path |
         if rc == 0
         else f"failed (rc {rc})"
     )
-    return Phase(verdict, wall, usage["cpu_s"], usage["maxrss_kib"] * 1024 / GIB, str(log_path))
+    peak = usage["maxrss_kib"] * 1024 / GIB
+    return Phase(verdict, wall, usage["cpu_s"], peak, group_peak[0] / GIB, str(log_path))
 
 
 # ---- one experiment ---------------------------------------------------------------------------------------
@@ -281,7 +291,7 @@ class DryRun:
 # ---- the table --------------------------------------------------------------------------------------------
 HEADER = (
     "| experiment | batch | weights | status | s/step | train CPU s | train peak GiB | eval CPU s | eval peak GiB "
-    "| val mIoU | predict CPU s | predict peak GiB | archive |"
+    "| val mIoU | predict CPU s | predict peak GiB | archive | commit |"
 )
 
 
@@ -291,6 +301,13 @@ def format_row(row: dict) -> str:
     def cell(phase: str, key: str, fmt: str) -> str:
         return format(ph[phase][key], fmt) if phase in ph else "–"
 
+    def peak(phase: str) -> str:
+        """The phase's process, and in brackets the phase with its data workers where they add 0.1 GiB."""
+        if phase not in ph:
+            return "–"
+        own, group = ph[phase]["peak_gib"], ph[phase]["group_peak_gib"]
+        return f"{own:.1f}" + (f" ({group:.1f})" if group > own + 0.1 else "")
+
     status = next((f"{p}: {v['status']}" for p, v in ph.items() if v["status"] != "ok"), "ok")
     fields = [
         row["experiment"],
@@ -299,13 +316,14 @@ def format_row(row: dict) -> str:
         status,
         f"{row['s_per_step']:.0f}" if row["s_per_step"] is not None else "–",
         cell("train", "cpu_s", ".0f"),
-        cell("train", "peak_gib", ".1f"),
+        peak("train"),
         cell("evaluate", "cpu_s", ".0f"),
-        cell("evaluate", "peak_gib", ".1f"),
+        peak("evaluate"),
         f"{row['miou']:.2f}" if row["miou"] is not None else "–",
         cell("predict", "cpu_s", ".0f"),
-        cell("predict", "peak_gib", ".1f"),
+        peak("predict"),
         row["archive"] or "–",
+        row["commit"],
     ]
     return "| " + " | ".join(fields) + " |"
 
@@ -351,7 +369,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     )
     p.add_argument("--batch-size", type=int, default=None, help="images per domain (default: the paper's)")
     p.add_argument("--steps", type=int, default=2)
-    p.add_argument("--max-rss-gb", type=float, default=21.0, help="the watchdog's limit per process (GiB)")
+    p.add_argument(
+        "--max-rss-gb", type=float, default=21.0, help="the watchdog's limit, a phase with its workers (GiB)"
+    )
     p.add_argument("--lock", type=Path, default=None, help="flock this file around each experiment")
     argv = sys.argv[1:] if argv is None else argv
     split = argv.index("--") if "--" in argv else len(argv)
