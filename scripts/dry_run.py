@@ -305,7 +305,8 @@ def format_row(row: dict) -> str:
         """The phase's process, and in brackets the phase with its data workers where they add 0.1 GiB."""
         if phase not in ph:
             return "–"
-        own, group = ph[phase]["peak_gib"], ph[phase]["group_peak_gib"]
+        own = ph[phase]["peak_gib"]
+        group = ph[phase].get("group_peak_gib", own)  # rows measured before the group peak existed
         return f"{own:.1f}" + (f" ({group:.1f})" if group > own + 0.1 else "")
 
     status = next((f"{p}: {v['status']}" for p, v in ph.items() if v["status"] != "ok"), "ok")
