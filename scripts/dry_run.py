@@ -163,6 +163,7 @@ class Row:
     random_weights: bool
     commit: str
     s_per_step: float | None = None
+    cpu_s_per_step: float | None = None
     miou: float | None = None
     archive: str | None = None
     phases: dict[str, dict] = field(default_factory=dict)
@@ -200,13 +201,18 @@ def code_version() -> str:
     return commit.stdout.strip() + ("+" if dirty.stdout.strip() else "")
 
 
-def step_seconds(metrics: Path) -> float | None:
-    """Seconds between the logs of the first and the last step (one log per step): the steady step time,
-    without the start-up, the first step's data-loader start and the final checkpoint."""
+def step_seconds(metrics: Path) -> tuple[float | None, float | None]:
+    """(wall, CPU) seconds per step between the logs of the first and the last step (one log per step): the
+    steady step, without the start-up, the first data-loader start and the final checkpoint. CPU seconds are
+    the training process's (all threads, data workers not included)."""
     if not metrics.is_file():
-        return None
-    times = [json.loads(line)["time"] for line in metrics.read_text().splitlines() if '"train/loss"' in line]
-    return (times[-1] - times[0]) / (len(times) - 1) if len(times) > 1 else None
+        return None, None
+    logs = [json.loads(line) for line in metrics.read_text().splitlines() if '"train/loss"' in line]
+    if len(logs) < 2:
+        return None, None
+    steps = len(logs) - 1
+    cpu = (logs[-1]["cpu_time"] - logs[0]["cpu_time"]) / steps if "cpu_time" in logs[0] else None
+    return (logs[-1]["time"] - logs[0]["time"]) / steps, cpu
 
 
 class DryRun:
@@ -254,7 +260,7 @@ class DryRun:
             "train": [
                 *py, "refign.train", *overrides, f"task_name=dry_run_{name}", f"hydra.run.dir={train_dir}",
                 f"trainer.max_steps={self.args.steps}", "trainer.log_every=1", "trainer.eval_every=0",
-                "trainer.checkpoint_every=0", "trainer.image_every=0", "dataset.val={}",
+                "trainer.checkpoint_every=0", "trainer.image_every=0", "~dataset.val",
             ],
         }  # fmt: skip
         ckpt = train_dir / "checkpoints" / "last.pt"
@@ -278,7 +284,7 @@ class DryRun:
             if result.status != "ok":
                 self.say(f"{name}: see {result.log}")
                 break
-        row.s_per_step = step_seconds(train_dir / "metrics.jsonl")
+        row.s_per_step, row.cpu_s_per_step = step_seconds(train_dir / "metrics.jsonl")
         eval_json = folder / "evaluate" / "eval.json"
         if eval_json.is_file():
             row.miou = json.loads(eval_json.read_text())[cfg.dataset.name]["mIoU"]
@@ -290,7 +296,7 @@ class DryRun:
 
 # ---- the table --------------------------------------------------------------------------------------------
 HEADER = (
-    "| experiment | batch | weights | status | s/step | train CPU s | train peak GiB | eval CPU s | eval peak GiB "
+    "| experiment | batch | weights | status | s/step | CPU s/step | train CPU s | train peak GiB | eval CPU s | eval peak GiB "
     "| val mIoU | predict CPU s | predict peak GiB | archive | commit |"
 )
 
@@ -316,6 +322,7 @@ def format_row(row: dict) -> str:
         "random" if row["random_weights"] else "released",
         status,
         f"{row['s_per_step']:.0f}" if row["s_per_step"] is not None else "–",
+        f"{row['cpu_s_per_step']:.0f}" if row.get("cpu_s_per_step") is not None else "–",
         cell("train", "cpu_s", ".0f"),
         peak("train"),
         cell("evaluate", "cpu_s", ".0f"),

@@ -42,7 +42,15 @@ def test_a_row_from_train_evaluate_and_predict_on_a_small_tree(tmp_path, capsys)
         row["miou"]
         == json.loads((out / "acdc_refign_daformer" / "evaluate" / "eval.json").read_text())["acdc"]["mIoU"]
     )
-    assert 0 <= row["miou"] <= 100 and row["s_per_step"] > 0
+    assert 0 <= row["miou"] <= 100 and row["s_per_step"] > 0 and row["cpu_s_per_step"] > 0
+    # the training ran the steps only: no validation inside it (the evaluation is its own phase)
+    logs = [
+        json.loads(x)
+        for x in (out / "acdc_refign_daformer" / "train" / "metrics.jsonl").read_text().split("\n")
+        if x
+    ]
+    assert [x["step"] for x in logs if "train/loss" in x] == [1, 2]
+    assert not any(k.startswith("val/") for x in logs for k in x)
     archive = out / "acdc_refign_daformer" / "predict" / "acdc_submission.zip"
     assert row["archive"].startswith("acdc_submission.zip") and len(zipfile.ZipFile(archive).namelist()) == 4
     table = (out / "dry_run.md").read_text().splitlines()
