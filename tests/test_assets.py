@@ -42,5 +42,5 @@ def test_shipped_matcher_scores_what_was_recorded_and_beats_the_identity(tmp_pat
         assert scores[key] == pytest.approx(recorded[key], abs=0.3), key
     # an informative certainty: the 50 % most certain pixels have at most half the mean error of all pixels
     assert scores["certain50_epe_ratio"] <= 0.5
-    pairs = instantiate(matcher_config(None, cache).data.eval)
+    pairs = instantiate(matcher_config(None, cache).dataset.eval)
     assert scores["pck5"] > identity_baseline(pairs)["pck5"] + 30

@@ -56,5 +56,5 @@ def matcher_scores(path: str | Path, cache_dir: str | None = None) -> dict[str, 
     how informative its certainty is (``certain50_epe_ratio``)."""
     cfg = matcher_config(path, cache_dir)
     network = instantiate(cfg.alignment)
-    metrics = evaluate_matcher(network, instantiate(cfg.data.eval), CPU.device, progress=False)
+    metrics = evaluate_matcher(network, instantiate(cfg.dataset.eval), CPU.device, progress=False)
     return {k: v for k, v in metrics.items() if k != "pairs_per_s"}
