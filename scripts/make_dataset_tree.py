@@ -18,7 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-from refign.data.synthetic.trees import WRITERS, TreeError, write_tree
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's refign, from any directory
+from refign.data.synthetic.trees import WRITERS, TreeError, write_tree  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
