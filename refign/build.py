@@ -278,6 +278,9 @@ def _inference_model(cfg: DictConfig, state: dict) -> Segmentor:
         with open_dict(cfg):
             for node in MODEL_NODES:
                 cfg[node] = stored[node]
+            # checkpoints from before model.slide_batch: their batched_slide=true ran every window in one
+            # pass; they now get the default (docs/performance.md#eval-memory), the logits are the same
+            cfg.model.pop("batched_slide", None)
             cfg.dataset.num_classes = stored.dataset.num_classes
     with open_dict(cfg):  # every weight comes from the checkpoint: do not read the initialisation files
         cfg.backbone.pretrained = None
@@ -302,6 +305,36 @@ def build_segmentation_eval(cfg: DictConfig, info: DistInfo, split: str, require
         cfg.trainer.num_workers,
         cfg.dataset.over_present_classes,
     )
+
+
+def write_random_weights(cfg: DictConfig) -> list[Path]:
+    """Random-weight files at every weight path of ``cfg`` that does not exist yet (backbone ``pretrained``,
+    ``init_weights``, Refign's ``alignment.checkpoint``), in the formats their loaders accept; returns the
+    files written. For measuring time and memory at true size without the released weights (bench_step,
+    dry_run): a step's cost does not depend on the weights. Existing files are never touched."""
+    written = []
+
+    def missing(path) -> bool:
+        return bool(path) and not Path(path).exists()
+
+    def save(state: dict, path: str) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        torch.save(state, path)
+        written.append(Path(path))
+
+    if missing(cfg.backbone.get("pretrained")):
+        save(instantiate(cfg.backbone, pretrained=None).state_dict(), cfg.backbone.pretrained)
+    if missing(cfg.get("init_weights")):
+        fresh = cfg.copy()
+        with open_dict(fresh):
+            fresh.init_weights = None
+            fresh.backbone.pretrained = None
+        save(build_segmentor(fresh).state_dict(), cfg.init_weights)
+    if cfg.get("refign", {}).get("enabled") and missing(cfg.alignment.get("checkpoint")):
+        save(
+            {"state_dict": instantiate(cfg.alignment, checkpoint=None).state_dict()}, cfg.alignment.checkpoint
+        )
+    return written
 
 
 # ---- segmentation training (refign.train) ----------------------------------------------------------------
