@@ -35,7 +35,7 @@ from refign.engine.dist import DistInfo
 from refign.engine.live_memory import LiveMemory
 from refign.engine.loggers import MetricLogger
 from refign.engine.reproducibility import import_targets
-from refign.engine.trainer import PRECISIONS, Trainer, TrainerConfig
+from refign.engine.trainer import AUTO16, PRECISIONS, Trainer, TrainerConfig
 
 log = logging.getLogger("refign.estimate")
 # the matcher's local correlation: counted apart (see ``counted_by_part``) and added to the total
@@ -355,7 +355,8 @@ def report(cfg: DictConfig, est: StepEstimate) -> str:
 
 def run(cfg: DictConfig, out_dir: Path) -> dict:
     """Trace the composed run, print the report, write estimate.json to out_dir."""
-    precision = str(cfg.trainer.precision)
+    # the GPU estimated for (A100, H100, RTX 30/40) supports bf16: what ``auto16`` picks there
+    precision = "bf16" if str(cfg.trainer.precision) == AUTO16 else str(cfg.trainer.precision)
     if precision not in PRECISIONS:
         raise ValueError(f"trainer.precision must be one of {list(PRECISIONS)}, got {precision!r}")
     import_targets(cfg)
