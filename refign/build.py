@@ -4,6 +4,7 @@ together, for every entry point (docs/architecture.md#composition-root). Entry p
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -95,8 +96,9 @@ def refign_enabled(cfg: DictConfig) -> bool:
     return enabled
 
 
-def build_pseudo_labeler(cfg: DictConfig):
-    """Refign's aligner + refiner (``refign=on``), or None for the method's own pseudo-labels."""
+def build_pseudo_labeler(cfg: DictConfig, weight_files: bool = True):
+    """Refign's aligner + refiner (``refign=on``), or None for the method's own pseudo-labels;
+    ``weight_files=False``: a randomly initialised matcher is accepted (see ``build_method``)."""
     if not refign_enabled(cfg):
         return None
     method = method_class(cfg)
@@ -108,7 +110,7 @@ def build_pseudo_labeler(cfg: DictConfig):
         )
     aligner = None
     if cfg.refine.use_align:
-        if not needs_gt_flow(cfg) and not cfg.alignment.get("checkpoint"):
+        if weight_files and not needs_gt_flow(cfg) and not cfg.alignment.get("checkpoint"):
             raise ConfigError(
                 "refign=on aligns with a trained matcher: set alignment.checkpoint=<file> "
                 "(the released uawarpc_megadepth.ckpt, or one from python -m refign.align_train)"
@@ -159,8 +161,21 @@ def build_mic(cfg: DictConfig):
     return instantiate_switched(cfg.mic)
 
 
-def build_method(cfg: DictConfig) -> UDAMethod:
-    labeler = build_pseudo_labeler(cfg)
+# every key naming a weight file a method's networks are initialised from
+WEIGHT_FILES = ("init_weights", "backbone.pretrained", "alignment.vgg_weights", "alignment.checkpoint")
+
+
+def build_method(cfg: DictConfig, weight_files: bool = True) -> UDAMethod:
+    """The configured method with its networks. ``weight_files=False`` reads none of the files in
+    ``WEIGHT_FILES`` and keeps every network's random initialisation (``refign.estimate`` builds the method
+    of fake tensors, whose sizes are all it needs)."""
+    if not weight_files:
+        cfg = copy.deepcopy(cfg)
+        with open_dict(cfg):
+            for key in WEIGHT_FILES:
+                if OmegaConf.select(cfg, key) is not None:
+                    OmegaConf.update(cfg, key, None)
+    labeler = build_pseudo_labeler(cfg, weight_files)
     extra = {"pseudo_labeler": labeler} if labeler is not None else {}
     mic = build_mic(cfg)
     if mic is not None:

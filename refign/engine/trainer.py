@@ -75,6 +75,15 @@ class TrainerConfig:
     num_workers: int = 0
 
 
+def on_device(module: nn.Module, device: torch.device) -> nn.Module:
+    """``module`` on ``device``; one already there is returned as it is (``Module.to`` would swap every
+    parameter of a model built of fake tensors, as ``refign.estimate`` builds it, and fails)."""
+    tensors = [*module.parameters(), *module.buffers()]
+    if all(t.device == device or (device.index is None and t.device.type == device.type) for t in tensors):
+        return module
+    return module.to(device)
+
+
 class Trainer:
     """Runs ``cfg.max_steps`` optimiser steps of ``method`` on batches from ``batches(start_step)``.
 
@@ -114,7 +123,7 @@ class Trainer:
         if self.precision != cfg.precision:
             log.info("trainer.precision=%s on %s: %s", cfg.precision, dist_info.device, self.precision)
         self.cfg, self.dist = cfg, dist_info
-        self.method = method.to(dist_info.device)
+        self.method = on_device(method, dist_info.device)
         self.optimizer, self.scheduler = optimizer, scheduler
         self.batches, self.evaluate = batches, evaluate
         self.run_dir, self.logger = Path(run_dir), logger
