@@ -132,7 +132,9 @@ def kill_after_first_checkpoint(launched: Launched, checkpoint: Path, max_steps:
 
 
 def weights(checkpoint: Path) -> dict[str, torch.Tensor]:
-    return method_state(torch.load(checkpoint, map_location="cpu", weights_only=False))
+    """The method's tensors (its extra states, e.g. Refign's matcher fingerprint, are not weights)."""
+    state = method_state(torch.load(checkpoint, map_location="cpu", weights_only=False))
+    return {k: v for k, v in state.items() if torch.is_tensor(v)}
 
 
 def assert_bit_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:

@@ -34,6 +34,7 @@ LAYERS = {
     "align_train": 5,
     "evaluate": 5,
     "predict": 5,
+    "estimate": 5,
     "check_data": 5,
     "align": 5,
 }

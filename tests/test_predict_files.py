@@ -44,7 +44,7 @@ def synthetic(tmp_path_factory) -> tuple[list[str], Path]:
     cfg = compose_cfg([*overrides, "checkpoint=unused"], "predict")
     method = build.build_method(cfg)
     ckpt = tmp / "last.pt"
-    torch.save({**checkpoint.method_entries(method, {}), "config": OmegaConf.to_container(cfg)}, ckpt)
+    torch.save({**checkpoint.method_entries(method), "config": OmegaConf.to_container(cfg)}, ckpt)
     return [*overrides, f"checkpoint={ckpt}"], cache
 
 

@@ -41,7 +41,7 @@ def tiny_checkpoint(tmp_path: Path, dataset: str) -> list[str]:
     torch.manual_seed(0)
     method = build.build_method(cfg)
     ckpt = tmp_path / "last.pt"
-    torch.save({**checkpoint.method_entries(method, {}), "config": OmegaConf.to_container(cfg)}, ckpt)
+    torch.save({**checkpoint.method_entries(method), "config": OmegaConf.to_container(cfg)}, ckpt)
     return [*overrides, f"checkpoint={ckpt}"]
 
 

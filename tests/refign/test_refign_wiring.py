@@ -27,12 +27,14 @@ def refign_cfg(tiny_cfg, *extra):
     )
 
 
-def test_refign_needs_reference_images(tiny_cfg, matcher_file):
+def test_refign_has_the_target_set_load_its_references(tiny_cfg, matcher_file):
+    """A dataset that names only its images still gives Refign the references: the build adds what it reads."""
     cfg = refign_cfg(
         tiny_cfg, "dataset.train_target.load_keys=[image]", f"alignment.checkpoint={matcher_file}"
     )
-    with pytest.raises(build.ConfigError, match="image_ref"):
-        build.build_method(cfg)
+    _, target = build.build_train_sets(cfg)
+    sample = target[0]
+    assert sample["image_ref"].shape == sample["image"].shape and "flow" not in sample
 
 
 def test_refign_needs_a_fitting_aligner_checkpoint(tiny_cfg, tmp_path):
