@@ -18,6 +18,7 @@ LAYERS = {
     "refign": 0,
     "imaging": 0,
     "resolvers": 0,
+    "progress": 0,
     "models": 1,
     "data": 1,
     "alignment": 2,

@@ -6,7 +6,6 @@ import time
 
 import torch
 from torch.utils.data import Dataset
-from tqdm import tqdm
 
 from refign.alignment.network import AlignmentNetwork
 from refign.alignment.pck import SparseEPE
@@ -41,7 +40,7 @@ def evaluate(
     network.eval()
     metric, per_condition = SparseEPE(), {}
     certs, epes, seconds = [], [], 0.0
-    for i in tqdm(range(len(dataset)), desc="eval", disable=not progress, leave=False):
+    for i in progress(range(len(dataset)), desc="eval", disable=not progress, leave=False):
         sample = dataset[i]
         trg, src = pad_pair(sample["image"], sample["image_ref"])
         start = time.perf_counter()
