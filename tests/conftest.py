@@ -11,6 +11,9 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
+from refign import resolvers
+
+resolvers.register()  # the resolvers the configs use (``${package_path:assets}``), as the entry points do
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 # Two threads (the project's 2-core budget) unless OMP_NUM_THREADS says otherwise: on a shared machine, two
