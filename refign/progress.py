@@ -39,7 +39,7 @@ class LineProgress(tqdm):
         return True
 
 
-def progress(iterable: Iterable | None = None, **kwargs: Any) -> tqdm:
+def progress_bar(iterable: Iterable | None = None, **kwargs: Any) -> tqdm:
     """``tqdm(iterable, **kwargs)`` in a terminal; a ``LineProgress`` when the bar's stream (``file``,
     standard error by default) is not one."""
     stream = kwargs.get("file") or sys.stderr

@@ -56,7 +56,7 @@ def test_outside_a_terminal_a_bar_writes_a_line_every_interval_and_its_last_stat
     clock = [0.0]
     monkeypatch.setattr(tqdm.std, "time", lambda: clock[0])
     stream = io.StringIO()  # not a terminal
-    bar = progress.progress(total=100, desc="train", leave=leave, file=stream)
+    bar = progress.progress_bar(total=100, desc="train", leave=leave, file=stream)
     for _ in range(100):  # one step a second; the postfix asks for a redraw every step
         clock[0] += 1
         bar.update(1)

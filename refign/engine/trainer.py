@@ -27,7 +27,7 @@ from refign.engine import checkpoint
 from refign.engine.dist import DistInfo, all_gather_object, all_reduce_sum
 from refign.engine.loggers import MetricLogger
 from refign.engine.reproducibility import seed_everything
-from refign.progress import progress
+from refign.progress import progress_bar
 
 log = logging.getLogger(__name__)
 PRECISIONS = {"32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -257,7 +257,7 @@ class Trainer:
     def fit(self) -> dict:
         self.method.train()
         batches = self.batches(self.step)
-        bar = progress(
+        bar = progress_bar(
             total=self.cfg.max_steps,
             initial=self.step,
             desc="train",
