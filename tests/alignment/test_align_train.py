@@ -69,8 +69,8 @@ class TinyPairs(torch.utils.data.Dataset):
 
 
 def test_a_few_steps_on_a_fixed_pair_lower_both_losses_and_leave_the_pyramid_frozen(tmp_path):
-    """Stage 1 with its learning rate, on one fixed pair and warp, with the CPU-scale matcher: eight Adam steps
-    lower the warp-supervision and the bipath loss each by more than 10 % (measured: about 30 % and 45 %);
+    """Stage 1 with its learning rate, on one fixed pair and warp, with the CPU-scale matcher: five Adam steps
+    lower the warp-supervision and the bipath loss each by more than 10 % (measured: by about 20 % and 35 %);
     only the head learns."""
     seed_everything(0)  # the warp and the photometric augmentation draw from Python's and torch's generators
     cfg = align_cfg(tmp_path, "align_data=megadepth", "stage=1")
@@ -84,7 +84,7 @@ def test_a_few_steps_on_a_fixed_pair_lower_both_losses_and_leave_the_pyramid_fro
     assert batch["image_prime"].shape == (1, 3, 32, 32) and batch["mask_prime"].dtype == torch.bool
     optimizer = torch.optim.Adam([p for p in network.parameters() if p.requires_grad], lr=stage_cfg(cfg).lr)
     losses = []
-    for _ in range(9):
+    for _ in range(6):
         out = warp_consistency_step(network, batch, stage_cfg(cfg).visibility_mask, cfg.loss_weighting)
         losses.append((out["loss_ss"].item(), out["loss_us"].item()))
         optimizer.zero_grad()
