@@ -2,7 +2,7 @@
 (docs/uawarpc.md#training).
 
 Training runs on the engine that trains the segmentation methods (``refign.engine.trainer``), so it resumes
-bit for bit (``resume=auto`` or a checkpoint path), uses AMP on GPU (``trainer.amp``), skips non-finite
+bit for bit (``resume=auto`` or a checkpoint path), uses mixed precision when asked (``trainer.precision``), skips non-finite
 steps and writes ``metrics.jsonl`` / ``eval_<step>.json``; it also runs under torchrun.
 """
 
@@ -15,44 +15,48 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from refign import build, resolvers
+from refign import build
 from refign.engine import checkpoint, dist
 from refign.engine.reproducibility import seed_everything
-from refign.engine.trainer import fit_resumable
 
 log = logging.getLogger("refign.align_train")
-resolvers.register()  # before Hydra resolves the sweep folder names (conf/hydra/default.yaml)
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict:
-    """Set up → build the matcher → train it (``mode=train``) → evaluate → print the table → close.
+    """Build the matcher → train it (``mode=train``) or evaluate it (``mode=eval``) → print the table.
 
     Returns the metrics and, after training, ``checkpoint``: the run's ``last.pt``.
     """
     if cfg.mode not in ("train", "eval"):
         raise ValueError(f"mode must be 'train' or 'eval', got {cfg.mode!r}")
-    info = dist.setup(cfg.device)
-    try:
-        result: dict = {}
-        if cfg.mode == "train":
-            runs_root = Path(cfg.paths.output_dir) / cfg.task_name / "runs"
-            metrics, run_dir = fit_resumable(
-                lambda folder: build.build_matcher_trainer(cfg, build.build_matcher(cfg), folder, info),
-                cfg.resume,
-                runs_root,
-                run_dir,
-                cfg.seed + info.rank,
-            )
-            result["checkpoint"] = str(run_dir / "checkpoints" / checkpoint.LAST)
-        else:
-            seed_everything(cfg.seed + info.rank)
-            network = build.build_matcher(cfg).to(info.device)
-            metrics, _ = build.build_matcher_eval(cfg, info)(network)
+    with dist.session(cfg.trainer.device) as info:
+        result = train(cfg, run_dir, info) if cfg.mode == "train" else evaluate(cfg, info)
         if info.is_main:
-            print(format_metrics(metrics, cfg.data.name))
-        return result | metrics
+            print(format_metrics(result["metrics"], cfg.dataset.name))
+        return {k: v for k, v in result.items() if k != "metrics"} | result["metrics"]
+
+
+def train(cfg: DictConfig, run_dir: Path, info: dist.DistInfo) -> dict:
+    """Resolve resume → seed → build → restore → fit → close, as ``refign.train`` does."""
+    runs_root = Path(cfg.paths.output_dir) / cfg.task_name / "runs"
+    resume_from, run_dir = checkpoint.resolve_resume(cfg.resume, runs_root, run_dir)
+    seed_everything(cfg.seed + info.rank)
+    trainer = build.build_matcher_trainer(cfg, build.build_matcher(cfg), run_dir, info)
+    try:
+        if resume_from is not None:
+            trainer.restore(resume_from)
+        metrics = trainer.fit()
     finally:
-        dist.teardown()
+        trainer.close()
+    return {"metrics": metrics, "checkpoint": str(run_dir / "checkpoints" / checkpoint.LAST)}
+
+
+def evaluate(cfg: DictConfig, info: dist.DistInfo) -> dict:
+    """Seed → build the matcher (``alignment.checkpoint`` or the data's shipped one) → PCK on ``dataset.eval``."""
+    seed_everything(cfg.seed + info.rank)
+    network = build.build_matcher(cfg).to(info.device)
+    metrics, _ = build.build_matcher_eval(cfg, info)(network)
+    return {"metrics": metrics}
 
 
 def format_metrics(metrics: dict[str, float], data_name: str) -> str:

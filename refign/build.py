@@ -19,13 +19,12 @@ from refign.alignment.network import AlignmentNetwork
 from refign.alignment.training.method import MatcherTraining, matcher_eval
 from refign.alignment.training.pairs import WarpConsistencyPairs
 from refign.alignment.training.synthetic_warps import WarpConfig
+from refign.data.datasets.synthetic import SyntheticDataset
 from refign.data.loader import merge_domains, step_loader
 from refign.engine import checkpoint
-from refign.engine.checkpoint import mark_rebuilt
 from refign.engine.dist import DistInfo
 from refign.engine.evaluator import segmentation_eval
 from refign.engine.loggers import MetricLogger
-from refign.engine.optim import build_optimizer, build_scheduler
 from refign.engine.trainer import Trainer, TrainerConfig
 from refign.models.segmentor import Segmentor
 from refign.models.weights import CheckpointError, init_segmentor, load_strict
@@ -107,35 +106,48 @@ def build_pseudo_labeler(cfg: DictConfig):
             f"(uda._target_={cfg.uda._target_}) does not self-train: choose a self-training uda "
             f"(e.g. uda=daformer)"
         )
-    keys = cfg.dataset.train_target.get("load_keys", [])
-    if "image_ref" not in keys:
-        raise ConfigError(
-            f"refign=on needs reference images ('image_ref'), but dataset {cfg.dataset.name!r} loads "
-            f"{list(keys)} for its training target (dataset.train_target.load_keys)"
-        )
     aligner = None
     if cfg.refine.use_align:
-        if getattr(get_object(cfg.alignment._target_), "needs_gt_flow", False):
-            if not {"flow", "flow_valid"} <= set(keys):
-                raise ConfigError(
-                    "alignment=oracle reads the ground-truth flow: add "
-                    "dataset.train_target.load_keys=[image,image_ref,flow,flow_valid]"
-                )
-        elif not cfg.alignment.get("checkpoint"):
+        if not needs_gt_flow(cfg) and not cfg.alignment.get("checkpoint"):
             raise ConfigError(
                 "refign=on aligns with a trained matcher: set alignment.checkpoint=<file> "
                 "(the released uawarpc_megadepth.ckpt, or one from python -m refign.align_train)"
             )
-        # frozen and rebuilt from its file: checkpoints keep its fingerprint, not its weights
-        ckpt = cfg.alignment.get("checkpoint")
-        source = f"alignment.checkpoint={ckpt}" if ckpt else f"alignment._target_={cfg.alignment._target_}"
-        aligner = mark_rebuilt(instantiate(cfg.alignment), source)
-    return instantiate(cfg.refine, aligner=aligner)
+        aligner = instantiate(cfg.alignment)
+    # frozen and rebuilt from its file: checkpoints keep its fingerprint, not its weights
+    ckpt = cfg.alignment.get("checkpoint")
+    source = f"alignment.checkpoint={ckpt}" if ckpt else f"alignment._target_={cfg.alignment._target_}"
+    return instantiate(cfg.refine, aligner=aligner, aligner_source=source)
+
+
+def needs_gt_flow(cfg: DictConfig) -> bool:
+    """Whether the configured aligner reads the ground-truth flow (``alignment=oracle``)."""
+    return bool(getattr(get_object(cfg.alignment._target_), "needs_gt_flow", False))
+
+
+def target_load_keys(cfg: DictConfig) -> list[str]:
+    """What the training target set loads: the dataset's own keys plus what the configured components read
+    (Refign: the reference image; the oracle aligner: the ground-truth flow and its validity)."""
+    keys = list(cfg.dataset.train_target.load_keys)
+    if refign_enabled(cfg):
+        keys.append("image_ref")
+        if cfg.refine.use_align and needs_gt_flow(cfg):
+            keys += ["flow", "flow_valid"]
+    return list(dict.fromkeys(keys))
+
+
+def instantiate_switched(node: DictConfig, **kwargs):
+    """The object of a node with an ``enabled`` switch (``mic``, ``rcs``), or None when it is off; the switch
+    itself is not a constructor argument."""
+    if not node.enabled:
+        return None
+    spec = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k != "enabled"}
+    return instantiate(spec, **kwargs)
 
 
 def build_mic(cfg: DictConfig):
-    """Masked Image Consistency (``mic=on``, ``refign/uda/mic.py``), or None (``mic=off``: an empty node)."""
-    if not cfg.get("mic"):
+    """Masked Image Consistency (``mic=on``, ``refign/uda/mic.py``), or None (``mic=off``)."""
+    if not cfg.mic.enabled:
         return None
     method = method_class(cfg)
     if not method.self_training:
@@ -144,7 +156,7 @@ def build_mic(cfg: DictConfig):
             f"(uda._target_={cfg.uda._target_}) makes none: choose a self-training uda (e.g. uda=daformer) "
             f"or mic=off"
         )
-    return instantiate(cfg.mic)
+    return instantiate_switched(cfg.mic)
 
 
 def build_method(cfg: DictConfig) -> UDAMethod:
@@ -159,6 +171,33 @@ def build_method(cfg: DictConfig) -> UDAMethod:
 def build_datasets(cfg: DictConfig, node: str) -> dict[str, Dataset]:
     """All datasets under ``cfg.dataset.<node>`` (``val``, ``test`` or ``predict``), by name."""
     return {name: instantiate(spec) for name, spec in (cfg.dataset.get(node) or {}).items()}
+
+
+def build_dataset(spec: DictConfig) -> Dataset:
+    """One dataset node as configured (``refign.check_data``: the synthetic sets and matching csvs)."""
+    return instantiate(spec)
+
+
+def dataset_class(spec: DictConfig) -> type:
+    return get_class(spec._target_)
+
+
+def build_listing(spec: DictConfig, split: str, keys: list[str]):
+    """``conditions -> dataset``: a real dataset's split listed with the files of ``keys``, without the
+    loader's pairing check, resize or transform (``refign.check_data`` reports every gap itself)."""
+
+    def listing(conditions: list[str] | None) -> Dataset:
+        return instantiate(
+            spec,
+            split=split,
+            load_keys=keys,
+            conditions=conditions,
+            check_pairs=False,
+            dims=None,
+            transform=None,
+        )
+
+    return listing
 
 
 def check_reference_pairs(target: Dataset) -> None:
@@ -176,11 +215,10 @@ def build_train_sets(cfg: DictConfig) -> tuple[Dataset, Dataset | None]:
     """The source set (wrapped by rare class sampling with ``rcs=on``) and, for methods that train on the
     target (``needs_target``), the target set."""
     source = instantiate(cfg.dataset.train_source)
-    if cfg.get("rcs"):  # rcs=on: rare class sampling wraps the source set
-        source = instantiate(cfg.rcs, dataset=source)
+    source = instantiate_switched(cfg.rcs, dataset=source) or source  # rcs=on wraps the source set
     if not method_class(cfg).needs_target:
         return source, None
-    target = instantiate(cfg.dataset.train_target)
+    target = instantiate(cfg.dataset.train_target, load_keys=target_load_keys(cfg))
     if refign_enabled(cfg):
         check_reference_pairs(target)
     return source, target
@@ -193,7 +231,32 @@ MODEL_NODES = ("backbone", "head", "model")
 def build_inference_model(cfg: DictConfig) -> Segmentor:
     """The inference network of a training checkpoint: only the segmentor is rebuilt (no method, no matcher)
     and its weights are loaded strictly."""
+    return _inference_model(cfg, checkpoint.load(cfg.checkpoint))
+
+
+def build_predictor(cfg: DictConfig) -> tuple[Segmentor, int]:
+    """The inference network and the short side its pictures are brought to (``refign.predict input=…``):
+    ``cfg.short_side`` when set, else that of the target images the checkpoint's own configuration
+    evaluates on (this composition's when the checkpoint stores none or ``use_checkpoint_config=false``)."""
     state = checkpoint.load(cfg.checkpoint)
+    stored = OmegaConf.create(state["config"]) if cfg.use_checkpoint_config and state.get("config") else cfg
+    return _inference_model(cfg, state), int(cfg.get("short_side") or evaluation_short_side(stored.dataset))
+
+
+def evaluation_short_side(dataset: DictConfig) -> int:
+    """The short side of the images a configuration evaluates on: its first test set's ``dims`` (540 for
+    DAFormer's 540×960 ACDC), else that set's native size (HRDA*'s 1080, the synthetic benchmark's
+    ``size``) — how the datasets scale target images at test time."""
+    node = next(iter((dataset.get("test") or dataset.get("val") or {None: None}).values()))
+    if node is None:
+        raise ConfigError(
+            f"dataset {dataset.get('name')!r} has no test or val set to take the scale from: set short_side"
+        )
+    dims = node.get("dims") or node.get("size") or get_class(node._target_).orig_dims
+    return int(min(dims))
+
+
+def _inference_model(cfg: DictConfig, state: dict) -> Segmentor:
     weights = checkpoint.segmentor_state(state, str(cfg.checkpoint))
     if cfg.use_checkpoint_config and state.get("config"):
         stored = OmegaConf.create(state["config"])
@@ -250,23 +313,27 @@ def build_logger(cfg: DictConfig, run_dir: Path, info: DistInfo) -> MetricLogger
     return MetricLogger(run_dir, info.is_main, OmegaConf.to_container(wandb) if wandb else None, resolved)
 
 
-def trainer_config(node: DictConfig, **overrides) -> TrainerConfig:
-    """The loop settings of a ``trainer`` node (its data-loading and process keys are read elsewhere)."""
-    skip = ("device", "deterministic", "eval_batch_size", "num_workers", "batch_size", "amp")
-    return TrainerConfig(**{**{k: v for k, v in node.items() if k not in skip}, **overrides})
+def build_optimizer(cfg: DictConfig, method: torch.nn.Module) -> torch.optim.Optimizer:
+    """The ``optim`` group's optimiser over ``method`` (already on its device: the kernel depends on it)."""
+    return instantiate(cfg.optim, method)
+
+
+def build_schedule(cfg: DictConfig, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+    """The ``schedule`` group's learning-rate schedule over ``trainer.max_steps``."""
+    return instantiate(cfg.schedule, optimizer, max_steps=cfg.trainer.max_steps)
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path, info: DistInfo) -> Trainer:
     """A segmentation run: the method, its data, optimiser, schedule, logger and mIoU evaluation."""
-    method = build_method(cfg)
+    method = build_method(cfg).to(info.device)  # before the optimiser, which picks its kernel by device
     source, target = build_train_sets(cfg)
-    optimizer = build_optimizer(method, **cfg.optim, device=info.device)
+    optimizer = build_optimizer(cfg, method)
     evaluation = build_segmentation_eval(cfg, info, "val")
     return Trainer(
-        trainer_config(cfg.trainer),
+        TrainerConfig(**cfg.trainer),
         method,
         optimizer=optimizer,
-        scheduler=build_scheduler(optimizer, max_steps=cfg.trainer.max_steps, **cfg.schedule),
+        scheduler=build_schedule(cfg, optimizer),
         batches=build_batches(cfg, source, target, info),
         evaluate=evaluation,
         dist_info=info,
@@ -276,10 +343,37 @@ def build_trainer(cfg: DictConfig, run_dir: Path, info: DistInfo) -> Trainer:
     )
 
 
+# ---- looking at alignments (refign.align) ------------------------------------------------------------------
+def build_aligner(cfg: DictConfig) -> torch.nn.Module:
+    """The configured matcher in eval mode: a trained one (``alignment.checkpoint``; the synthetic
+    benchmark's default is the shipped CPU-scale matcher) or the ground truth (``alignment=oracle``)."""
+    oracle = getattr(get_object(cfg.alignment._target_), "needs_gt_flow", False)
+    if not oracle and not cfg.alignment.get("checkpoint"):
+        raise ConfigError(
+            "refign.align needs a trained matcher: set alignment.checkpoint=<file> (the released "
+            "uawarpc_megadepth.ckpt with alignment=uawarpc, or one from python -m refign.align_train)"
+        )
+    return instantiate(cfg.alignment).eval()
+
+
+def build_pair_sets(cfg: DictConfig, split: str) -> dict[str, Dataset]:
+    """The sets of ``dataset.<split>`` loading target and reference, and on the synthetic benchmark's
+    target domain the ground-truth flow too."""
+    sets = {}
+    for name, spec in (cfg.dataset.get(split) or {}).items():
+        keys = ["image", "image_ref"]
+        if issubclass(get_class(spec._target_), SyntheticDataset) and spec.get("domain") == "target":
+            keys += ["flow", "flow_valid"]
+        sets[name] = instantiate(spec, load_keys=keys)
+    if not sets:
+        raise ConfigError(f"dataset {cfg.dataset.name!r} has no '{split}' sets to take pairs from")
+    return sets
+
+
 # ---- matcher training (refign.align_train) ---------------------------------------------------------------
 def stage_cfg(cfg: DictConfig) -> DictConfig:
     """The settings of the selected matcher training stage (``stage=N`` → ``stages.stageN``)."""
-    key = f"stage{cfg.stage}"
+    key = cfg.stage_key
     if key not in cfg.stages:
         raise ValueError(f"stage={cfg.stage!r}: no '{key}' in stages (have {list(cfg.stages)})")
     return cfg.stages[key]
@@ -289,10 +383,10 @@ def build_matcher(cfg: DictConfig) -> AlignmentNetwork:
     """The matcher of ``cfg.alignment``; for ``mode=eval`` without ``alignment.checkpoint``, the data's
     shipped weights (``data.shipped_checkpoint``)."""
     if cfg.mode == "eval" and not cfg.alignment.checkpoint:
-        shipped = cfg.data.get("shipped_checkpoint")
+        shipped = cfg.dataset.get("shipped_checkpoint")
         if not shipped:
             raise ValueError(
-                f"mode=eval needs alignment.checkpoint=<file> (data {cfg.data.name!r} ships none)"
+                f"mode=eval needs alignment.checkpoint=<file> (dataset {cfg.dataset.name!r} ships none)"
             )
         log.info("mode=eval without alignment.checkpoint: evaluating the shipped matcher %s", shipped)
         with open_dict(cfg):
@@ -301,8 +395,9 @@ def build_matcher(cfg: DictConfig) -> AlignmentNetwork:
 
 
 def build_matcher_eval(cfg: DictConfig, info: DistInfo):
-    """PCK evaluation of the matcher on ``data.eval`` (with the zero-flow baseline on the synthetic data)."""
-    return matcher_eval(instantiate(cfg.data.eval), cfg.data.name, info.device, cfg.data.name == "synthetic")
+    """PCK evaluation of the matcher on ``dataset.eval`` (with the zero-flow baseline on the synthetic data)."""
+    data = cfg.dataset
+    return matcher_eval(instantiate(data.eval), data.name, info.device, data.name == "synthetic")
 
 
 def build_matcher_trainer(
@@ -310,29 +405,24 @@ def build_matcher_trainer(
 ) -> Trainer:
     """Warp-consistency training of ``network`` for the selected stage, on the engine."""
     stage = stage_cfg(cfg)
-    max_steps = cfg.trainer.max_steps or stage.max_steps
     pairs = WarpConsistencyPairs(
-        instantiate(cfg.data.train),
+        instantiate(cfg.dataset.train),
         WarpConfig(**OmegaConf.to_container(stage.warps)),
         swap_p=cfg.swap_p,
-        crop_size=cfg.data.crop_size,
+        crop_size=cfg.dataset.crop_size,
         min_valid_fraction=cfg.min_valid_fraction,
     )
-    method = MatcherTraining(network, stage.visibility_mask, cfg.loss_weighting)
-    params = [p for p in network.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=stage.lr, weight_decay=stage.weight_decay)
-    milestones = [int(f * max_steps) for f in stage.milestones]
-    # official runs used fp16 AMP on GPU (correlation and warp stay in fp32); no AMP on CPU
-    amp = bool(cfg.trainer.amp) and info.device.type == "cuda"
+    method = MatcherTraining(network, stage.visibility_mask, cfg.loss_weighting).to(info.device)
+    optimizer = build_optimizer(cfg, method)
 
     def batches(start: int) -> Iterator[dict]:
-        return step_loader(pairs, cfg.trainer.batch_size, info, cfg.seed, start, cfg.trainer.num_workers)
+        return step_loader(pairs, cfg.dataset.batch_size, info, cfg.seed, start, cfg.trainer.num_workers)
 
     return Trainer(
-        trainer_config(cfg.trainer, max_steps=max_steps, precision="fp16" if amp else "32"),
+        TrainerConfig(**cfg.trainer),
         method,
         optimizer=optimizer,
-        scheduler=torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=stage.gamma),
+        scheduler=build_schedule(cfg, optimizer),
         batches=batches,
         evaluate=build_matcher_eval(cfg, info),
         dist_info=info,

@@ -14,17 +14,15 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from refign import build, resolvers
+from refign import build
 from refign.engine import dist
 
 log = logging.getLogger("refign.evaluate")
-resolvers.register()  # before Hydra resolves the sweep folder names (conf/hydra/default.yaml)
 
 
 def run(cfg: DictConfig, out_dir: Path) -> dict:
-    """Set up → build the inference network and the split's evaluation → evaluate → write ``eval.json``."""
-    info = dist.setup(cfg.trainer.device)
-    try:
+    """Build the inference network and the split's evaluation → evaluate → write ``eval.json``."""
+    with dist.session(cfg.trainer.device) as info:
         model = build.build_inference_model(cfg).to(info.device)
         results, _ = build.build_segmentation_eval(cfg, info, cfg.split, required=True)(model)
         if info.is_main:
@@ -34,8 +32,6 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
                 conds = ", ".join(f"{c} {v:.2f}" for c, v in r.get("per_condition", {}).items())
                 print(f"{name}-{cfg.split} mIoU: {r['mIoU']:.2f}" + (f"  ({conds})" if conds else ""))
         return results
-    finally:
-        dist.teardown()
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")

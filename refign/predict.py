@@ -1,6 +1,14 @@
-"""python -m refign.predict checkpoint=PATH [dataset=acdc|dark_zurich|synthetic] — prediction files.
+"""python -m refign.predict checkpoint=PATH [dataset=acdc|dark_zurich|synthetic] — prediction files;
+python -m refign.predict checkpoint=PATH input=IMAGE|FOLDER|VIDEO [out_dir=…] — predictions for your own files.
 
-For every dataset under ``dataset.predict`` (ACDC / Dark Zurich: the hidden-label *test* split; synthetic:
+With ``input=``: per image (a folder is searched recursively for jpg/png and videos), named after it and at
+its own size, ``labelTrainIds/<name>.png``, ``color/<name>.png`` and ``overlay/<name>.png`` (the picture
+blended with the class colours, and a legend of the classes present); per video, ``overlay/<name>.mp4``
+(and every frame's PNGs with ``video_frames=true``). Pictures are brought to the scale the checkpoint was
+evaluated at (``refign.inference``; ``short_side=`` states another). A file that cannot be read is named,
+skipped and counted; the others are written, and the exit status is 1.
+
+Without ``input=``, for every dataset under ``dataset.predict`` (ACDC / Dark Zurich: the hidden-label *test* split; synthetic:
 its labelled test split): trainId PNGs named after the inputs, colour PNGs and ``overview.png`` (image |
 ground truth where the split has labels | prediction) for viewing, and ``<name>_submission.zip`` in the
 test server's layout (``refign.export``). Upload the zip; the server's numbers are the paper's, the ones
@@ -10,26 +18,39 @@ test server's layout (``refign.export``). Upload the zip; the server's numbers a
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from refign import build, resolvers
+from refign import build
 from refign.engine import dist
 from refign.export import DEFAULT_FORMAT, SERVER_FORMATS, make_archive, predict_dataset
+from refign.predict_files import predict_inputs
 
 log = logging.getLogger("refign.predict")
-resolvers.register()  # before Hydra resolves the sweep folder names (conf/hydra/default.yaml)
 
 
-def run(cfg: DictConfig, out_dir: Path) -> dict[str, Path]:
-    """Predictions and one archive per dataset under ``out_dir``; returns the archives by dataset name."""
-    info = dist.setup(cfg.trainer.device)
-    try:
+def run(cfg: DictConfig, out_dir: Path) -> dict:
+    """Predictions and one archive per dataset under ``out_dir``; returns the archives by dataset name.
+    With ``input=``: the predictions of the user's files; returns ``{"written": [...], "failed": [...]}``."""
+    with dist.session(cfg.trainer.device) as info:
         if info.distributed:
             raise RuntimeError("refign.predict runs on one process; launch it without torchrun")
+        if cfg.input:
+            model, short_side = build.build_predictor(cfg)
+            return predict_inputs(
+                model.to(info.device),
+                cfg.input,
+                out_dir,
+                info.device,
+                short_side,
+                cfg.overwrite,
+                cfg.overlay_alpha,
+                cfg.video_frames,
+            )
         datasets = build.build_datasets(cfg, "predict")
         if not datasets:
             raise ValueError(f"dataset {cfg.dataset.name!r} has no 'predict' node (nothing to export)")
@@ -50,13 +71,13 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Path]:
                 f" (upload it to {fmt.url})" * bool(fmt.url),
             )
         return archives
-    finally:
-        dist.teardown()
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
-    run(cfg, Path(cfg.out_dir) if cfg.out_dir else Path(HydraConfig.get().runtime.output_dir))
+    result = run(cfg, Path(cfg.out_dir) if cfg.out_dir else Path(HydraConfig.get().runtime.output_dir))
+    if result.get("failed"):
+        sys.exit(1)
 
 
 if __name__ == "__main__":

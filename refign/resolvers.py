@@ -1,4 +1,4 @@
-"""OmegaConf resolvers that the configs use; the entry points register them before Hydra composes."""
+"""OmegaConf resolvers that the configs use, registered on `import refign`, before Hydra composes."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def package_path(name: str) -> str:
 
 
 def register() -> None:
-    """Idempotent: every entry point calls it at import."""
+    """Idempotent; called once when the package is imported (refign/__init__.py)."""
     if not OmegaConf.has_resolver("dirname"):
         OmegaConf.register_new_resolver("dirname", short_dirname)
     if not OmegaConf.has_resolver("package_path"):

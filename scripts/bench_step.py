@@ -39,7 +39,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from refign import build  # noqa: E402
 from refign.engine.dist import DistInfo, setup  # noqa: E402
 from refign.engine.loggers import MetricLogger  # noqa: E402
-from refign.engine.optim import build_optimizer, build_scheduler  # noqa: E402
 from refign.engine.trainer import Trainer, TrainerConfig  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -124,9 +123,11 @@ def time_row(
     or (``clock="cpu"``) by the CPU time of the process."""
     torch.manual_seed(0)
     random.seed(0)
-    method = build.build_method(cfg)
-    optimizer = build_optimizer(method, **cfg.optim, device=info.device)
-    scheduler = build_scheduler(optimizer, max_steps=STEPS_PER_RUN, **cfg.schedule)
+    method = build.build_method(cfg).to(info.device)
+    optimizer = build.build_optimizer(cfg, method)
+    with open_dict(cfg):
+        cfg.trainer.max_steps = STEPS_PER_RUN
+    scheduler = build.build_schedule(cfg, optimizer)
     tcfg = TrainerConfig(max_steps=STEPS_PER_RUN, precision=precision, log_every=steps + warmup)
     logger = MetricLogger(run_dir, enabled=False)
     trainer = Trainer(

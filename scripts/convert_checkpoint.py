@@ -11,10 +11,6 @@
     # check the torchvision VGG-16 file of the aligner (and optionally write its conv layers only)
     python scripts/convert_checkpoint.py vgg pretrained_models/vgg16-397923af.pth
 
-    # a training checkpoint of an earlier refign version (whole method under 'model', matcher included) →
-    # the current format (segmentor apart, matcher left out); resumable, and readable by evaluate/predict
-    python scripts/convert_checkpoint.py legacy outputs/train/runs/<run>/checkpoints/last.pt last_v2.pt
-
 A file that does not fit stops with the offending keys listed; nothing is overwritten without --force.
 """
 
@@ -51,44 +47,22 @@ def refign_checkpoint(src: Path, overrides: list[str], drop_unmatched: bool) -> 
     with open_dict(cfg):
         cfg.backbone.pretrained = None  # every tensor comes from the converted file
     method = build.build_method(cfg)
-    conversion = convert_refign(read_state_dict(src), method.state_dict(), str(src), drop_unmatched)
-    print(conversion.report())
-    load_strict(method, conversion.state, str(src))
-    entries = checkpoint.method_entries(method, checkpoint.describe_rebuilt(method))
-    return {**entries, "config": OmegaConf.to_container(cfg), "converted_from": str(src)}
-
-
-def legacy_checkpoint(src: Path) -> dict:
-    """A format-1 training checkpoint (the whole method under ``model``) in the current format.
-
-    The method is rebuilt from the stored configuration with Refign's matcher left out (nothing is read
-    from the matcher file, which may be gone); the old file's tensors of modules that the rebuilt method
-    does not have are the matcher's and are dropped, as current checkpoints do. Optimiser, scheduler, step
-    and RNG state are kept, so the result resumes too (without a matcher fingerprint to check).
-    """
-    old = checkpoint.load(src)
-    if "model" not in old or "config" not in old:
-        raise SystemExit(f"{src} is not a checkpoint of an earlier refign version (no 'model' and 'config')")
-    cfg = OmegaConf.create(old["config"])
-    with open_dict(cfg):
-        cfg.backbone.pretrained = None
-        cfg.refign = {"enabled": False}
-        cfg.pop("refine", None)
-        cfg.pop("alignment", None)
-    method = build.build_method(cfg)
     own = method.state_dict()
-    dropped = sorted(k for k in old["model"] if k not in own)
-    load_strict(method, {k: v for k, v in old["model"].items() if k in own}, str(src))
-    if dropped:
-        print(f"left out {len(dropped)} tensors of rebuilt modules (the matcher): {dropped[0]} …")
-    training = {k: v for k, v in old.items() if k != "model"}
-    entries = checkpoint.method_entries(method, {}) | {"rebuilt": None}  # None: not recorded
-    return {**training, **entries, "converted_from": str(src)}
+    # Refign's frozen aligner is not part of the method's state (it is rebuilt from alignment.checkpoint), but
+    # the official file holds it: map it too, so that a file of another matcher is caught here
+    labeler = getattr(method, "pseudo_labeler", None)
+    aligner = getattr(labeler, "aligner", None)
+    rebuilt = {f"pseudo_labeler.aligner.{k}": v for k, v in aligner.state_dict().items()} if aligner else {}
+    conversion = convert_refign(read_state_dict(src), own | rebuilt, str(src), drop_unmatched)
+    print(conversion.report())
+    load_strict(method, {k: v for k, v in conversion.state.items() if k in own}, str(src))
+    entries = checkpoint.method_entries(method)
+    return {**entries, "config": OmegaConf.to_container(cfg), "converted_from": str(src)}
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("kind", choices=["mit", "refign", "vgg", "legacy"])
+    p.add_argument("kind", choices=["mit", "refign", "vgg"])
     p.add_argument("src", type=Path)
     p.add_argument("out", type=Path, nargs="?")
     p.add_argument(
@@ -104,8 +78,6 @@ def main(argv: list[str] | None = None) -> None:
         save(state, args.out, args.force)
     elif args.kind == "refign":
         save(refign_checkpoint(args.src, overrides, args.drop_unmatched), args.out, args.force)
-    elif args.kind == "legacy":
-        save(legacy_checkpoint(args.src), args.out, args.force)
     else:
         features = check_vgg16(read_state_dict(args.src), str(args.src))
         print(f"{args.src}: VGG-16 with all 13 conv layers ({len(features)} tensors)")

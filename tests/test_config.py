@@ -10,6 +10,7 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigAttributeError
 
+from refign import build
 from tests.conftest import CONF_DIR
 
 ROOT = Path(CONF_DIR).parent
@@ -20,7 +21,7 @@ def test_default_composition_is_daformer_refign_on_the_synthetic_benchmark():
         cfg = compose("train")
     assert cfg.dataset.name == "synthetic"
     assert cfg.backbone.embed_dims == 32 and cfg.schedule.warmup_iters == 50 and cfg.trainer.max_steps == 1000
-    assert cfg.uda._target_.endswith("DACS") and cfg.uda.enable_fdist and cfg.rcs  # DAFormer
+    assert cfg.uda._target_.endswith("DACS") and cfg.uda.enable_fdist and cfg.rcs.enabled  # DAFormer
     assert cfg.refign.enabled and cfg.alignment.pyramid._target_.endswith("PatchPyramid")
     # both start files are the shipped ones
     assert cfg.alignment.checkpoint.endswith("refign/assets/uawarpc_small_synthetic.pt")
@@ -79,7 +80,7 @@ def test_every_official_config_has_an_experiment_that_composes():
                 c.backbone._target_.rsplit(".", 1)[1],
                 c.head._target_.rsplit(".", 1)[1],
                 c.dataset.crop_size[0],
-                c.dataset.rcs.min_crop_ratio,
+                c.rcs.min_crop_ratio,
                 c.trainer.max_steps,
                 c.model.inference,
             )
@@ -96,7 +97,7 @@ def test_the_mic_experiments_are_the_official_mic_hrda_runs():
             assert c.uda._target_.endswith(".HRDA") and c.uda.enable_fdist and c.uda.teacher_eval_mode
             assert c.uda.ema_momentum == 0.999 and c.uda.pseudo_label_threshold == 0.968
             assert (c.uda.psweight_ignore_top, c.uda.psweight_ignore_bottom) == (0, 0)  # no plcrop: ACDC/DZ
-            assert c.uda.hr_loss_weight == 0.1 and c.rcs and c.dataset.rcs.min_crop_ratio == 2.0
+            assert c.uda.hr_loss_weight == 0.1 and c.rcs.enabled and c.rcs.min_crop_ratio == 2.0
             assert c.backbone.pretrained.endswith("/mit_b5_mmseg.pth")  # ImageNet MiT-B5
             assert c.head._target_.endswith("DAFormerHead")
             assert c.dataset.crop_size == [1024, 1024] and c.dataset.source_dims is None
@@ -113,7 +114,7 @@ def test_the_mic_experiments_are_the_official_mic_hrda_runs():
             assert (mic.images, mic.augment) == ("source_and_target", False), name
             assert c.refign.enabled is refign, name
             keys = ["image", "image_ref"] if refign else ["image"]
-            assert list(c.dataset.train_target.load_keys) == keys, name
+            assert build.target_load_keys(c) == keys, name
             if refign:
                 assert c.alignment.checkpoint.endswith("/uawarpc_megadepth.ckpt")
                 assert c.refine.adapt_to_ref and c.refine.gamma == 0.25

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from refign.engine.trainer import Trainer
+from refign.engine.window import MetricWindow
 from refign.train import run
 from refign.uda.source_only import SourceOnly
 from tests.methods import MICRO
@@ -45,16 +46,16 @@ def counting_conversions(monkeypatch, calls: list[tuple[str, str]]):
 
 def count_in_hot_loop(monkeypatch) -> list[tuple[str, str]]:
     """Count conversions inside every training step and scalar accumulation (not in the logging step's
-    ``_flush``, the checkpoints or the evaluation)."""
+    window read, the checkpoints or the evaluation)."""
     calls: list[tuple[str, str]] = []
-    for method in ("train_step", "_accumulate"):
-        original = getattr(Trainer, method)
+    for owner, method in ((Trainer, "train_step"), (MetricWindow, "add")):
+        original = getattr(owner, method)
 
         def counted(self, *args, _original=original, **kwargs):
             with counting_conversions(monkeypatch, calls):
                 return _original(self, *args, **kwargs)
 
-        monkeypatch.setattr(Trainer, method, counted)
+        monkeypatch.setattr(owner, method, counted)
     return calls
 
 

@@ -15,9 +15,10 @@ spec.loader.exec_module(import_graph)
 
 # the documented layers; a package may import only packages of a strictly lower layer
 LAYERS = {
-    "refign": 0,
+    "refign": 1,  # the package root registers the resolvers on import
     "imaging": 0,
     "resolvers": 0,
+    "media": 0,
     "progress": 0,
     "models": 1,
     "data": 1,
@@ -25,13 +26,17 @@ LAYERS = {
     "engine": 2,
     "uda": 2,
     "export": 2,
+    "inference": 2,
     "refine": 3,
+    "predict_files": 3,
     "build": 4,
     "assets": 5,
     "train": 5,
     "align_train": 5,
     "evaluate": 5,
     "predict": 5,
+    "check_data": 5,
+    "align": 5,
 }
 
 

@@ -83,7 +83,8 @@ def test_the_default_run_is_daformer_refign_from_the_shipped_weights(tmp_path):
     )
     run(cfg, tmp_path)
     state = checkpoint.load(tmp_path / "checkpoints" / "last.pt")
-    assert state["rebuilt"]["pseudo_labeler.aligner"]["source"].endswith("uawarpc_small_synthetic.pt")
+    aligner = state["method"]["pseudo_labeler._extra_state"]["aligner"]
+    assert aligner["source"].endswith("uawarpc_small_synthetic.pt")
     logged = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert any("train/refign/adapt_to_ref" in x for x in logged) and any(
         "train/loss_fdist" in x for x in logged

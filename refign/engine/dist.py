@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -57,6 +60,25 @@ def _attempt_store() -> dist.Store:
 def teardown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def session(device: str = "auto") -> Iterator[DistInfo]:
+    """The process's distributed session: ``setup`` on entry, ``teardown`` on exit, whatever happens inside.
+
+    Leave the run's objects in a function called inside the block (not in the block's own frame): on an
+    error their frames are cleared here, before the teardown. A gloo process group whose last owner is DDP's
+    reducer is destroyed with the GIL held and deadlocks against its own worker threads (the end of a failed
+    CPU DDP run hung about every second time while the traceback kept the trainer alive).
+    """
+    info = setup(device)
+    try:
+        yield info
+    except BaseException as err:
+        traceback.clear_frames(err.__traceback__)  # frames still executing are skipped
+        raise
+    finally:
+        teardown()
 
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:

@@ -59,6 +59,23 @@ def build_optimizer(
     )
 
 
+def build_adam(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Adam:
+    """Adam with coupled L2 weight decay over the trainable parameters: the official matcher training."""
+    return torch.optim.Adam(
+        [p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay
+    )
+
+
+def build_multistep(
+    optimizer: torch.optim.Optimizer, max_steps: int, milestones: list[float], gamma: float
+) -> torch.optim.lr_scheduler.MultiStepLR:
+    """Step decay by ``gamma`` at ``milestones`` given as fractions of ``max_steps`` (the official matcher
+    schedule, whose step counts scale with the run's length)."""
+    return torch.optim.lr_scheduler.MultiStepLR(
+        optimizer, [int(f * max_steps) for f in milestones], gamma=gamma
+    )
+
+
 def warmup_poly_factor(
     step: int, warmup_iters: int, warmup_ratio: float, max_steps: int, power: float
 ) -> float:

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from refign.engine import checkpoint
 from refign.engine.dist import DistInfo, all_gather_object, all_reduce_sum
 from refign.engine.loggers import MetricLogger
-from refign.engine.reproducibility import seed_everything
+from refign.engine.window import MetricWindow
 from refign.progress import progress_bar
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,9 @@ class NonFiniteLossError(RuntimeError):
 
 @dataclass
 class TrainerConfig:
+    """The ``trainer`` node (conf/trainer/) of both trainings. ``device``, ``deterministic``,
+    ``eval_batch_size`` and ``num_workers`` are read by the entry points and the loaders, the rest by the loop."""
+
     max_steps: int
     precision: str = "32"
     grad_clip: float | None = None
@@ -51,6 +54,10 @@ class TrainerConfig:
     max_nonfinite_steps: int = 5
     sync_batchnorm: bool = False
     find_unused_parameters: bool = False
+    device: str = "auto"
+    deterministic: bool = False
+    eval_batch_size: int = 1
+    num_workers: int = 0
 
 
 class Trainer:
@@ -99,7 +106,6 @@ class Trainer:
             (lambda: torch.autocast(dist_info.device.type, dtype=dtype)) if dtype else contextlib.nullcontext
         )
         self.scaler = torch.amp.GradScaler(dist_info.device.type, enabled=cfg.precision == "fp16")
-        self.rebuilt = checkpoint.describe_rebuilt(method)  # frozen modules stored as fingerprints
         self.model = self._wrap(method)
 
     def _wrap(self, method: nn.Module) -> nn.Module:
@@ -121,7 +127,7 @@ class Trainer:
         rank draws its own random numbers (augmentation, ClassMix, dropout), so all ranks' generator states
         are kept, in rank order."""
         return {
-            **checkpoint.method_entries(self.method, self.rebuilt),
+            **checkpoint.method_entries(self.method),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -132,7 +138,7 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict, source: str = "checkpoint") -> None:
-        checkpoint.restore_method(self.method, state, source, self.rebuilt)
+        checkpoint.restore_method(self.method, state, source)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
@@ -150,6 +156,16 @@ class Trainer:
         if self.dist.rank < len(rng):
             checkpoint.set_rng_state(rng[self.dist.rank])
 
+    def restore(self, path: Path) -> None:
+        """Continue from the checkpoint at ``path`` (``refign.engine.checkpoint.resolve_resume`` finds it)."""
+        self.load_state_dict(checkpoint.load(path), str(path))
+        log.info("resumed from %s at step %d", path, self.step)
+
+    def close(self) -> None:
+        """Release what outlives the loop (the logger's files and wandb run); called whether ``fit`` ended or
+        failed."""
+        self.logger.close()
+
     def save(self, name: str = checkpoint.LAST) -> None:
         state = self.state_dict()  # on every rank: it gathers their random states
         if self.dist.is_main:
@@ -162,7 +178,7 @@ class Trainer:
 
         Nothing here waits for the device (no ``.item()``, ``float()`` of a tensor or branch on a tensor's
         value): the host queues the next step while this one runs. The scalars are read every ``log_every``
-        steps (``_flush``).
+        steps (``_log_window``).
         """
         with self.autocast():
             out = self.model(batch, self.step)
@@ -209,52 +225,32 @@ class Trainer:
         elif not skipped.item():
             self.optimizer.step()
 
-    def _accumulate(self, logged: dict[str, torch.Tensor | float], skipped: torch.Tensor) -> None:
-        """Add a step's scalars to the sums since the last log, on the device (``0.0 + t`` is a new tensor,
-        so a later in-place update of a method's buffer does not leak in), and advance the non-finite streak."""
-        for k, v in logged.items():
-            self._sums[k] = self._sums.get(k, 0.0) + (v.float() if torch.is_tensor(v) else v)
-            self._counts[k] = self._counts.get(k, 0) + 1
-        self._streak = (self._streak + 1) * skipped  # consecutive skipped steps, 0 after a good one
-        self._worst_streak = torch.maximum(self._worst_streak, self._streak)
-        self._skipped_steps = self._skipped_steps + skipped
-
-    def _reset_window(self) -> None:
-        self._sums: dict[str, torch.Tensor | float] = {}
-        self._counts: dict[str, int] = {}
-        self._worst_streak = torch.zeros((), device=self.dist.device)
-        self._skipped_steps = torch.zeros((), device=self.dist.device)
-
-    def _flush(self, bar: tqdm) -> None:
-        """Read the window's scalars and guard counters from the device in one transfer, log their means over
-        the window (as mmcv's logger hook does), and stop the run if a streak of non-finite losses reached
-        ``max_nonfinite_steps``. The streak itself carries on into the next window."""
-        on_device = [k for k, v in self._sums.items() if torch.is_tensor(v)]
-        *values, worst, skipped = torch.stack(
-            [*(self._sums[k] for k in on_device), self._worst_streak, self._skipped_steps]
-        ).tolist()
-        read = dict(zip(on_device, values, strict=True))
-        means = {k: read.get(k, v) / self._counts[k] for k, v in self._sums.items()}
-        window = self._counts.get("loss", 0)
-        self._reset_window()
-        if skipped:
+    def _log_window(self, bar: tqdm) -> None:
+        """Log the window's means; warn about skipped steps; stop the run (keeping its last good state) once
+        a streak of non-finite losses reached ``max_nonfinite_steps``."""
+        summary = self.window.read()
+        if summary.skipped:
             log.warning(
                 "step %d: %d of the last %d steps had a non-finite loss and were skipped",
                 self.step,
-                skipped,
-                window,
+                summary.skipped,
+                summary.steps,
             )
-        if worst >= self.cfg.max_nonfinite_steps:
+        if summary.worst_streak >= self.cfg.max_nonfinite_steps:
             self.save()
             raise NonFiniteLossError(
-                f"{int(worst)} consecutive non-finite losses by step {self.step}; "
+                f"{summary.worst_streak} consecutive non-finite losses by step {self.step}; "
                 f"last good state kept in {self.run_dir / 'checkpoints'}"
             )
-        means["lr"] = self.optimizer.param_groups[0]["lr"]
+        means = summary.means | {"lr": self.optimizer.param_groups[0]["lr"]}
         bar.set_postfix({k: f"{v:.3g}" for k, v in means.items() if k.startswith("loss")})
         self.logger.log({f"train/{k}": v for k, v in means.items()}, self.step)
 
+    def _due(self, every: int) -> bool:
+        return bool(every) and self.step % every == 0
+
     def fit(self) -> dict:
+        """Train to ``max_steps``, then save and evaluate; returns the final evaluation."""
         self.method.train()
         batches = self.batches(self.step)
         bar = progress_bar(
@@ -264,31 +260,28 @@ class Trainer:
             disable=not self.dist.is_main,
             dynamic_ncols=True,
         )
-        self._reset_window()
-        self._streak = torch.zeros((), device=self.dist.device)
+        self.window = MetricWindow(self.dist.device)
         while self.step < self.cfg.max_steps:
             batch = {k: v.to(self.dist.device, non_blocking=True) for k, v in next(batches).items()}
-            every = self.cfg.image_every
-            self.method.wants_images = self.dist.is_main and bool(every) and (self.step + 1) % every == 0
+            self.method.wants_images = self.dist.is_main and self._due_next(self.cfg.image_every)
             logged, skipped, images = self.train_step(batch)
             self.step += 1
-            self._accumulate(logged, skipped)
+            self.window.add(logged, skipped)
             bar.update(1)
-            if self.step % self.cfg.log_every == 0 or self.step == self.cfg.max_steps:
-                self._flush(bar)
+            if self._due(self.cfg.log_every) or self.step == self.cfg.max_steps:
+                self._log_window(bar)
             for key, image in images.items():
                 self.logger.log_image(key, image, self.step)
-            if self.cfg.checkpoint_every and self.step % self.cfg.checkpoint_every == 0:
+            if self._due(self.cfg.checkpoint_every):
                 self.save()
-            if (
-                self.cfg.eval_every
-                and self.step % self.cfg.eval_every == 0
-                and self.step < self.cfg.max_steps
-            ):
+            if self._due(self.cfg.eval_every) and self.step < self.cfg.max_steps:
                 self.run_eval()
         bar.close()
         self.save()
         return self.run_eval()
+
+    def _due_next(self, every: int) -> bool:
+        return bool(every) and (self.step + 1) % every == 0
 
     def run_eval(self) -> dict:
         """Evaluate the method's inference network; log the scalars and write ``eval_<step>.json``."""
@@ -300,23 +293,3 @@ class Trainer:
             (self.run_dir / f"eval_{self.step:07d}.json").write_text(json.dumps(results, indent=1))
             log.info("step %d: %s", self.step, ", ".join(f"{k} {v:.2f}" for k, v in flat.items()))
         return results
-
-
-def fit_resumable(
-    make_trainer: Callable[[Path], Trainer], resume: str | None, runs_root: Path, run_dir: Path, seed: int
-) -> tuple[dict, Path]:
-    """The training session both entry points run: find the checkpoint ``resume`` asks for (``auto``: the
-    newest run under ``runs_root``, whose folder then becomes the run's), seed, build the trainer for that
-    folder, restore it, fit, and close its logger whatever happens. Returns the final evaluation and the run
-    folder actually used."""
-    ckpt_path, run_dir = checkpoint.resolve_resume(resume, runs_root, run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    seed_everything(seed)
-    trainer = make_trainer(run_dir)
-    if ckpt_path is not None:
-        trainer.load_state_dict(checkpoint.load(ckpt_path), str(ckpt_path))
-        log.info("resumed from %s at step %d", ckpt_path, trainer.step)
-    try:
-        return trainer.fit(), run_dir
-    finally:
-        trainer.logger.close()

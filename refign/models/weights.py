@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 import torch
@@ -38,7 +39,10 @@ def load_strict(module: nn.Module, state: dict[str, torch.Tensor], source: str, 
     own = module.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
-    shapes = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    # extra states (e.g. Refign's aligner fingerprint) are not tensors and have no shape
+    shapes = sorted(
+        k for k in set(own) & set(state) if torch.is_tensor(own[k]) and own[k].shape != state[k].shape
+    )
     if missing or unexpected or shapes:
 
         def show(keys: list[str]) -> str:
@@ -92,3 +96,13 @@ def init_segmentor(segmentor: nn.Module, path: str | os.PathLike) -> list[str]:
     fresh = sorted(k for k in set(own) - set(state) if k.startswith(optional)) if optional else []
     load_strict(segmentor, {**{k: own[k] for k in fresh}, **state}, f"{path} (init_weights)")
     return fresh
+
+
+def fingerprint(module: nn.Module) -> str:
+    """SHA-256 over the names, dtypes, shapes and bytes of a module's state (independent of the file's
+    container format, so a renamed or re-saved file with the same weights still matches)."""
+    digest = hashlib.sha256()
+    for key, value in sorted(module.state_dict().items()):
+        digest.update(f"{key}|{value.dtype}|{tuple(value.shape)}|".encode())
+        digest.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()

@@ -16,6 +16,7 @@ from torch import nn
 from refign.alignment.warp import warp
 from refign.data.classes import colorize
 from refign.imaging import resize, to_rgb_uint8
+from refign.models.weights import CheckpointError, fingerprint
 from refign.refine.refiner import refine, trust_score
 from refign.uda.pseudo_label import PseudoLabels, teacher_probs
 
@@ -23,9 +24,16 @@ from refign.uda.pseudo_label import PseudoLabels, teacher_probs
 class RefignPseudoLabeler(nn.Module):
     """Align the reference prediction to the target and refine the target pseudo-label with it.
 
+    The aligner is frozen and rebuilt from its file (``aligner_source``) whenever the method is built, so its
+    weights stay out of this module's state dict: the state keeps the aligner's source and a fingerprint of its
+    weights instead (``get_extra_state``), and loading refuses a state whose aligner had other weights (its
+    file changed since the run began) or whose run had none, or the other way round.
+
     Args:
         aligner: frozen network ``(image_trg, image_ref) -> (flow trg→ref in pixels, certainty (B,1,H,W))``;
             None only with ``use_align=False``.
+        aligner_source: where the build took the aligner from (e.g. ``alignment.checkpoint=<file>``), named in
+            the error when a resumed run meets another aligner.
         use_align: warp the reference logits (False: ablation row 1, raw reference logits, no mask, P ≡ 0.5).
         adapt_to_ref: with probability ``adapt_to_ref_p`` per batch, adapt on the reference images instead.
         gamma, disable_m, disable_p, renormalize: see ``refine``.
@@ -34,6 +42,7 @@ class RefignPseudoLabeler(nn.Module):
     def __init__(
         self,
         aligner: nn.Module | None,
+        aligner_source: str = "",
         use_align: bool = True,
         adapt_to_ref: bool = True,
         adapt_to_ref_p: float = 0.5,
@@ -46,6 +55,10 @@ class RefignPseudoLabeler(nn.Module):
         if use_align and aligner is None:
             raise ValueError("refine.use_align=true needs an aligner (alignment=uawarpc)")
         self.aligner = aligner.eval().requires_grad_(False) if aligner is not None else None
+        self.aligner_source = aligner_source
+        self._aligner_sha256: str | None = None  # hashing is not free: once, the weights are frozen
+        self.register_state_dict_post_hook(_drop_aligner_weights)
+        self.register_load_state_dict_pre_hook(_keep_aligner_weights)
         self.use_align, self.adapt_to_ref, self.adapt_to_ref_p = use_align, adapt_to_ref, adapt_to_ref_p
         self.gamma, self.disable_m, self.disable_p, self.renormalize = (
             gamma,
@@ -60,6 +73,33 @@ class RefignPseudoLabeler(nn.Module):
         if self.aligner is not None:
             self.aligner.eval()
         return self
+
+    # ---- the aligner in checkpoints: a fingerprint, not weights ------------------------------------------------
+    def aligner_fingerprint(self) -> dict[str, str] | None:
+        """``{"source", "sha256"}`` of the aligner (None without one)."""
+        if self.aligner is None:
+            return None
+        if self._aligner_sha256 is None:
+            self._aligner_sha256 = fingerprint(self.aligner)
+        return {"source": self.aligner_source, "sha256": self._aligner_sha256}
+
+    def get_extra_state(self) -> dict:
+        return {"aligner": self.aligner_fingerprint()}
+
+    def set_extra_state(self, state: dict) -> None:
+        saved, now = state.get("aligner"), self.aligner_fingerprint()
+        if (saved is None) != (now is None):
+            have = "an aligner" if saved else "no aligner"
+            raise CheckpointError(
+                f"the checkpoint's Refign pseudo-labeler had {have}, this configuration builds "
+                f"{'one' if now else 'none'}: resume with the configuration of the run (e.g. refine.use_align)"
+            )
+        if saved is not None and saved["sha256"] != now["sha256"]:
+            raise CheckpointError(
+                f"the frozen aligner built from {now['source']} differs from the one this run was trained "
+                f"with ({saved['source']}, sha256 {saved['sha256'][:12]}… vs {now['sha256'][:12]}…); "
+                "restore that file or start a new run"
+            )
 
     @torch.no_grad()
     def align(
@@ -131,3 +171,16 @@ class RefignPseudoLabeler(nn.Module):
             colorize(probs[0].argmax(0).cpu().numpy()),
         ]
         return np.concatenate(tiles, axis=1)
+
+
+def _drop_aligner_weights(module: RefignPseudoLabeler, state: dict, prefix: str, local_metadata) -> None:
+    """State-dict post-hook: the frozen aligner is rebuilt from its file, so its tensors are not saved."""
+    for key in [k for k in state if k.startswith(f"{prefix}aligner.")]:
+        del state[key]
+
+
+def _keep_aligner_weights(module: RefignPseudoLabeler, state: dict, prefix: str, *_) -> None:
+    """Load pre-hook: a saved state holds no aligner tensors (see above); the rebuilt aligner keeps its own."""
+    if module.aligner is not None:
+        for key, value in module.aligner.state_dict().items():
+            state.setdefault(f"{prefix}aligner.{key}", value)

@@ -48,7 +48,12 @@ def test_stage_configs_compose(tmp_path):
         stage_cfg(align_cfg(tmp_path, md, "stage=3"))
     assert one.loss_weighting == "official" and two.loss_weighting == "intended"
     assert one.alignment._target_.endswith("build_alignment_network")
-    assert one.data.crop_size == [520, 520] and one.trainer.max_steps is None
+    assert one.dataset.crop_size == [520, 520] and one.dataset.batch_size == 6
+    # one vocabulary with the segmentation training: the optim / schedule / trainer groups, fed by the stage
+    assert (one.trainer.max_steps, two.trainer.max_steps) == (400_000, 225_000)
+    assert (one.optim.lr, two.optim.lr, one.optim.weight_decay) == (1e-4, 5e-5, 4e-4)
+    assert list(two.schedule.milestones) == [0.4444, 0.6667, 0.8889] and two.schedule.gamma == 0.5
+    assert one.trainer.device == "auto" and one.trainer.precision == "32"
     assert one.alignment.coarse_size == 256 and one.alignment.pyramid is None  # the faithful matcher
     # the synthetic benchmark (default) trains the CPU-scale variant from scratch with its own schedule
     syn = align_cfg(tmp_path)
@@ -99,11 +104,11 @@ def test_a_few_steps_on_a_fixed_pair_lower_both_losses_and_leave_the_pyramid_fro
 def test_short_training_improves_pck(tmp_path):
     """Measured on 2 loaded CPU cores (~25 s/step): PCK-5 1.1 → 37.9 % after 60 steps (identity flow: 37.0 %).
     Certainty only becomes informative with longer training, so it is reported, not asserted, here."""
-    common = ["data.train.size=[64,128]", "data.eval.num_images=8", "seed=0"]
+    common = ["dataset.train.size=[64,128]", "dataset.eval.num_images=8", "seed=0"]
     before = run(align_cfg(tmp_path, "mode=eval", *common), tmp_path / "before")
     after = run(
         align_cfg(
-            tmp_path, *common, "trainer.max_steps=60", "trainer.batch_size=1", "loss_weighting=intended"
+            tmp_path, *common, "trainer.max_steps=60", "dataset.batch_size=1", "loss_weighting=intended"
         ),
         tmp_path / "after",
     )

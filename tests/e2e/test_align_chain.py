@@ -13,11 +13,11 @@ from tests.alignment.test_align_train import align_cfg
 from tests.e2e.conftest import train_evaluate_predict
 
 TINY_ALIGN = [
-    "data.train.size=[32,64]",
-    "data.train.num_images=2",
-    "data.eval.num_images=1",
+    "dataset.train.size=[32,64]",
+    "dataset.train.num_images=2",
+    "dataset.eval.num_images=1",
     "trainer.max_steps=1",
-    "trainer.batch_size=1",
+    "dataset.batch_size=1",
 ]
 
 

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from omegaconf import open_dict
 from PIL import Image
 
 from refign import build
@@ -165,22 +164,23 @@ def test_mic_only_adds_its_loss_after_the_rest_of_the_step():
     assert torch.isfinite(on["loss_mic"]) and on["loss_mic"] > 0
 
 
-def test_mic_off_trains_exactly_as_a_configuration_without_the_mic_group(tiny_cfg, tmp_path):
-    """Two training steps of DAFormer with mic=off and with the ``mic`` node removed (the configuration before
-    MIC existed): same losses and bit-identical weights (student, teacher, frozen copy); mic=on differs, and
-    its image panel written by the trainer has the two MIC tiles (masked image, its pseudo-label)."""
+def test_mic_parameters_set_while_off_do_not_switch_it_on(tiny_cfg, tmp_path):
+    """Two training steps of DAFormer with mic=off, and with mic=off plus MIC's parameters set (as a scale or an
+    experiment sets them): same losses and bit-identical weights (student, teacher, frozen copy), so only
+    ``mic.enabled`` switches MIC; mic=on differs, and its image panel written by the trainer has the two MIC
+    tiles (masked image, its pseudo-label)."""
     results = {}
-    for name in ("off", "absent", "on"):
-        mic = f"mic={'on' if name == 'on' else 'off'}"
-        cfg = tiny_cfg("uda=daformer", mic, "trainer.max_steps=2", "trainer.image_every=2", n_train=4)
-        if name == "absent":
-            with open_dict(cfg):
-                del cfg["mic"]
+    for name, mic in (
+        ("off", ["mic=off"]),
+        ("set", ["mic=off", "mic.block_size=4", "mic.ratio=0.3"]),
+        ("on", ["mic=on"]),
+    ):
+        cfg = tiny_cfg("uda=daformer", *mic, "trainer.max_steps=2", "trainer.image_every=2", n_train=4)
         run(cfg, tmp_path / name)
         lines = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
         losses = [{k: v for k, v in json.loads(x).items() if k.startswith("train/loss")} for x in lines]
         results[name] = [x for x in losses if x], load(tmp_path / name / "checkpoints" / "last.pt")["method"]
-    (off_losses, off_state), (absent_losses, absent_state) = results["off"], results["absent"]
+    (off_losses, off_state), (absent_losses, absent_state) = results["off"], results["set"]
     assert off_losses == absent_losses and len(off_losses) == 2
     assert off_state.keys() == absent_state.keys()
     assert all(torch.equal(off_state[k], absent_state[k]) for k in off_state)

@@ -56,6 +56,9 @@ class FolderDataset(Dataset):
         resize_labels: False keeps labels at native size while images follow ``dims`` — the official test
             pipeline (``Resize(img_only=True)``), so metrics are computed at full label resolution.
         transform: joint transform; default = normalisation to tensors only.
+        conditions: a subset of the dataset's conditions to list (official ``condition`` argument); None = all.
+        check_pairs: False lists the entries without requiring their paired files (``refign.check_data``
+            reports every gap instead of stopping at the first).
     """
 
     name: str = ""
@@ -64,6 +67,9 @@ class FolderDataset(Dataset):
     labelled_splits: tuple[str, ...] = ()
     reference_splits: tuple[str, ...] = ()
     conditions: tuple[str, ...] = ()
+    # True where asking for ``image_ref`` selects other samples instead of pairing the same ones (RobotCar:
+    # the unlabelled correspondence pairs rather than the labelled images)
+    keys_select_entries: bool = False
 
     def __init__(
         self,
@@ -73,25 +79,33 @@ class FolderDataset(Dataset):
         dims: Sequence[int] | None = None,
         resize_labels: bool = True,
         transform: Callable[[dict], dict] | None = None,
+        conditions: Sequence[str] | None = None,
+        check_pairs: bool = True,
     ) -> None:
         if split not in self.splits:
             raise ValueError(f"{self.name}: split must be one of {list(self.splits)}, got {split!r}")
         self.load_keys = tuple(load_keys)
-        allowed = {"image"}
-        allowed |= {"semantic"} if split in self.labelled_splits else set()
-        allowed |= {"image_ref"} if split in self.reference_splits else set()
+        allowed = set(self.offered_keys(split))
         if "image" not in self.load_keys or set(self.load_keys) - allowed:
             raise ValueError(
                 f"{self.name} {split}: load_keys {list(self.load_keys)} not available "
                 f"(this split offers {sorted(allowed)}, and 'image' is required)"
             )
+        if conditions is not None:
+            unknown = set(conditions) - set(self.conditions)
+            if unknown:
+                raise ValueError(
+                    f"{self.name}: unknown conditions {sorted(unknown)} (has {list(self.conditions)})"
+                )
+            self.conditions = tuple(conditions)
         self.root, self.split = Path(root), split
         require_dir(self.root, f"{self.name} root")
         self.dims = tuple(int(d) for d in dims) if dims is not None else None
         self.resize_labels = resize_labels
         self.transform = transform if transform is not None else JointTransform()
         self.entries = self.list_entries()
-        self._check_pairs()
+        if check_pairs:
+            self._check_pairs()
 
     def list_entries(self) -> list[Entry]:
         raise NotImplementedError
@@ -106,6 +120,12 @@ class FolderDataset(Dataset):
                         f"{self.name} {self.split}: no {key} for {entry.image} "
                         f"(expected {path if path is not None else 'a paired file'})"
                     )
+
+    @classmethod
+    def offered_keys(cls, split: str) -> tuple[str, ...]:
+        """The keys a split has files for: ``image``, and ``semantic`` / ``image_ref`` where offered."""
+        labels = ("semantic",) if split in cls.labelled_splits else ()
+        return ("image", *labels, *(("image_ref",) if split in cls.reference_splits else ()))
 
     def __len__(self) -> int:
         return len(self.entries)

@@ -163,7 +163,7 @@ class CorrespondenceCsv(Dataset):
     ) -> None:
         self.root, self.image_dir = Path(root), Path(root) / image_dir
         self.short_side, self.dims = short_side, tuple(dims) if dims else None
-        path = self.root / csv_name
+        self.csv_path = path = self.root / csv_name
         if not path.is_file():
             raise DatasetError(f"correspondence csv not found: {path}")
         require_dir(self.image_dir, f"images of {path.name}")
@@ -177,9 +177,12 @@ class CorrespondenceCsv(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
+    def image_path(self, scene: str, name: str) -> Path:
+        """Where a row's image is: ``<image_dir>/<scene>/<name>``, or ``<image_dir>/<name>`` for scene '/'."""
+        return (self.image_dir if scene.strip() in ("/", ".", "") else self.image_dir / scene) / name
+
     def _load(self, scene: str, name: str, xs: str, ys: str) -> tuple[torch.Tensor, torch.Tensor]:
-        folder = self.image_dir if scene.strip() in ("/", ".", "") else self.image_dir / scene
-        img = open_rgb(folder / name)
+        img = open_rgb(self.image_path(scene, name))
         pts = np.stack(
             [np.array(xs.split(";"), dtype=np.float64), np.array(ys.split(";"), dtype=np.float64)], 1
         )

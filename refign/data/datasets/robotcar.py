@@ -57,6 +57,7 @@ class RobotCar(FolderDataset):
     splits = ("train", "val", "test")
     labelled_splits = ("train", "val", "test")
     reference_splits = ("train",)
+    keys_select_entries = True
 
     def list_entries(self) -> list[Entry]:
         if "image_ref" in self.load_keys:

@@ -1,0 +1,120 @@
+"""Predictions for a user's own images, folders and videos (``python -m refign.predict input=…``).
+
+Every output is named after its input's path relative to the input folder, so a folder tree comes back as
+the same tree under ``labelTrainIds/``, ``color/`` and ``overlay/``. A file that cannot be read is logged
+with its path, skipped and counted; the caller turns a non-empty ``failed`` into a non-zero exit status.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from refign.data.classes import NUM_CLASSES, colorize
+from refign.data.io import DatasetError, load_image
+from refign.export import COLOR, TRAINIDS
+from refign.inference import overlay, segment
+from refign.media import InputError, VideoWriter, is_video, list_inputs, read_frames, video_info
+from refign.progress import progress_bar
+
+log = logging.getLogger("refign.predict")
+OVERLAY = "overlay"
+# what an unreadable input raises (each names the file); errors of the model itself are not caught
+READ_ERRORS = (DatasetError, InputError)
+
+
+def save_outputs(out_dir: Path, name: Path, rgb: np.ndarray, pred: np.ndarray, alpha: float) -> None:
+    """``labelTrainIds/``, ``color/`` and ``overlay/`` PNGs of one picture, named ``name``."""
+    for folder, array in (
+        (TRAINIDS, pred),
+        (COLOR, colorize(pred)),
+        (OVERLAY, overlay(rgb, pred, alpha)),
+    ):
+        path = out_dir / folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(array).save(path)
+
+
+def predict_video(
+    model: torch.nn.Module,
+    path: Path,
+    name: Path,
+    out_dir: Path,
+    device: torch.device,
+    short_side: int,
+    alpha: float,
+    frames: bool,
+) -> int:
+    """``overlay/<name>.mp4`` (the legend lists every class, so that all frames have one size) and, with
+    ``frames``, each frame's PNGs under ``<folder>/<name>/<index>.png``; returns the number of frames."""
+    total, rate = video_info(path)
+    target = out_dir / OVERLAY / name.with_suffix(".mp4")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    writer, n = VideoWriter(target, rate), 0
+    try:
+        for n, rgb in enumerate(
+            progress_bar(read_frames(path), total=total or None, desc=name.name, leave=False), 1
+        ):
+            pred = segment(model, rgb, short_side, device)
+            writer.write(overlay(rgb, pred, alpha, list(range(NUM_CLASSES))))
+            if frames:
+                save_outputs(out_dir, name.with_suffix("") / f"{n - 1:06d}.png", rgb, pred, alpha)
+    finally:
+        writer.close()
+    if n == 0:
+        raise InputError(f"{path}: no video frame could be decoded")
+    return n
+
+
+def predict_inputs(
+    model: torch.nn.Module,
+    input_path: str,
+    out_dir: Path,
+    device: torch.device,
+    short_side: int,
+    overwrite: bool = False,
+    alpha: float = 0.5,
+    video_frames: bool = False,
+) -> dict[str, list[Path]]:
+    """Predict every image and video ``input_path`` names into ``out_dir``; returns the inputs ``written``
+    and those that ``failed``."""
+    base, files = list_inputs(input_path)
+    taken = [
+        out_dir / f
+        for f in (TRAINIDS, COLOR, OVERLAY)
+        if (out_dir / f).is_dir() and any((out_dir / f).iterdir())
+    ]
+    if taken and not overwrite:
+        raise FileExistsError(
+            f"{taken[0]} already holds predictions; choose another out_dir or set overwrite=true"
+        )
+    model.eval()
+    log.info("%d input(s) from %s, brought to a short side of %d px", len(files), input_path, short_side)
+    written, failed = [], []
+    for path in progress_bar(files, desc="predict", unit="file"):
+        name = path.relative_to(base)
+        try:
+            if is_video(path):
+                n = predict_video(model, path, name, out_dir, device, short_side, alpha, video_frames)
+                log.info("%s: %d frames → %s", path, n, out_dir / OVERLAY / name.with_suffix(".mp4"))
+            else:
+                rgb = load_image(path)
+                save_outputs(
+                    out_dir, name.with_suffix(".png"), rgb, segment(model, rgb, short_side, device), alpha
+                )
+            written.append(path)
+        except READ_ERRORS as err:
+            log.error("skipped %s: %s", path, err)
+            failed.append(path)
+    log.info(
+        "%d of %d input(s) predicted into %s%s",
+        len(written),
+        len(files),
+        out_dir,
+        f"; {len(failed)} could not be read: " + ", ".join(map(str, failed)) if failed else "",
+    )
+    return {"written": written, "failed": failed}

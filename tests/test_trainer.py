@@ -1,0 +1,147 @@
+"""The engine on its own (detectron2's tests/test_engine.py): the real ``Trainer`` runs a toy method whose
+every number can be computed by hand, so the loss-dict contract, the skipped non-finite step, the cadences and
+resuming are checked without a segmentation model or a dataset."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from refign.engine import checkpoint
+from refign.engine.dist import DistInfo
+from refign.engine.loggers import MetricLogger
+from refign.engine.trainer import NonFiniteLossError, Trainer, TrainerConfig
+
+LR = 0.1
+CPU = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+
+
+class Toy(nn.Module):
+    """``y = w · x``: ``loss_a = y``, ``loss_b = 2 y`` (summed: the gradient is ``3 x``), and ``y_doubled``, a
+    scalar that is logged but must not be back-propagated. ``nan_from``: steps from which ``loss_a`` is NaN."""
+
+    def __init__(self, nan_steps: set[int] | None = None) -> None:
+        super().__init__()
+        self.net = nn.Linear(2, 1, bias=False)
+        nn.init.constant_(self.net.weight, 1.0)
+        self.nan_steps = nan_steps or set()
+
+    def forward(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
+        y = self.net(batch["x"]).sum()
+        loss_a = y * math.nan if step in self.nan_steps else y
+        return {"loss_a": loss_a, "loss_b": 2 * y, "y_doubled": 2 * y}
+
+    def inference_model(self) -> nn.Module:
+        return self.net
+
+
+def inputs(step: int) -> dict[str, torch.Tensor]:
+    """A different input every step, so that resuming at the wrong step or order shows in the weights."""
+    return {"x": torch.tensor([[1.0 + step, -0.5 * step]])}
+
+
+def make_trainer(run_dir: Path, method: Toy, evaluations: list[int] | None = None, **cfg) -> Trainer:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    optimizer = torch.optim.SGD(method.parameters(), lr=LR, momentum=0.9)  # momentum: state that must resume
+    return Trainer(
+        TrainerConfig(**{"max_steps": 4, "log_every": 1, **cfg}),
+        method,
+        optimizer=optimizer,
+        scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: 1.0),
+        batches=lambda start: (inputs(step) for step in itertools.count(start)),
+        evaluate=None if evaluations is None else record_evaluation(evaluations),
+        dist_info=CPU,
+        run_dir=run_dir,
+        logger=MetricLogger(run_dir, enabled=True),
+    )
+
+
+def record_evaluation(evaluations: list[int]):
+    def evaluate(model: nn.Module, autocast) -> tuple[dict, dict[str, float]]:
+        evaluations.append(len(evaluations))
+        value = float(model.weight.detach().sum())
+        return {"toy": {"mIoU": value}}, {"val/w_sum": value}
+
+    return evaluate
+
+
+def logged(run_dir: Path) -> list[dict]:
+    return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def hand_sgd(steps: list[int], skipped: set[int] = frozenset()) -> torch.Tensor:
+    """SGD with momentum 0.9 on the gradient 3 x of ``loss_a + loss_b``, the skipped steps left out."""
+    w, velocity = torch.ones(1, 2), None
+    for step in steps:
+        if step in skipped:
+            continue
+        grad = 3 * inputs(step)["x"]
+        velocity = grad if velocity is None else 0.9 * velocity + grad
+        w = w - LR * velocity
+    return w
+
+
+def test_the_step_sums_the_loss_entries_and_only_logs_the_rest(tmp_path):
+    trainer = make_trainer(tmp_path, Toy(), max_steps=3)
+    trainer.fit()
+    trainer.close()
+    assert torch.allclose(trainer.method.net.weight.detach(), hand_sgd([0, 1, 2]), atol=1e-6)
+    lines = [x for x in logged(tmp_path) if "train/loss" in x]
+    assert [x["step"] for x in lines] == [1, 2, 3]
+    for x in lines:  # the logged total is the sum of the loss_* entries; y_doubled is logged, not summed
+        assert x["train/loss"] == pytest.approx(x["train/loss_a"] + x["train/loss_b"], rel=1e-6)
+        assert x["train/y_doubled"] == pytest.approx(x["train/loss_b"], rel=1e-6)
+
+
+def test_a_non_finite_step_is_skipped_and_a_streak_stops_the_run(tmp_path):
+    trainer = make_trainer(tmp_path / "one", Toy(nan_steps={1}), max_steps=4, log_every=2)
+    trainer.fit()
+    trainer.close()
+    assert torch.allclose(trainer.method.net.weight.detach(), hand_sgd([0, 1, 2, 3], skipped={1}), atol=1e-6)
+    assert trainer.step == 4  # a lone bad step does not stop the run
+
+    streak = make_trainer(tmp_path / "streak", Toy(nan_steps={2, 3, 4}), max_steps=10, max_nonfinite_steps=3)
+    with pytest.raises(NonFiniteLossError, match="3 consecutive non-finite losses by step 5"):
+        streak.fit()
+    streak.close()
+    kept = checkpoint.load(tmp_path / "streak" / "checkpoints" / checkpoint.LAST)
+    assert kept["step"] == 5 and torch.allclose(kept["segmentor"]["weight"], hand_sgd([0, 1]), atol=1e-6)
+
+
+def test_logging_checkpoint_and_evaluation_follow_their_cadences(tmp_path, monkeypatch):
+    saved: list[int] = []
+    evaluations: list[int] = []
+    trainer = make_trainer(
+        tmp_path, Toy(), evaluations, max_steps=7, log_every=3, checkpoint_every=2, eval_every=4
+    )
+    monkeypatch.setattr(Trainer, "save", lambda self, name=checkpoint.LAST: saved.append(self.step))
+    results = trainer.fit()
+    trainer.close()
+    lines = logged(tmp_path)
+    assert [x["step"] for x in lines if "train/loss" in x] == [3, 6, 7]  # every 3 steps and at the end
+    assert [x["step"] for x in lines if "val/w_sum" in x] == [4, 7]  # every 4 steps and at the end
+    assert saved == [2, 4, 6, 7]  # every 2 steps and at the end
+    assert len(evaluations) == 2 and results["toy"]["mIoU"] == pytest.approx(float(hand_sgd(range(7)).sum()))
+
+
+def test_a_resumed_run_ends_where_the_uninterrupted_one_does(tmp_path):
+    straight = make_trainer(tmp_path / "straight", Toy(), max_steps=6)
+    straight.fit()
+    straight.close()
+
+    first = make_trainer(tmp_path / "resumed", Toy(), max_steps=3)
+    first.fit()
+    first.close()
+    second = make_trainer(tmp_path / "resumed", Toy(), max_steps=6)
+    second.restore(tmp_path / "resumed" / "checkpoints" / checkpoint.LAST)
+    assert second.step == 3
+    second.fit()
+    second.close()
+    assert torch.equal(second.method.net.weight, straight.method.net.weight)
+    assert torch.allclose(second.method.net.weight.detach(), hand_sgd(list(range(6))), atol=1e-6)
