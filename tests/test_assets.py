@@ -40,4 +40,7 @@ def test_shipped_matcher_scores_what_was_recorded_and_beats_the_identity(tmp_pat
         assert scores[key] == pytest.approx(recorded[key], abs=0.3), key
     # an informative certainty: the 50 % most certain pixels have at most half the mean error of all pixels
     assert scores["certain50_epe_ratio"] <= 0.5
+    assert (
+        scores["spearman_cert_epe"] < 0
+    )  # the more certain a pixel, the smaller its error (recorded: -0.745)
     assert scores["pck5"] > scores["identity_pck5"] + 30
