@@ -1,4 +1,5 @@
-"""The align_train entry: config composition, a few training steps on a fixed pair, and (slow) learning on pairs."""
+"""The align_train entry: config composition, a few training steps on a fixed pair, and (slow) learning on
+pairs."""
 
 from __future__ import annotations
 
