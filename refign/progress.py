@@ -1,7 +1,7 @@
 """Progress bars that read well both in a terminal and in a log file.
 
-In a terminal, tqdm redraws its bar in place with ``\\r`` several times a second. Written into a file or a pipe
-(``python -m refign.train > run.log 2>&1``, a cluster job's log), those redraws pile up on one line of many
+In a terminal, tqdm redraws its bar in place with ``\\r`` several times a second. Written into a file or a
+pipe (``python -m refign.train > run.log 2>&1``, a cluster job's log), those redraws pile up on one line of many
 kilobytes. Outside a terminal every bar therefore prints a whole line instead, at most one every
 ``LINE_EVERY_S`` seconds, and a last one when it closes.
 """
@@ -25,8 +25,8 @@ class LineProgress(tqdm):
     _last_line = float("-inf")
 
     def display(self, msg: str | None = None, pos: int | None = None) -> bool:
-        # tqdm's documented hook for another front end; close() sets ``disable`` first, then asks for the final
-        # state (``msg=None``, and ends the line itself) or, for ``leave=False``, to clear it (``msg=""``)
+        # tqdm's documented hook for another front end; close() sets ``disable`` first, then asks for the
+        # final state (``msg=None``, and ends the line itself) or, for ``leave=False``, to clear it (``msg=""``)
         if self.disable:
             self.fp.write(str(self) + ("" if msg is None else "\n"))
             self.fp.flush()

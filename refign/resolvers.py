@@ -29,8 +29,9 @@ def short_dirname(overrides: str, limit: int = MAX_DIRNAME) -> str:
 
 
 def package_path(name: str) -> str:
-    """A folder shipped inside the installed package (``${package_path:assets}``), found through the package
-    rather than the working directory, so that a run started anywhere finds the files that come with the code."""
+    """A folder shipped inside the installed package (``${package_path:assets}``), found through the
+    package rather than the working directory, so that a run started anywhere finds the files that come with
+    the code."""
     return str(resources.files("refign").joinpath(name))
 
 

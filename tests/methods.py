@@ -89,7 +89,8 @@ def finish(launched: Launched, timeout: float = 600) -> str:
 
 
 def wait_until(done: Callable[[], bool], what: str, launched: Launched, timeout: float = 600) -> None:
-    """Poll until ``done()``; fail, naming ``what`` was awaited, if the run ends (or the time runs out) first."""
+    """Poll until ``done()``; fail, naming ``what`` was awaited, if the run ends (or the time runs out)
+    first."""
     deadline = time.monotonic() + timeout
     while not done():
         out = launched.log.read_text(errors="replace")

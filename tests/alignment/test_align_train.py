@@ -104,8 +104,9 @@ def test_a_few_steps_on_a_fixed_pair_lower_both_losses_and_leave_the_pyramid_fro
 @pytest.mark.slow
 def test_short_training_improves_pck(tmp_path):
     """60 steps from scratch on the synthetic pairs: PCK-5 1.1 → 25.6 % (measured, on 2 loaded CPU cores at
-    about 10 s/step; the zero flow scores 27.6 % on these pairs). The certainty is not informative yet (Spearman
-    certainty–EPE -0.08 before, -0.02 after: no sign to check); the shipped matcher's is (tests/test_assets.py)."""
+    about 10 s/step; the zero flow scores 27.6 % on these pairs). The certainty is not informative yet
+    (Spearman certainty–EPE -0.08 before, -0.02 after: no sign to check); the shipped matcher's is
+    (tests/test_assets.py)."""
     common = ["dataset.train.size=[64,128]", "dataset.eval.num_images=8", "seed=0"]
     cfg = align_cfg(tmp_path, *common)
     seed_everything(cfg.seed)
