@@ -19,7 +19,7 @@ def test_shipped_file_is_the_recorded_one_and_small(name):
     data = (ASSETS / entry["file"]).read_bytes()
     assert hashlib.sha256(data).hexdigest() == entry["sha256"]
     total = sum((ASSETS / e["file"]).stat().st_size for e in MANIFEST_DATA.values())
-    assert total <= 25 * 2**20  # both files together, as the README promises
+    assert total <= 25 * 2**20  # both files together, as docs/synthetic.md#shipped-weights promises
 
 
 def test_shipped_segmentor_scores_what_was_recorded(tmp_path_factory):

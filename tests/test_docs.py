@@ -69,3 +69,44 @@ def test_anchors_are_unique_per_page():
     for doc in (ROOT / "docs").glob("*.md"):
         found = ANCHOR.findall(doc.read_text())
         assert len(found) == len(set(found)), doc.name
+
+
+# The sections of the README before it was cut to a five-minute read (issue 20), each with the heading that now
+# holds its text: a heading carrying that anchor, in that page, whose words contain the old heading.
+FORMER_README_SECTIONS = {
+    "Install": "docs/development.md#install",
+    "How configurations compose": "docs/configuration.md#how-configurations-compose",
+    "Methods": "docs/self-training.md#methods",
+    "Refign": "docs/refign.md#running",
+    "MIC (Masked Image Consistency)": "docs/mic.md#mic",
+    "Alignment network (UAWarpC)": "docs/uawarpc.md#commands",
+    "Real data": "docs/data.md#real-data",
+    "Downloads": "docs/data.md#downloads",
+    "Expected layout": "docs/data.md#expected-layout",
+    "Preparation": "docs/data.md#preparation",
+    "Pretrained weights": "docs/data.md#pretrained-weights",
+    "Train, evaluate, export (ACDC and Dark Zurich)": "docs/data.md#train-evaluate-export",
+    "Multi-GPU": "docs/gpu.md#multi-gpu",
+    "Paper scale on a GPU": "docs/gpu.md#paper-scale-on-a-gpu",
+    "Reproducibility": "docs/reproducibility.md#reproducibility",
+    "The embedded synthetic benchmark": "docs/synthetic.md#benchmark",
+    "Shipped weights: the pretrained start and the CPU-scale matcher": "docs/synthetic.md#shipped-weights",
+    "Results on the synthetic benchmark": "README.md#results",
+    "Ablation": "docs/results.md#ablation",
+    "Development": "docs/development.md#development",
+}
+HEADING = re.compile(r"^#+\s+(.*)$", re.M)
+
+
+@pytest.mark.parametrize("section", FORMER_README_SECTIONS)
+def test_former_readme_section_is_a_heading(section):
+    page, anchor = FORMER_README_SECTIONS[section].split("#")
+    headings = [h for h in HEADING.findall((ROOT / page).read_text()) if f'<a id="{anchor}"></a>' in h]
+    assert len(headings) == 1, f"{page} has no heading with the anchor {anchor}"
+    assert section.lower() in ANCHOR.sub("", headings[0]).lower()
+
+
+def test_every_docs_page_is_linked_from_the_index():
+    index = (ROOT / "docs" / "README.md").read_text()
+    pages = sorted(p.name for p in (ROOT / "docs").glob("*.md") if p.name != "README.md")
+    assert [name for name in pages if f"]({name})" not in index] == []

@@ -18,7 +18,7 @@ def require_dir(path: str | os.PathLike, what: str) -> None:
     if not os.path.isdir(path):
         raise DatasetError(
             f"{what}: expected folder {path} does not exist (check paths.data_root / "
-            f"$REFIGN_DATA_DIR and the dataset layout in the README)"
+            f"$REFIGN_DATA_DIR and the layout in docs/data.md#expected-layout)"
         )
 
 

@@ -8,7 +8,7 @@ import torch
 
 from refign.align_train import run as align_run
 from refign.alignment.network import BACKBONE_PREFIX, build_alignment_network
-from refign.engine.checkpoint import fingerprint
+from refign.models.weights import fingerprint
 from tests.alignment.test_align_train import align_cfg
 from tests.e2e.conftest import train_evaluate_predict
 
@@ -45,6 +45,6 @@ def test_stage_1_then_stage_2_then_refign_with_it(tmp_path):
         ],
     )
     assert next(x for x in lines if "train/loss" in x)["train/refign/adapt_to_ref"] == 0.0
-    recorded = state["rebuilt"]["pseudo_labeler.aligner"]
+    recorded = state["method"]["pseudo_labeler._extra_state"]["aligner"]
     assert recorded["source"] == f"alignment.checkpoint={two}"
     assert recorded["sha256"] == fingerprint(build_alignment_network(checkpoint=two))

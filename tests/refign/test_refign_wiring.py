@@ -122,8 +122,8 @@ def test_refign_training_steps_log_refinement_statistics_and_panels(tiny_cfg, ma
         assert 0 <= x["train/refign/warp_valid_fraction"] <= 1 and 0 < x["train/refign/trust_s"] <= 1
     assert len(list((tmp_path / "images").glob("img_refign_*.png"))) == 1
     state = load(tmp_path / "checkpoints" / "last.pt")  # the frozen matcher: a fingerprint, not weights
-    assert set(state["rebuilt"]) == {"pseudo_labeler.aligner"}
-    assert state["rebuilt"]["pseudo_labeler.aligner"]["source"] == f"alignment.checkpoint={matcher_file}"
-    assert not any("aligner" in k for k in state["method"]) and not any(
+    recorded = state["method"]["pseudo_labeler._extra_state"]["aligner"]
+    assert recorded["source"] == f"alignment.checkpoint={matcher_file}" and len(recorded["sha256"]) == 64
+    assert not any("aligner." in k for k in state["method"]) and not any(
         "aligner" in k for k in state["segmentor"]
     )
