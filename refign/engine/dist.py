@@ -51,7 +51,7 @@ def _attempt_store() -> dist.Store:
     rank's listening address under a key named after the group and the rank only. A restarted rank 0 could
     read the dead rank 1's address before the new rank 1 overwrote it, and stop in ``init_process_group``
     with "Gloo connectFullMesh failed ... Connection refused". A prefix per attempt gives each attempt keys
-    of its own (docs/distributed.md#elastic-restarts). ``env://`` gives the same store as a plain
+    of its own (docs/running.md#elastic-restarts). ``env://`` gives the same store as a plain
     ``init_process_group`` (the agent's when torchrun shares it, one hosted by rank 0 otherwise)."""
     store, _, _ = next(dist.rendezvous("env://"))
     return dist.PrefixStore(f"attempt{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
