@@ -4,6 +4,7 @@ together, for every entry point (docs/architecture.md#composition-root). Entry p
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -95,8 +96,9 @@ def refign_enabled(cfg: DictConfig) -> bool:
     return enabled
 
 
-def build_pseudo_labeler(cfg: DictConfig):
-    """Refign's aligner + refiner (``refign=on``), or None for the method's own pseudo-labels."""
+def build_pseudo_labeler(cfg: DictConfig, weight_files: bool = True):
+    """Refign's aligner + refiner (``refign=on``), or None for the method's own pseudo-labels;
+    ``weight_files=False``: a randomly initialised matcher is accepted (see ``build_method``)."""
     if not refign_enabled(cfg):
         return None
     method = method_class(cfg)
@@ -108,7 +110,7 @@ def build_pseudo_labeler(cfg: DictConfig):
         )
     aligner = None
     if cfg.refine.use_align:
-        if not needs_gt_flow(cfg) and not cfg.alignment.get("checkpoint"):
+        if weight_files and not needs_gt_flow(cfg) and not cfg.alignment.get("checkpoint"):
             raise ConfigError(
                 "refign=on aligns with a trained matcher: set alignment.checkpoint=<file> "
                 "(the released uawarpc_megadepth.ckpt, or one from python -m refign.align_train)"
@@ -159,8 +161,21 @@ def build_mic(cfg: DictConfig):
     return instantiate_switched(cfg.mic)
 
 
-def build_method(cfg: DictConfig) -> UDAMethod:
-    labeler = build_pseudo_labeler(cfg)
+# every key naming a weight file a method's networks are initialised from
+WEIGHT_FILES = ("init_weights", "backbone.pretrained", "alignment.vgg_weights", "alignment.checkpoint")
+
+
+def build_method(cfg: DictConfig, weight_files: bool = True) -> UDAMethod:
+    """The configured method with its networks. ``weight_files=False`` reads none of the files in
+    ``WEIGHT_FILES`` and keeps every network's random initialisation (``refign.estimate`` builds the method
+    of fake tensors, whose sizes are all it needs)."""
+    if not weight_files:
+        cfg = copy.deepcopy(cfg)
+        with open_dict(cfg):
+            for key in WEIGHT_FILES:
+                if OmegaConf.select(cfg, key) is not None:
+                    OmegaConf.update(cfg, key, None)
+    labeler = build_pseudo_labeler(cfg, weight_files)
     extra = {"pseudo_labeler": labeler} if labeler is not None else {}
     mic = build_mic(cfg)
     if mic is not None:
@@ -263,6 +278,9 @@ def _inference_model(cfg: DictConfig, state: dict) -> Segmentor:
         with open_dict(cfg):
             for node in MODEL_NODES:
                 cfg[node] = stored[node]
+            # checkpoints from before model.slide_batch: their batched_slide=true ran every window in one
+            # pass; they now get the default (docs/performance.md#eval-memory), the logits are the same
+            cfg.model.pop("batched_slide", None)
             cfg.dataset.num_classes = stored.dataset.num_classes
     with open_dict(cfg):  # every weight comes from the checkpoint: do not read the initialisation files
         cfg.backbone.pretrained = None
@@ -287,6 +305,36 @@ def build_segmentation_eval(cfg: DictConfig, info: DistInfo, split: str, require
         cfg.trainer.num_workers,
         cfg.dataset.over_present_classes,
     )
+
+
+def write_random_weights(cfg: DictConfig) -> list[Path]:
+    """Random-weight files at every weight path of ``cfg`` that does not exist yet (backbone ``pretrained``,
+    ``init_weights``, Refign's ``alignment.checkpoint``), in the formats their loaders accept; returns the
+    files written. For measuring time and memory at true size without the released weights (bench_step,
+    dry_run): a step's cost does not depend on the weights. Existing files are never touched."""
+    written = []
+
+    def missing(path) -> bool:
+        return bool(path) and not Path(path).exists()
+
+    def save(state: dict, path: str) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        torch.save(state, path)
+        written.append(Path(path))
+
+    if missing(cfg.backbone.get("pretrained")):
+        save(instantiate(cfg.backbone, pretrained=None).state_dict(), cfg.backbone.pretrained)
+    if missing(cfg.get("init_weights")):
+        fresh = cfg.copy()
+        with open_dict(fresh):
+            fresh.init_weights = None
+            fresh.backbone.pretrained = None
+        save(build_segmentor(fresh).state_dict(), cfg.init_weights)
+    if cfg.get("refign", {}).get("enabled") and missing(cfg.alignment.get("checkpoint")):
+        save(
+            {"state_dict": instantiate(cfg.alignment, checkpoint=None).state_dict()}, cfg.alignment.checkpoint
+        )
+    return written
 
 
 # ---- segmentation training (refign.train) ----------------------------------------------------------------

@@ -74,27 +74,6 @@ def compose_row(row: str, scale: str, weights_dir: Path, extra: list[str]) -> Di
     return cfg
 
 
-def write_random_weights(cfg: DictConfig) -> None:
-    """Random-weight files at every path the configuration reads, in the formats their loaders accept."""
-    from hydra.utils import instantiate
-
-    def missing(path) -> bool:
-        return bool(path) and not Path(path).exists()
-
-    if missing(cfg.backbone.get("pretrained")):
-        backbone = instantiate(cfg.backbone, pretrained=None)
-        torch.save(backbone.state_dict(), cfg.backbone.pretrained)
-    if missing(cfg.get("init_weights")):
-        with open_dict(cfg):
-            path, cfg.init_weights = cfg.init_weights, None
-        torch.save(build.build_segmentor(cfg).state_dict(), path)
-        with open_dict(cfg):
-            cfg.init_weights = path
-    if cfg.get("refign", {}).get("enabled") and missing(cfg.alignment.get("checkpoint")):
-        matcher = instantiate(cfg.alignment, checkpoint=None)
-        torch.save({"state_dict": matcher.state_dict()}, cfg.alignment.checkpoint)
-
-
 def random_batch(
     cfg: DictConfig, device: torch.device, generator: torch.Generator
 ) -> dict[str, torch.Tensor]:
@@ -229,7 +208,7 @@ def main() -> None:
                 continue
             for row in args.rows:
                 cfg = compose_row(row, args.scale, Path(tmp), extra)
-                write_random_weights(cfg)
+                build.write_random_weights(cfg)
                 r = time_row(cfg, precision, info, args.steps, args.warmup, Path(tmp), args.clock)
                 results.append({"precision": precision, "row": row, **r})
                 print(f"{precision:>4} {row:>16}: {r['steps_per_s']:.3f} steps/s", flush=True)

@@ -46,6 +46,7 @@ CONFIG_OF_ENTRY = {
     "align_train": "align_train",
     "check_data": "check_data",
     "align": "align",
+    "estimate": "estimate",
 }
 PLACEHOLDER = re.compile(r"<[^<>]+>")  # <date>, <run>: parts of a path the user fills in
 # the MiT of the paper scale, shrunk (same stages and heads); the DAFormer head and HRDA's attention narrowed
@@ -235,9 +236,8 @@ def test_refign_command_starts(command, point, workspace, monkeypatch):
     entry = command.argv[2].removeprefix("refign.")
     assert entry in CONFIG_OF_ENTRY, f"no entry point refign.{entry}"
     launcher = [w for w in point if w.startswith("hydra/launcher=")]
-    for (
-        word
-    ) in launcher:  # a sweep's launcher: its config must exist (it is read by Hydra, not composed here)
+    # a sweep's launcher: its config must exist (it is read by Hydra, not composed here)
+    for word in launcher:
         assert (ROOT / "conf" / f"{word.replace('=', '/')}.yaml").is_file(), word
     cfg = compose_point(entry, [w for w in point if w not in launcher], workspace, monkeypatch)
     if entry == "train":
@@ -246,14 +246,14 @@ def test_refign_command_starts(command, point, workspace, monkeypatch):
         assert build.build_matcher(cfg) is not None
         if cfg.mode == "train":
             build.stage_cfg(cfg)
-    elif (
-        entry == "check_data"
-    ):  # every folder it walks exists in the user's layout (the counts are the data's)
+    elif entry == "check_data":  # every folder it walks exists in the user's layout (the counts are the data's)
         for spec in dataset_specs(cfg):
             assert "root" not in spec or Path(spec.root).is_dir(), spec.root
     elif entry == "align":  # the matcher, and without target/reference the dataset's pairs
         build.build_aligner(cfg)
         assert cfg.target or build.build_pair_sets(cfg, cfg.split)
+    elif entry == "estimate":  # the method it traces is a training one (the trace itself takes minutes)
+        assert build.method_class(cfg).self_training and cfg.trainer.precision in ("auto16", "32", "bf16", "fp16")
     else:
         check_inference(cfg, entry)
 

@@ -39,7 +39,13 @@ def evaluate(
     ``num_classes`` is the dataset's (``dataset.num_classes`` of the configuration).
     """
     shard = Subset(dataset, range(dist_info.rank, len(dataset), dist_info.world_size))
-    loader = DataLoader(shard, batch_size=batch_size, num_workers=num_workers)
+    # Workers from a fork server, not forked from this process: forked from a trainer holding gigabytes, they
+    # would keep its pages alive, and every page the evaluation's forward passes then rewrite would be
+    # copied — the memory grew image after image (docs/performance.md#eval-memory).
+    context = "forkserver" if num_workers > 0 else None
+    loader = DataLoader(
+        shard, batch_size=batch_size, num_workers=num_workers, multiprocessing_context=context
+    )
     was_training = model.training
     model.eval()
     overall = ConfusionMatrix(num_classes, IGNORE_INDEX)
@@ -52,6 +58,7 @@ def evaluate(
         with autocast():
             logits = model.predict(image, out_size=label.shape[-2:])
         pred = logits.argmax(1)
+        del logits  # not alive during the next image's forward pass
         overall.update(pred, label)
         for i, cond in enumerate(batch.get("condition", [])):
             if cond in per_condition:

@@ -12,7 +12,7 @@ log = logging.getLogger(__name__)
 
 
 class MetricLogger:
-    """Appends ``{"step": …, "time": …, **metrics}`` lines to ``metrics.jsonl`` and forwards them to wandb.
+    """Appends ``{"step": …, "time": …, "cpu_time": …, **metrics}`` lines to ``metrics.jsonl`` and forwards them to wandb.
 
     Args:
         run_dir: folder of the run (the JSONL file lives here).
@@ -35,7 +35,14 @@ class MetricLogger:
     def log(self, metrics: dict[str, Any], step: int) -> None:
         if not self.enabled:
             return
-        record = {"step": step, "time": round(time.time(), 3), **metrics}
+        # cpu_time: this process's CPU seconds (all threads), so a CPU run's cost per step is readable on a
+        # shared machine, where the wall clock also counts the other jobs
+        record = {
+            "step": step,
+            "time": round(time.time(), 3),
+            "cpu_time": round(time.process_time(), 3),
+            **metrics,
+        }
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
         if self.wandb is not None:

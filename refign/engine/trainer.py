@@ -31,6 +31,22 @@ from refign.progress import progress_bar
 
 log = logging.getLogger(__name__)
 PRECISIONS = {"32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# the paper scale's default (conf/scale/paper.yaml): 16-bit mixed precision as the official runs, resolved here
+AUTO16 = "auto16"
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto16`` → ``bf16`` on a CUDA device that supports it, ``fp16`` (with the GradScaler) on one that
+    does not, ``32`` on the CPU: a CPU's bfloat16 autocast is slower than fp32 on most CPUs and changes the
+    numbers, so CPU runs (dry runs, tests) stay in fp32 unless ``bf16`` is asked for by name. Any other
+    value is returned as it is."""
+    if precision != AUTO16:
+        return precision
+    if device.type != "cuda":
+        return "32"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
 # (model, autocast) -> (results, written to eval_<step>.json and returned by fit; scalars for the logger)
 Evaluation = Callable[[nn.Module, Callable], tuple[dict, dict[str, float]]]
 
@@ -58,6 +74,15 @@ class TrainerConfig:
     deterministic: bool = False
     eval_batch_size: int = 1
     num_workers: int = 0
+
+
+def on_device(module: nn.Module, device: torch.device) -> nn.Module:
+    """``module`` on ``device``; one already there is returned as it is (``Module.to`` would swap every
+    parameter of a model built of fake tensors, as ``refign.estimate`` builds it, and fails)."""
+    tensors = [*module.parameters(), *module.buffers()]
+    if all(t.device == device or (device.index is None and t.device.type == device.type) for t in tensors):
+        return module
+    return module.to(device)
 
 
 class Trainer:
@@ -91,21 +116,26 @@ class Trainer:
         resolved_config: dict | None = None,
         checkpoint_extras: Callable[[], dict] | None = None,
     ) -> None:
-        if cfg.precision not in PRECISIONS:
-            raise ValueError(f"trainer.precision must be one of {list(PRECISIONS)}, got {cfg.precision!r}")
+        if cfg.precision not in (*PRECISIONS, AUTO16):
+            raise ValueError(
+                f"trainer.precision must be one of {[*PRECISIONS, AUTO16]}, got {cfg.precision!r}"
+            )
+        self.precision = resolve_precision(cfg.precision, dist_info.device)
+        if self.precision != cfg.precision:
+            log.info("trainer.precision=%s on %s: %s", cfg.precision, dist_info.device, self.precision)
         self.cfg, self.dist = cfg, dist_info
-        self.method = method.to(dist_info.device)
+        self.method = on_device(method, dist_info.device)
         self.optimizer, self.scheduler = optimizer, scheduler
         self.batches, self.evaluate = batches, evaluate
         self.run_dir, self.logger = Path(run_dir), logger
         self.resolved_config = resolved_config
         self.checkpoint_extras = checkpoint_extras
         self.step = 0
-        dtype = PRECISIONS[cfg.precision]
+        dtype = PRECISIONS[self.precision]
         self.autocast = (
             (lambda: torch.autocast(dist_info.device.type, dtype=dtype)) if dtype else contextlib.nullcontext
         )
-        self.scaler = torch.amp.GradScaler(dist_info.device.type, enabled=cfg.precision == "fp16")
+        self.scaler = torch.amp.GradScaler(dist_info.device.type, enabled=self.precision == "fp16")
         self.model = self._wrap(method)
 
     def _wrap(self, method: nn.Module) -> nn.Module:
@@ -243,6 +273,8 @@ class Trainer:
                 f"last good state kept in {self.run_dir / 'checkpoints'}"
             )
         means = summary.means | {"lr": self.optimizer.param_groups[0]["lr"]}
+        if self.dist.device.type == "cuda":  # the GPU memory the run needs, as mmcv's logger reports it
+            means["cuda_peak_gib"] = torch.cuda.max_memory_allocated(self.dist.device) / 2**30
         bar.set_postfix({k: f"{v:.3g}" for k, v in means.items() if k.startswith("loss")})
         self.logger.log({f"train/{k}": v for k, v in means.items()}, self.step)
 

@@ -42,10 +42,15 @@ def mit(
     drop_path_rate: float,
     qkv_bias: bool = True,
     pretrained: str | None = None,
+    checkpoint_activations: bool = False,
 ) -> nn.Module:
     """``MiT`` (SegFormer MiT-b0…b5 by the config's sizes), optionally pretrained.
 
     ``pretrained`` names a local file with MiT weights (mmseg key names, optionally under ``backbone.``).
+    ``checkpoint_activations``: each transformer block keeps only its input for the backward and computes
+    its forward again there (mmseg's ``with_cp``; the random state is restored, so the numbers are those
+    of a run without it): less activation memory for about a third more backbone compute. Only blocks
+    that are back-propagated through are checkpointed (not the EMA teacher or the ImageNet copy).
     """
     model = MiT(
         embed_dims=embed_dims,
@@ -56,6 +61,7 @@ def mit(
         drop_path_rate=drop_path_rate,
         qkv_bias=qkv_bias,
         out_indices=(0, 1, 2, 3),
+        with_cp=checkpoint_activations,
     )
     model.out_channels = [embed_dims * h for h in num_heads]
     if pretrained:

@@ -55,7 +55,7 @@ class HRDASegmentor(Segmentor):
     evaluation), so ``whole_inference``/``slide_inference``/``predict`` work unchanged.
 
     Args:
-        backbone, head, inference, crop_size, stride, batched_slide: as ``Segmentor``.
+        backbone, head, inference, crop_size, stride, slide_batch: as ``Segmentor``.
         num_classes: classes of the head (the attention is class-wise).
         output_stride: the head's output stride w.r.t. its input (4 for DAFormer/SegFormer heads).
         attention_channels, attention_dropout: the SegFormer scale-attention head.
@@ -77,9 +77,9 @@ class HRDASegmentor(Segmentor):
         inference: str = "whole",
         crop_size: tuple[int, int] = (1080, 1080),
         stride: tuple[int, int] = (420, 420),
-        batched_slide: bool = True,
+        slide_batch: int | None = 1,
     ) -> None:
-        super().__init__(backbone, head, inference, crop_size, stride, batched_slide)
+        super().__init__(backbone, head, inference, crop_size, stride, slide_batch)
         self.scale_attention = SegFormerHead(
             list(backbone.out_channels), num_classes, attention_channels, attention_dropout
         )

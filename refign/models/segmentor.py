@@ -34,7 +34,10 @@ class Segmentor(nn.Module):
         head: maps that list to logits at the head's output stride.
         inference: ``"whole"`` or ``"slide"`` (windows of ``crop_size`` every ``stride`` pixels).
         crop_size, stride: sliding-window geometry, used when ``inference == "slide"``.
-        batched_slide: run all windows of an image as one batch (faster, more memory).
+        slide_batch: windows per forward pass in sliding-window inference; None = all of them at once (the
+            official ``batched_slide``). The memory of a pass grows with it: all windows of a 1080×1920
+            image in one pass (HRDA*: 3 windows × (context + 9 detail crops) = 30 images of 540²) needed ~3×
+            the memory of one window, more than a training step at batch 1 (docs/performance.md#eval-memory).
     """
 
     def __init__(
@@ -44,7 +47,7 @@ class Segmentor(nn.Module):
         inference: str = "whole",
         crop_size: tuple[int, int] = (1080, 1080),
         stride: tuple[int, int] = (420, 420),
-        batched_slide: bool = True,
+        slide_batch: int | None = 1,
     ) -> None:
         super().__init__()
         if inference not in ("whole", "slide"):
@@ -54,7 +57,11 @@ class Segmentor(nn.Module):
         self.inference = inference
         self.crop_size = tuple(crop_size)
         self.stride = tuple(stride)
-        self.batched_slide = batched_slide
+        if slide_batch is not None and slide_batch < 1:
+            raise ValueError(
+                f"model.slide_batch must be a positive number of windows or null, got {slide_batch}"
+            )
+        self.slide_batch = slide_batch
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits at the head's output stride (training path)."""
@@ -66,17 +73,19 @@ class Segmentor(nn.Module):
     def slide_inference(self, x: torch.Tensor) -> torch.Tensor:
         """Average of window logits (not probabilities), as the official implementation does."""
         boxes = slide_windows(tuple(x.shape[-2:]), self.crop_size, self.stride)
-        crops = [x[:, :, y1:y2, x1:x2] for y1, y2, x1, x2 in boxes]
-        if self.batched_slide:
-            outs = self.whole_inference(torch.cat(crops)).split(x.shape[0])
-        else:
-            outs = [self.whole_inference(c) for c in crops]
-        logits = x.new_zeros((x.shape[0], outs[0].shape[1], *x.shape[-2:]))
-        count = x.new_zeros((1, 1, *x.shape[-2:]))
-        for (y1, y2, x1, x2), out in zip(boxes, outs, strict=True):
-            logits[:, :, y1:y2, x1:x2] += out
-            count[:, :, y1:y2, x1:x2] += 1
-        return logits / count
+        per_pass = self.slide_batch or len(boxes)
+        logits = count = None
+        for start in range(0, len(boxes), per_pass):
+            chunk = boxes[start : start + per_pass]
+            outs = self.whole_inference(torch.cat([x[:, :, y1:y2, x1:x2] for y1, y2, x1, x2 in chunk]))
+            if logits is None:
+                logits = x.new_zeros((x.shape[0], outs.shape[1], *x.shape[-2:]))
+                count = x.new_zeros((1, 1, *x.shape[-2:]))
+            for (y1, y2, x1, x2), out in zip(chunk, outs.split(x.shape[0]), strict=True):
+                logits[:, :, y1:y2, x1:x2] += out
+                count[:, :, y1:y2, x1:x2] += 1
+            del outs  # before the next pass allocates its own
+        return logits.div_(count)
 
     def predict(self, x: torch.Tensor, out_size: tuple[int, int] | None = None) -> torch.Tensor:
         """Evaluation logits, bilinearly resized to ``out_size`` (the label size) when given."""

@@ -9,9 +9,12 @@ Gaussian with reflect borders on the normalised image.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
+from torch.utils._python_dispatch import _disable_current_modes
 
 from refign.imaging import denormalize, gaussian_blur, normalize
 
@@ -70,6 +73,22 @@ def adjust_hue(x: torch.Tensor, shift: float) -> torch.Tensor:
     return hsv_to_rgb(torch.stack([h + shift, s, v], -3)).clamp(0, 1)
 
 
+@contextmanager
+def host_values() -> Iterator[None]:
+    """Random factors and orders are host numbers drawn from torch's CPU generator, as kornia 0.5 draws them.
+    They are drawn outside any tensor mode the step may run under (a fake-tensor trace or a FLOP counter,
+    ``refign.estimate``), where a drawn tensor would be fake and have no value to read; in training no mode
+    is active and this changes nothing."""
+    with _disable_current_modes():
+        yield
+
+
+def random_order() -> list[int]:
+    """A random order of the four jitter ops (kornia draws one per call)."""
+    with host_values():
+        return torch.randperm(4).tolist()
+
+
 def color_jitter(image: torch.Tensor, strength: float, order: list[int] | None = None) -> torch.Tensor:
     """kornia 0.5 ``ColorJitter(s, s, s, s)`` on one de-normalised (3, H, W) image in [0, 1].
 
@@ -78,15 +97,16 @@ def color_jitter(image: torch.Tensor, strength: float, order: list[int] | None =
     jittered in one call, as MIC's, shares it). ``strength == 0`` is the identity (up to the [0, 1] clamp).
     """
     low = max(0.0, 1.0 - strength)
-    factors = (torch.empty(3).uniform_(low, 1.0 + strength) if strength > 0 else torch.ones(3)).tolist()
-    hue = float(torch.empty(()).uniform_(-strength, strength)) * 2 * math.pi if strength > 0 else 0.0
+    with host_values():
+        factors = (torch.empty(3).uniform_(low, 1.0 + strength) if strength > 0 else torch.ones(3)).tolist()
+        hue = float(torch.empty(()).uniform_(-strength, strength)) * 2 * math.pi if strength > 0 else 0.0
     ops = [
         lambda x: adjust_brightness(x, factors[0]),
         lambda x: adjust_contrast(x, factors[1]),
         lambda x: adjust_saturation(x, factors[2]),
         lambda x: adjust_hue(x, hue),
     ]
-    for i in order if order is not None else torch.randperm(4).tolist():
+    for i in order if order is not None else random_order():
         image = ops[i](image)
     return image
 

@@ -147,8 +147,7 @@ class DACS(UDAMethod):
                 label, student.shape[-2:], self.fdist_classes, self.fdist_min_ratio, self.num_classes
             )
         dist, defined = feature_distance(student, frozen, mask)
-        if not defined:
-            self.fdist_empty_steps += 1
+        self.fdist_empty_steps += (~defined).long()  # on the device: no host read per step
         return self.fdist_lambda * dist
 
     @torch.no_grad()

@@ -18,12 +18,10 @@ def downscale_label_ratio(
 
     ``label`` is (B, H, W) with H and W multiples of ``scale``; the result is (B, H/scale, W/scale).
     """
-    lbl = label.clone()
-    lbl[lbl == ignore_index] = num_classes  # the ignore label competes as an extra class
+    lbl = torch.where(label == ignore_index, num_classes, label)  # the ignore label competes as a class
     onehot = F.one_hot(lbl, num_classes + 1).permute(0, 3, 1, 2).float()
     ratio, cls = F.avg_pool2d(onehot, scale, scale).max(dim=1)
-    cls[(cls == num_classes) | (ratio < min_ratio)] = ignore_index
-    return cls
+    return torch.where((cls == num_classes) | (ratio < min_ratio), ignore_index, cls)
 
 
 def feature_distance_mask(
@@ -44,15 +42,19 @@ def feature_distance_mask(
 
 def feature_distance(
     student: torch.Tensor, frozen: torch.Tensor, mask: torch.Tensor | None
-) -> tuple[torch.Tensor, bool]:
-    """Mean over masked positions of ‖f_S − f_I‖₂ across channels; ``(0, False)`` when no cell qualifies.
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean over masked positions of ‖f_S − f_I‖₂ across channels, and a bool tensor that says whether any
+    position qualified (the distance is 0 when none did).
 
-    The official code returns NaN in that case (docs/quirks.md#q6); here it is 0 and counted (docs/deviations.md#d2), so the
-    returned flag says whether the distance was defined.
+    The official code selects the masked cells (``dist[mask]``) and returns NaN when there are none
+    (docs/quirks.md#q6); here it is 0 and counted (docs/deviations.md#d2). The mean is taken as the sum over
+    the mask divided by its count: the same value up to the order of summation, with gradients identical
+    bit for bit, and shapes that do not depend on the labels, so the step neither waits for the device to
+    count the cells nor stops a fake-tensor trace (``refign.estimate``).
     """
     dist = torch.norm(student - frozen.detach(), dim=1)
-    if mask is not None:
-        dist = dist[mask]
-    if dist.numel() == 0:
-        return student.sum() * 0.0 + 0.0, False  # +0.0: no negative zero in the logs
-    return dist.mean(), True
+    if mask is None:
+        return dist.mean(), torch.ones((), dtype=torch.bool, device=dist.device)
+    count = mask.sum()
+    # +0.0 where nothing qualifies: the masked sum is then +0, divided by 1
+    return (dist * mask).sum() / count.clamp(min=1), count > 0

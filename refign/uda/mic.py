@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from refign.imaging import denormalize, normalize
-from refign.uda.augment import color_jitter, dacs_blur
+from refign.uda.augment import color_jitter, dacs_blur, random_order
 
 # What is masked (official ``mask_mode``): ``target`` = the target images (``separatetrg[aug]``, MIC's own
 # default, e.g. GTA → Cityscapes); ``source_and_target`` = the first source image with its label and the first
@@ -57,7 +57,7 @@ def batch_photometric(
     """
     jitter_draw, blur_draw = random.uniform(0, 1), random.uniform(0, 1)
     if jitter_draw > jitter_p:
-        order = torch.randperm(4).tolist()
+        order = random_order()
         images = torch.cat([normalize(color_jitter(denormalize(x[None]), jitter_s, order)) for x in images])
     if blur_draw > 0.5:
         images = dacs_blur(images, float(np.random.uniform(*sigma_range)))

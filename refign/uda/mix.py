@@ -4,6 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from torch._subclasses.fake_tensor import is_fake
+
+
+def batch_classes(labels: torch.Tensor) -> np.ndarray:
+    """The classes present in ``labels``, read to the host, where the official draw happens (on a GPU, one
+    synchronisation per step). Fake labels, traced without values by ``refign.estimate``, stand for one class
+    0: the masks' shapes and memory do not depend on which classes are drawn."""
+    if is_fake(labels):
+        return np.zeros(1, dtype=np.int64)
+    return torch.unique(labels).cpu().numpy()
 
 
 def class_masks(labels: torch.Tensor, rng: np.random.Generator | None = None) -> torch.Tensor:
@@ -16,7 +26,7 @@ def class_masks(labels: torch.Tensor, rng: np.random.Generator | None = None) ->
     Returns a float tensor (B, H, W) with 1 where the source pixel is pasted.
     """
     draw = (rng or np.random).choice  # the global numpy RNG by default, as the official code
-    classes = torch.unique(labels).cpu().numpy()
+    classes = batch_classes(labels)
     n = len(classes)
     masks = []
     for label in labels:

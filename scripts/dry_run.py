@@ -1,0 +1,420 @@
+"""Every official experiment at its true size, on this machine: time and memory per phase.
+
+    python scripts/dry_run.py EXPERIMENT… --data-root DIR --out DIR [--random-weights] [--batch-size N]
+        [--steps 2] [--max-rss-gb 21] [--lock FILE] [-- OVERRIDE…]
+
+For each ``conf/experiment/<EXPERIMENT>.yaml`` (``all``: the 12 of them), on a tree written by
+``scripts/make_dataset_tree.py``, through the real entry points and with the experiment's real backbone, head,
+crop, batch, matcher and inference mode:
+
+1. ``train``: ``python -m refign.train`` for ``--steps`` steps (the validation left to phase 2), which saves
+   its checkpoint;
+2. ``evaluate``: ``python -m refign.evaluate split=test`` on that checkpoint — the experiment's val split
+   with labels at native resolution, the official "test" stage (HRDA*: sliding windows); only the
+   experiment's own dataset (Dark Zurich's Nighttime Driving and BDD100k-night sets are left out);
+3. ``predict``: ``python -m refign.predict`` on its test split, writing the test-server archive.
+
+Each phase is a child process: its CPU seconds (user + system, of it and its data workers), wall seconds and
+peak resident memory (``ru_maxrss`` from ``wait4``, forked from a small launcher so that this script's own
+memory does not count) are measured; a watchdog samples the memory of its process group (total PSS: the
+phase with its data workers, the "group" peak) and kills the group above ``--max-rss-gb``. One Markdown row
+per experiment is printed and merged into ``OUT/dry_run.md`` and ``OUT/dry_run.json`` (rows of earlier invocations with the same OUT are kept, so
+experiments can be run one at a time). Missing pretrained files are an error naming them unless
+``--random-weights``, which writes random weights into ``OUT/random_weights/`` (as ``paths.pretrained_dir``)
+and marks every printed line. ``--lock FILE`` holds an exclusive ``flock`` on FILE for each experiment (on
+a machine shared with other heavy jobs). See docs/performance.md#dry-run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from refign import build  # noqa: E402
+
+EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
+GIB = 2**30
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+class DryRunError(ValueError):
+    """Bad input: an unknown experiment, a missing weight file, a data root that is not there."""
+
+
+# ---- one phase: a child process, measured and watched ----------------------------------------------------
+@dataclass
+class Phase:
+    """What one child process cost; ``status`` is ``ok``, ``failed (rc N)`` or ``killed (RSS > … GiB)``."""
+
+    status: str
+    wall_s: float
+    cpu_s: float
+    peak_gib: float  # the phase's own process: ru_maxrss
+    group_peak_gib: float  # the phase with its data workers: total PSS, sampled every 0.5 s
+    log: str
+
+
+def group_memory(pgid: int) -> tuple[int, int]:
+    """(largest resident set, total proportional set size) in bytes over the process group ``pgid`` (the phase
+    and its data workers). PSS splits shared pages between the processes that map them, so the total is the
+    physical memory the group holds — what runs a machine out of memory, e.g. pages copied on write between
+    a trainer and workers forked from it."""
+    largest = total = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            if int(fields[2]) != pgid:  # fields after "(comm)": state, ppid, pgrp, …
+                continue
+            with open(f"/proc/{entry.name}/smaps_rollup") as f:
+                pss = sum(int(line.split()[1]) for line in f if line.startswith("Pss:")) * 1024
+        except (OSError, ValueError):  # gone meanwhile
+            continue
+        largest, total = max(largest, int(fields[21]) * PAGE), total + pss
+    return largest, total
+
+
+# A child's ru_maxrss counts the memory of the process it was forked from until its exec: the phase is
+# forked from this small launcher (not from this script, which holds torch), which reports its rusage.
+LAUNCHER = """
+import json, os, sys
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[2], sys.argv[2:])
+_, status, ru = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as f:
+    json.dump({"cpu_s": ru.ru_utime + ru.ru_stime, "maxrss_kib": ru.ru_maxrss}, f)
+sys.exit(os.waitstatus_to_exitcode(status) % 256)
+"""
+
+
+def run_phase(cmd: list[str], log_path: Path, max_rss: float, trace_path: Path | None = None) -> Phase:
+    """Run ``cmd`` in its own process group with its output in ``log_path``; kill the group as soon as its
+    processes together hold more than ``max_rss`` bytes (total PSS). ``trace_path`` gets
+    ``seconds,largest_rss_gib,group_pss_gib`` samples (every 0.5 s)."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    usage_path = log_path.with_suffix(".rusage.json")
+    usage_path.unlink(missing_ok=True)
+    killed: list[float] = []
+    group_peak = [0]
+    start = time.perf_counter()
+    with log_path.open("w") as log:
+        launcher = [sys.executable, "-S", "-c", LAUNCHER, str(usage_path), *cmd]
+        proc = subprocess.Popen(
+            launcher, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True
+        )
+        done = threading.Event()
+
+        def watch() -> None:
+            trace = trace_path.open("w") if trace_path else None
+            while not done.wait(0.5):
+                largest, total = group_memory(proc.pid)
+                group_peak[0] = max(group_peak[0], total)
+                if trace and total:
+                    trace.write(f"{time.perf_counter() - start:.1f},{largest / GIB:.3f},{total / GIB:.3f}\n")
+                if total > max_rss:
+                    killed.append(total / GIB)
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    break
+            if trace:
+                trace.close()
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        rc = proc.wait()
+        done.set()
+        watcher.join()
+    wall = time.perf_counter() - start
+    usage = json.loads(usage_path.read_text()) if usage_path.is_file() else {"cpu_s": 0.0, "maxrss_kib": 0}
+    verdict = (
+        f"killed (RSS {killed[0]:.1f} > {max_rss / GIB:.0f} GiB)"
+        if killed
+        else "ok"
+        if rc == 0
+        else f"failed (rc {rc})"
+    )
+    peak = usage["maxrss_kib"] * 1024 / GIB
+    return Phase(verdict, wall, usage["cpu_s"], peak, group_peak[0] / GIB, str(log_path))
+
+
+# ---- one experiment ---------------------------------------------------------------------------------------
+@dataclass
+class Row:
+    experiment: str
+    batch: str
+    random_weights: bool
+    commit: str
+    s_per_step: float | None = None
+    cpu_s_per_step: float | None = None
+    miou: float | None = None
+    archive: str | None = None
+    phases: dict[str, dict] = field(default_factory=dict)
+
+
+def compose_experiment(name: str, overrides: list[str]) -> DictConfig:
+    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
+        cfg = compose("train", overrides=[f"experiment={name}", *overrides])
+    with open_dict(cfg):
+        cfg.paths.root_dir = str(ROOT)
+    return cfg
+
+
+def weight_files(cfg: DictConfig) -> dict[str, str]:
+    """The files the experiment reads its starting weights from, by configuration key."""
+    files = {"backbone.pretrained": cfg.backbone.get("pretrained"), "init_weights": cfg.get("init_weights")}
+    if cfg.get("refign", {}).get("enabled"):
+        files["alignment.checkpoint"] = cfg.alignment.get("checkpoint")
+        files["alignment.vgg_weights"] = cfg.alignment.get("vgg_weights")
+    return {k: str(v) for k, v in files.items() if v}
+
+
+def code_version() -> str:
+    """The checkout's commit, ``+`` when it has uncommitted changes: each row says which code it measured."""
+    git = ["git", "-C", str(ROOT)]
+    try:
+        commit = subprocess.run(
+            [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        )
+        dirty = subprocess.run(
+            [*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit.stdout.strip() + ("+" if dirty.stdout.strip() else "")
+
+
+def step_seconds(metrics: Path) -> tuple[float | None, float | None]:
+    """(wall, CPU) seconds per step between the logs of the first and the last step (one log per step): the
+    steady step, without the start-up, the first data-loader start and the final checkpoint. CPU seconds are
+    the training process's (all threads, data workers not included)."""
+    if not metrics.is_file():
+        return None, None
+    logs = [json.loads(line) for line in metrics.read_text().splitlines() if '"train/loss"' in line]
+    if len(logs) < 2:
+        return None, None
+    steps = len(logs) - 1
+    cpu = (logs[-1]["cpu_time"] - logs[0]["cpu_time"]) / steps if "cpu_time" in logs[0] else None
+    return (logs[-1]["time"] - logs[0]["time"]) / steps, cpu
+
+
+class DryRun:
+    def __init__(self, args: argparse.Namespace, extra: list[str]) -> None:
+        self.args, self.extra = args, extra
+        self.out = args.out.resolve()
+        self.max_rss = args.max_rss_gb * GIB
+        self.common = [
+            f"paths.data_root={args.data_root.resolve()}",
+            f"paths.output_dir={self.out / 'outputs'}",
+        ]
+        if args.random_weights:
+            self.common.append(f"paths.pretrained_dir={self.out / 'random_weights'}")
+        if args.batch_size:
+            self.common.append(f"dataset.batch_size={args.batch_size}")
+
+    def say(self, text: str) -> None:
+        prefix = "[dry run, RANDOM WEIGHTS] " if self.args.random_weights else "[dry run] "
+        print("\n".join(prefix + line for line in text.splitlines()), flush=True)
+
+    def prepare(self, name: str) -> DictConfig:
+        """The composed experiment, its weight files present (written at random with --random-weights)."""
+        cfg = compose_experiment(name, [*self.common, *self.extra])
+        missing = {k: v for k, v in weight_files(cfg).items() if not Path(v).is_file()}
+        if missing and not self.args.random_weights:
+            listed = "; ".join(f"{k}={v}" for k, v in missing.items())
+            raise DryRunError(
+                f"{name}: pretrained file(s) not found: {listed} (download them, see docs/checkpoints.md, or "
+                f"pass --random-weights to measure with random weights)"
+            )
+        for path in build.write_random_weights(cfg):
+            self.say(f"{name}: wrote random weights {path}")
+        return cfg
+
+    def run(self, name: str, cfg: DictConfig) -> Row:
+        paper = compose_experiment(name, []).dataset.batch_size
+        ran = cfg.dataset.batch_size
+        batch = f"{ran}" if ran == paper else f"{ran} (paper {paper})"
+        row = Row(name, batch, self.args.random_weights, code_version())
+        folder = self.out / name
+        py = [sys.executable, "-m"]
+        overrides = [f"experiment={name}", *self.common, *self.extra]
+        train_dir = folder / "train"
+        phases = {
+            "train": [
+                *py, "refign.train", *overrides, f"task_name=dry_run_{name}", f"hydra.run.dir={train_dir}",
+                f"trainer.max_steps={self.args.steps}", "trainer.log_every=1", "trainer.eval_every=0",
+                "trainer.checkpoint_every=0", "trainer.image_every=0", "~dataset.val",
+            ],
+        }  # fmt: skip
+        ckpt = train_dir / "checkpoints" / "last.pt"
+        dropped = [f"~dataset.test.{k}" for k in cfg.dataset.get("test", {}) if k != cfg.dataset.name]
+        phases["evaluate"] = [
+            *py, "refign.evaluate", *overrides, *dropped, f"checkpoint={ckpt}", "split=test",
+            f"hydra.run.dir={folder / 'evaluate'}",
+        ]  # fmt: skip
+        phases["predict"] = [
+            *py, "refign.predict", *overrides, f"checkpoint={ckpt}", f"out_dir={folder / 'predict'}",
+            "overwrite=true", "overview_images=0", f"hydra.run.dir={folder / 'predict'}",
+        ]  # fmt: skip
+        for phase, cmd in phases.items():
+            self.say(f"{name}: {phase} …")
+            result = run_phase(cmd, folder / f"{phase}.log", self.max_rss, folder / f"{phase}_rss.csv")
+            row.phases[phase] = asdict(result)
+            self.say(
+                f"{name}: {phase} {result.status}: {result.wall_s:.0f} s wall, {result.cpu_s:.0f} CPU s, "
+                f"peak {result.peak_gib:.1f} GiB"
+            )
+            if result.status != "ok":
+                self.say(f"{name}: see {result.log}")
+                break
+        row.s_per_step, row.cpu_s_per_step = step_seconds(train_dir / "metrics.jsonl")
+        eval_json = folder / "evaluate" / "eval.json"
+        if eval_json.is_file():
+            row.miou = json.loads(eval_json.read_text())[cfg.dataset.name]["mIoU"]
+        archives = sorted((folder / "predict").glob("*_submission.zip"))
+        if archives:
+            row.archive = f"{archives[0].name} ({archives[0].stat().st_size / 2**20:.1f} MiB)"
+        return row
+
+
+# ---- the table --------------------------------------------------------------------------------------------
+HEADER = (
+    "| experiment | batch | weights | status | s/step | CPU s/step | train CPU s | train peak GiB | eval CPU s | eval peak GiB "
+    "| val mIoU | predict CPU s | predict peak GiB | archive | commit |"
+)
+
+
+def format_row(row: dict) -> str:
+    ph = row["phases"]
+
+    def cell(phase: str, key: str, fmt: str) -> str:
+        return format(ph[phase][key], fmt) if phase in ph else "–"
+
+    def peak(phase: str) -> str:
+        """The phase's process, and in brackets the phase with its data workers where they add 0.1 GiB."""
+        if phase not in ph:
+            return "–"
+        own = ph[phase]["peak_gib"]
+        group = ph[phase].get("group_peak_gib", own)  # rows measured before the group peak existed
+        return f"{own:.1f}" + (f" ({group:.1f})" if group > own + 0.1 else "")
+
+    status = next((f"{p}: {v['status']}" for p, v in ph.items() if v["status"] != "ok"), "ok")
+    fields = [
+        row["experiment"],
+        row["batch"],
+        "random" if row["random_weights"] else "released",
+        status,
+        f"{row['s_per_step']:.0f}" if row["s_per_step"] is not None else "–",
+        f"{row['cpu_s_per_step']:.0f}" if row.get("cpu_s_per_step") is not None else "–",
+        cell("train", "cpu_s", ".0f"),
+        peak("train"),
+        cell("evaluate", "cpu_s", ".0f"),
+        peak("evaluate"),
+        f"{row['miou']:.2f}" if row["miou"] is not None else "–",
+        cell("predict", "cpu_s", ".0f"),
+        peak("predict"),
+        row["archive"] or "–",
+        row["commit"],
+    ]
+    return "| " + " | ".join(fields) + " |"
+
+
+def format_table(rows: list[dict]) -> str:
+    return "\n".join([HEADER, "|" + "---|" * HEADER.count(" | ") + "---|", *map(format_row, rows)])
+
+
+def save_rows(out: Path, rows: list[Row]) -> list[dict]:
+    """Merge ``rows`` into ``OUT/dry_run.json`` (by experiment, in the order of conf/experiment/) and rewrite
+    ``OUT/dry_run.md``; returns every row."""
+    path = out / "dry_run.json"
+    merged = {r["experiment"]: r for r in (json.loads(path.read_text()) if path.is_file() else [])}
+    merged.update({r.experiment: asdict(r) for r in rows})
+    ordered = [merged[name] for name in sorted(merged, key=lambda n: (n not in EXPERIMENTS, n))]
+    path.write_text(json.dumps(ordered, indent=1))
+    (out / "dry_run.md").write_text(format_table(ordered) + "\n")
+    return ordered
+
+
+@contextmanager
+def locked(path: Path | None) -> Iterator[None]:
+    if path is None:
+        yield
+        return
+    with path.open("a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument(
+        "experiments", nargs="+", metavar="EXPERIMENT", help="names under conf/experiment/, or all"
+    )
+    p.add_argument("--data-root", type=Path, required=True, help="a tree from scripts/make_dataset_tree.py")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument(
+        "--random-weights", action="store_true", help="random weights for missing pretrained files"
+    )
+    p.add_argument("--batch-size", type=int, default=None, help="images per domain (default: the paper's)")
+    p.add_argument("--steps", type=int, default=2)
+    p.add_argument(
+        "--max-rss-gb", type=float, default=21.0, help="the watchdog's limit, a phase with its workers (GiB)"
+    )
+    p.add_argument("--lock", type=Path, default=None, help="flock this file around each experiment")
+    argv = sys.argv[1:] if argv is None else argv
+    split = argv.index("--") if "--" in argv else len(argv)
+    return p.parse_args(argv[:split]), argv[split + 1 :]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, extra = parse_args(argv)
+    names = EXPERIMENTS if args.experiments == ["all"] else args.experiments
+    try:
+        unknown = [n for n in names if n not in EXPERIMENTS]
+        if unknown:
+            raise DryRunError(f"unknown experiment(s) {unknown}: conf/experiment/ has {EXPERIMENTS}")
+        if not args.data_root.is_dir():
+            raise DryRunError(
+                f"--data-root {args.data_root} is not a folder (write one: scripts/make_dataset_tree.py)"
+            )
+        if args.steps < 2:
+            raise DryRunError("--steps must be ≥ 2 (the step time is the time between two steps' logs)")
+        dry = DryRun(args, extra)
+        configs = {name: dry.prepare(name) for name in names}  # every input checked before the first run
+    except DryRunError as err:
+        print(f"dry_run: error: {err}", file=sys.stderr)
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name, cfg in configs.items():
+        with locked(args.lock):
+            rows.append(dry.run(name, cfg))
+        save_rows(dry.out, rows)
+        dry.say(format_row(asdict(rows[-1])))
+    table = format_table(save_rows(dry.out, rows))
+    dry.say(f"table of every experiment run into {dry.out}:\n{table}")
+    return 0 if all(p["status"] == "ok" for r in rows for p in asdict(r)["phases"].values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
