@@ -26,7 +26,6 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from PIL import Image
-from tqdm import tqdm
 
 from refign import build
 from refign.alignment.pck import SparseEPE
@@ -37,6 +36,7 @@ from refign.engine import dist
 from refign.imaging import to_rgb_uint8
 from refign.inference import NORMALISE, resize_rgb
 from refign.media import IMAGE_SUFFIXES
+from refign.progress import progress_bar
 
 log = logging.getLogger("refign.align")
 Pair = dict  # image, image_ref (normalised (3, H, W)) and optionally flow (2, H, W), flow_valid (H, W)
@@ -146,7 +146,7 @@ def align_pairs(matcher, pairs, out_dir: Path, device: torch.device) -> dict:
     """Align, draw and save every pair; per-pair certainty (and PCK/EPE where the flow is known) and, over all
     pairs with ground truth, the overall PCK/EPE."""
     results, overall = {}, SparseEPE()
-    for name, pair in tqdm(pairs, desc="align", unit="pair"):
+    for name, pair in progress_bar(pairs, desc="align", unit="pair"):
         out = align(matcher, pair, device)
         pics, metrics = pictures(pair, out)
         for kind, image in pics.items():

@@ -26,10 +26,10 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
 from refign.data.classes import colorize
 from refign.imaging import to_rgb_uint8
+from refign.progress import progress_bar
 
 TRAINIDS, COLOR, OVERVIEW = "labelTrainIds", "color", "overview.png"
 GAP = 4  # white pixels between the overview's rows and tiles
@@ -106,7 +106,7 @@ def predict_dataset(
     out_size = tuple(getattr(dataset, "orig_dims", ())) or None
     model.eval()
     written, rows = [], []
-    for batch in tqdm(DataLoader(dataset, batch_size=1), desc=f"predict {out_dir.name}"):
+    for batch in progress_bar(DataLoader(dataset, batch_size=1), desc=f"predict {out_dir.name}"):
         image = batch["image"].to(device)
         logits = model.predict(image, out_size=out_size or image.shape[-2:])
         pred = logits.argmax(1)[0].to(torch.uint8).cpu().numpy()

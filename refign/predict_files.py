@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from tqdm import tqdm
 
 from refign.data.classes import NUM_CLASSES, colorize
 from refign.data.io import DatasetError, load_image
 from refign.export import COLOR, TRAINIDS
 from refign.inference import overlay, segment
 from refign.media import InputError, VideoWriter, is_video, list_inputs, read_frames, video_info
+from refign.progress import progress_bar
 
 log = logging.getLogger("refign.predict")
 OVERLAY = "overlay"
@@ -56,7 +56,9 @@ def predict_video(
     target.parent.mkdir(parents=True, exist_ok=True)
     writer, n = VideoWriter(target, rate), 0
     try:
-        for n, rgb in enumerate(tqdm(read_frames(path), total=total or None, desc=name.name, leave=False), 1):
+        for n, rgb in enumerate(
+            progress_bar(read_frames(path), total=total or None, desc=name.name, leave=False), 1
+        ):
             pred = segment(model, rgb, short_side, device)
             writer.write(overlay(rgb, pred, alpha, list(range(NUM_CLASSES))))
             if frames:
@@ -93,7 +95,7 @@ def predict_inputs(
     model.eval()
     log.info("%d input(s) from %s, brought to a short side of %d px", len(files), input_path, short_side)
     written, failed = [], []
-    for path in tqdm(files, desc="predict", unit="file"):
+    for path in progress_bar(files, desc="predict", unit="file"):
         name = path.relative_to(base)
         try:
             if is_video(path):

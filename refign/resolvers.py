@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from importlib import resources
 
 from omegaconf import OmegaConf
 
@@ -27,7 +28,16 @@ def short_dirname(overrides: str, limit: int = MAX_DIRNAME) -> str:
     return f"{name[:limit]}-{hashlib.sha1(overrides.encode()).hexdigest()[:8]}"
 
 
+def package_path(name: str) -> str:
+    """A folder shipped inside the installed package (``${package_path:assets}``), found through the
+    package rather than the working directory, so that a run started anywhere finds the files that come with
+    the code."""
+    return str(resources.files("refign").joinpath(name))
+
+
 def register() -> None:
     """Idempotent; called once when the package is imported (refign/__init__.py)."""
     if not OmegaConf.has_resolver("dirname"):
         OmegaConf.register_new_resolver("dirname", short_dirname)
+    if not OmegaConf.has_resolver("package_path"):
+        OmegaConf.register_new_resolver("package_path", package_path)

@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 from cityscapesscripts.preparation.json2labelImg import json2labelImg
 from PIL import Image
-from tqdm import tqdm
+
+from refign.progress import progress_bar
 
 NUM_CLASSES = 19
 POLYGONS = "_gtFine_polygons.json"
@@ -76,7 +77,9 @@ def main(argv: list[str] | None = None) -> None:
         jobs = [(f, args.force, split == "train") for f in polys]
         with Pool(max(1, args.nproc)) as pool:
             results = list(
-                tqdm(pool.imap(convert_one, jobs, chunksize=8), total=len(jobs), desc=f"{split} labels")
+                progress_bar(
+                    pool.imap(convert_one, jobs, chunksize=8), total=len(jobs), desc=f"{split} labels"
+                )
             )
         if split == "train":
             train_stats = [(label, counts) for label, counts in results]

@@ -11,6 +11,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
+import refign  # noqa: F401  (registers the resolvers the configs use, e.g. ``${package_path:assets}``)
+
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 # Two threads (the project's 2-core budget) unless OMP_NUM_THREADS says otherwise: on a shared machine, two

@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -60,15 +60,19 @@ class Launched(NamedTuple):
     log: Path
 
 
-def train_cli(*args: str, log: Path, torchrun: int = 0) -> Launched:
-    """Start ``python -m refign.train ARGS`` (under torchrun with that many processes when ``torchrun``),
-    its output going to ``log``."""
-    launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={torchrun}"]
+def train_cli(*args: str, log: Path, torchrun: int = 0, max_restarts: int = 0, cwd: Path = ROOT) -> Launched:
+    """Start ``python -m refign.train ARGS`` in ``cwd`` (under torchrun with that many processes when
+    ``torchrun``, which restarts a failed worker group up to ``max_restarts`` times), its output going to
+    ``log``."""
+    launcher = [
+        *("-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={torchrun}"),
+        f"--max-restarts={max_restarts}",
+    ]
     cmd = [sys.executable, *(launcher if torchrun else []), "-m", "refign.train", *args]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "1"}
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "wb") as out:  # the child keeps its own copy of the descriptor
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
     return Launched(proc, log)
 
 
@@ -84,14 +88,20 @@ def finish(launched: Launched, timeout: float = 600) -> str:
     return out
 
 
+def wait_until(done: Callable[[], bool], what: str, launched: Launched, timeout: float = 600) -> None:
+    """Poll until ``done()``; fail, naming ``what`` was awaited, if the run ends (or the time runs out)
+    first."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        out = launched.log.read_text(errors="replace")
+        assert launched.proc.poll() is None, f"the run ended before {what}:\n{out[-4000:]}"
+        assert time.monotonic() < deadline, f"not {what} after {timeout} s:\n{out[-4000:]}"
+        time.sleep(0.01)
+
+
 def wait_for(path: Path, launched: Launched, timeout: float = 600) -> None:
     """Poll until ``path`` exists; fail if the run ends (or the time runs out) first."""
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        out = launched.log.read_text(errors="replace")
-        assert launched.proc.poll() is None, f"the run ended before writing {path}:\n{out[-4000:]}"
-        assert time.monotonic() < deadline, f"no {path} after {timeout} s:\n{out[-4000:]}"
-        time.sleep(0.01)
+    wait_until(path.exists, f"writing {path}", launched, timeout)
 
 
 def descendants(pid: int) -> list[int]:
@@ -110,6 +120,29 @@ def descendants(pid: int) -> list[int]:
         found += kids
         todo += kids
     return found
+
+
+def worker(launched: Launched, rank: int, attempt: int, timeout: float = 600) -> int:
+    """The process id of torchrun's worker of ``rank`` in its ``attempt``-th start (0 for the first, 1 after a
+    restart: ``TORCHELASTIC_RESTART_COUNT``), waiting for it to start."""
+    wanted = {f"RANK={rank}".encode(), f"TORCHELASTIC_RESTART_COUNT={attempt}".encode()}
+    deadline = time.monotonic() + timeout
+    while True:
+        for pid in descendants(launched.proc.pid):
+            try:
+                environ = set(Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"))
+            except OSError:  # the process ended meanwhile
+                continue
+            if wanted <= environ:
+                return pid
+        out = launched.log.read_text(errors="replace")
+        assert launched.proc.poll() is None, (
+            f"the run ended before rank {rank}'s start {attempt}:\n{out[-4000:]}"
+        )
+        assert time.monotonic() < deadline, (
+            f"no rank {rank} of start {attempt} after {timeout} s:\n{out[-4000:]}"
+        )
+        time.sleep(0.01)
 
 
 def kill(launched: Launched) -> None:

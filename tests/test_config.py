@@ -1,4 +1,5 @@
-"""Configuration composition: groups, struct mode and the SLURM launcher (sweeps: tests/test_sweep.py)."""
+"""Configuration composition: groups, struct mode, the SLURM launcher and the official experiments (sweep
+folder names: tests/test_config_layers.py; a sweep point equals the run alone: tests/test_reproducibility.py)."""
 
 from __future__ import annotations
 

@@ -4,7 +4,10 @@ global batch (batch-independent norms and no dropout, so the runs are mathematic
 from __future__ import annotations
 
 import os
+import re
+import signal
 import socket
+from pathlib import Path
 
 import pytest
 import torch
@@ -23,7 +26,9 @@ from tests.methods import (
     finish,
     kill_after_first_checkpoint,
     train_cli,
+    wait_until,
     weights,
+    worker,
 )
 
 COMMON = [
@@ -133,4 +138,49 @@ def test_ddp_run_killed_after_a_checkpoint_resumes_bit_exactly(tmp_path):
     final = first / "checkpoints" / "last.pt"
     assert out.count(f"resumed from {final} at step {step}") == 2  # both ranks
     assert torch.load(final, weights_only=False)["step"] == 6
+    assert_bit_equal(weights(straight / "checkpoints" / "last.pt"), weights(final))
+
+
+def newest_step(runs: Path) -> int:
+    """The step of the newest checkpoint under a task's ``runs`` folder (0 before the first)."""
+    found = checkpoint.find_latest(runs)
+    return torch.load(found, weights_only=False)["step"] if found else 0
+
+
+@pytest.mark.slow
+def test_torchrun_restarts_a_killed_rank_and_the_run_ends_bit_exactly(tmp_path):
+    """A lost worker recovered inside one launch, as torchrun users do: ``torchrun --max-restarts=2 …
+    resume=auto`` with rank 1 SIGKILLed after a checkpoint, twice in a row. Each time torchrun restarts both
+    workers, which meet again in the store the attempts before left keys in (``refign.engine.dist`` keeps
+    each attempt's apart; a restarted rank 0 used to connect to the dead rank's address) and resume from the
+    newest checkpoint. The weights equal those of the uninterrupted run, bit for bit."""
+    args = [
+        *tiny_overrides(tmp_path, n_train=8, n_val=2),
+        *METHODS["dacs"],
+        *MICRO,
+        "trainer.device=cpu",
+        "trainer.max_steps=12",
+        "trainer.checkpoint_every=2",
+    ]
+    straight = tmp_path / "straight"
+    finish(
+        train_cli(
+            *args, "task_name=straight", f"hydra.run.dir={straight}", torchrun=2, log=tmp_path / "a.log"
+        )
+    )
+    launched = train_cli(
+        *args, "task_name=elastic", "resume=auto", torchrun=2, max_restarts=2, log=tmp_path / "elastic.log"
+    )
+    runs = tmp_path / "outputs" / "elastic" / "runs"
+    for attempt in range(2):
+        rank1 = worker(launched, rank=1, attempt=attempt)
+        # an attempt's workers start once the attempt before is gone: this is the checkpoint it resumes from
+        start = newest_step(runs)
+        wait_until(lambda s=start: newest_step(runs) > s, f"a checkpoint after step {start}", launched)
+        os.kill(rank1, signal.SIGKILL)
+    out = finish(launched)
+    final = checkpoint.find_latest(runs)
+    resumed_at = [int(s) for s in re.findall(rf"resumed from {re.escape(str(final))} at step (\d+)", out)]
+    assert len(resumed_at) == 4 and resumed_at[0] < resumed_at[2] < 12, out[-4000:]  # both ranks, twice
+    assert newest_step(runs) == 12
     assert_bit_equal(weights(straight / "checkpoints" / "last.pt"), weights(final))

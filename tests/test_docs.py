@@ -33,7 +33,8 @@ def test_every_reference_resolves_to_an_anchor_in_docs():
         for path in sources()
         for page, anchor in REFERENCE.findall(path.read_text())
     ]
-    assert len(refs) > 60  # the code cites the design throughout
+    # not vacuous: the pattern finds the citations of the code, the configs, the scripts and the tests alike
+    assert {src.parts[0] for src, _, _ in refs} >= set(SCANNED)
     broken = [
         f"{src}: docs/{page}#{anchor}"
         for src, page, anchor in refs

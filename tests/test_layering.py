@@ -19,6 +19,7 @@ LAYERS = {
     "imaging": 0,
     "resolvers": 0,
     "media": 0,
+    "progress": 0,
     "models": 1,
     "data": 1,
     "alignment": 2,

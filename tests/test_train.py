@@ -45,19 +45,23 @@ def test_source_only_learns_and_shows_the_domain_gap(tiny_cfg, tmp_path):
 def test_bf16_autocasts_the_step_and_keeps_fp32_weights(tiny_cfg, tmp_path, monkeypatch):
     """precision=bf16: the network computes in bfloat16 inside the step (and the evaluation), the weights
     stay float32 and are updated."""
-    dtypes, initial = [], {}
+    outputs, initial = [], {}
     real_forward, real_fit = Segmentor.forward, Trainer.fit
-    monkeypatch.setattr(
-        Segmentor, "forward", lambda self, x: dtypes.append(out := real_forward(self, x)) or out
-    )
-    monkeypatch.setattr(
-        Trainer,
-        "fit",
-        lambda self: initial.update(copy.deepcopy(self.method.model.state_dict())) or real_fit(self),
-    )
+
+    def recorded_forward(self, x):
+        out = real_forward(self, x)
+        outputs.append(out)
+        return out
+
+    def fit_from_a_copy_of_the_start(self):
+        initial.update(copy.deepcopy(self.method.model.state_dict()))
+        return real_fit(self)
+
+    monkeypatch.setattr(Segmentor, "forward", recorded_forward)
+    monkeypatch.setattr(Trainer, "fit", fit_from_a_copy_of_the_start)
     run(tiny_cfg("trainer.max_steps=2", "trainer.precision=bf16", n_train=8, n_val=4), tmp_path)
-    assert len(dtypes) == 2 + 4 + 4  # two steps, then 4 source-val and 4 target-val images
-    assert {t.dtype for t in dtypes} == {torch.bfloat16}
+    assert len(outputs) == 2 + 4 + 4  # two steps, then 4 source-val and 4 target-val images
+    assert {t.dtype for t in outputs} == {torch.bfloat16}
     trained = checkpoint.segmentor_state(checkpoint.load(tmp_path / "checkpoints" / "last.pt"), "last.pt")
     assert all(v.dtype == initial[k].dtype for k, v in trained.items())
     moved = [k for k, v in trained.items() if v.is_floating_point() and not torch.equal(v, initial[k])]

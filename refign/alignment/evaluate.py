@@ -6,10 +6,10 @@ import time
 
 import torch
 from torch.utils.data import Dataset
-from tqdm import tqdm
 
 from refign.alignment.network import AlignmentNetwork
 from refign.alignment.pck import SparseEPE
+from refign.progress import progress_bar
 
 
 def pad_pair(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -41,7 +41,7 @@ def evaluate(
     network.eval()
     metric, per_condition = SparseEPE(), {}
     certs, epes, seconds = [], [], 0.0
-    for i in tqdm(range(len(dataset)), desc="eval", disable=not progress, leave=False):
+    for i in progress_bar(range(len(dataset)), desc="eval", disable=not progress, leave=False):
         sample = dataset[i]
         trg, src = pad_pair(sample["image"], sample["image_ref"])
         start = time.perf_counter()

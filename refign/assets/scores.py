@@ -12,10 +12,8 @@ from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
 
 from refign import build
-from refign.alignment.evaluate import evaluate as evaluate_matcher
 from refign.engine.dist import DistInfo
 from refign.engine.evaluator import evaluate as evaluate_segmentor
 
@@ -52,9 +50,9 @@ def matcher_config(path: str | Path | None, cache_dir: str | None = None):
 
 
 def matcher_scores(path: str | Path, cache_dir: str | None = None) -> dict[str, float]:
-    """PCK / AEPE of a synthetic matcher file on the synthetic test split, overall and per condition, and
-    how informative its certainty is (``certain50_epe_ratio``)."""
+    """PCK / AEPE of a synthetic matcher file on the synthetic test split, overall and per condition, how
+    informative its certainty is (``certain50_epe_ratio``) and, as ``identity_*``, the zero flow's scores:
+    the evaluation ``align_train mode=eval`` runs, without its speed (``pairs_per_s``, not a score)."""
     cfg = matcher_config(path, cache_dir)
-    network = instantiate(cfg.alignment)
-    metrics = evaluate_matcher(network, instantiate(cfg.dataset.eval), CPU.device, progress=False)
+    metrics, _ = build.build_matcher_eval(cfg, CPU)(build.build_matcher(cfg))
     return {k: v for k, v in metrics.items() if k != "pairs_per_s"}

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from refign.data.classes import IGNORE_INDEX, NUM_CLASSES
 from refign.data.datasets.base import FolderDataset
 from refign.data.io import DatasetError
+from refign.progress import progress_bar
 
 # Images per split and condition as the datasets publish them.
 #   Cityscapes: cityscapes-dataset.com/dataset-overview (gtFine: 2975 train, 500 val, 1525 test).
@@ -182,7 +182,7 @@ def check_folder_split(
     off_size: dict[tuple[int, int], Path] = {}  # size → first image at that size, other than the native one
     with ThreadPoolExecutor(check.workers) as pool:
         results = pool.map(look, jobs)
-        for (key, cond, entry), (size, problem) in tqdm(
+        for (key, cond, entry), (size, problem) in progress_bar(
             zip(jobs, results, strict=True),
             total=len(jobs),
             desc=report.title,
@@ -275,7 +275,7 @@ def check_pairs_csv(title: str, dataset, check: FileCheck) -> Report:
     paths = list(dict.fromkeys(paths))
     report.paired["images"] = [0, len(paths)]
     with ThreadPoolExecutor(check.workers) as pool:
-        for size, problem in tqdm(
+        for size, problem in progress_bar(
             pool.map(lambda p: inspect(p, check, None), paths),
             total=len(paths),
             desc=title,
@@ -308,7 +308,7 @@ def check_megadepth_scenes(title: str, root: Path, val_scenes: Sequence[str]) ->
     for scene in sorted(set(val_scenes) - scenes):
         report.problems.append(Problem("missing", f"{info / f'{scene}.0.npz'}: official validation scene"))
     listed = present = 0
-    for path in tqdm(files, desc=title, leave=False, mininterval=1, disable=None):
+    for path in progress_bar(files, desc=title, leave=False, mininterval=1, disable=None):
         try:
             with np.load(path, allow_pickle=True) as npz:
                 images = [p for p in npz["image_paths"] if p is not None]

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 from torch.utils.data import Dataset
-from tqdm import tqdm
+
+from refign.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 def class_pixel_counts(dataset: Dataset, num_classes: int) -> np.ndarray:
     """(N, C) number of pixels of every class in every full-size label (ignore and unknown ids skipped)."""
     counts = np.zeros((len(dataset), num_classes), dtype=np.int64)
-    for i in tqdm(range(len(dataset)), desc="rare class sampling: class statistics"):
+    for i in progress_bar(range(len(dataset)), desc="rare class sampling: class statistics"):
         label = np.asarray(dataset.load_label(i)).ravel()
         counts[i] = np.bincount(label[label < num_classes], minlength=num_classes)[:num_classes]
     return counts

@@ -9,11 +9,11 @@ from collections.abc import Callable
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
-from tqdm import tqdm
 
 from refign.data.classes import CLASS_NAMES, IGNORE_INDEX
 from refign.engine.dist import DistInfo
 from refign.engine.metrics import ConfusionMatrix
+from refign.progress import progress_bar
 
 
 def class_names(num_classes: int) -> list[str]:
@@ -52,7 +52,7 @@ def evaluate(
     # Every rank must reduce the same matrices, so the condition names come from the dataset, not the shard.
     conditions = [c for c in getattr(dataset, "conditions", ()) if c]
     per_condition = {c: ConfusionMatrix(num_classes, IGNORE_INDEX) for c in conditions}
-    for batch in tqdm(loader, desc=desc, leave=False, disable=not dist_info.is_main):
+    for batch in progress_bar(loader, desc=desc, leave=False, disable=not dist_info.is_main):
         image = batch["image"].to(dist_info.device, non_blocking=True)
         label = batch["semantic"].to(dist_info.device)
         with autocast():

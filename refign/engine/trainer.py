@@ -27,6 +27,7 @@ from refign.engine import checkpoint
 from refign.engine.dist import DistInfo, all_gather_object, all_reduce_sum
 from refign.engine.loggers import MetricLogger
 from refign.engine.window import MetricWindow
+from refign.progress import progress_bar
 
 log = logging.getLogger(__name__)
 PRECISIONS = {"32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -284,7 +285,7 @@ class Trainer:
         """Train to ``max_steps``, then save and evaluate; returns the final evaluation."""
         self.method.train()
         batches = self.batches(self.step)
-        bar = tqdm(
+        bar = progress_bar(
             total=self.cfg.max_steps,
             initial=self.step,
             desc="train",

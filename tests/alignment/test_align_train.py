@@ -1,8 +1,9 @@
-"""The align_train entry: config composition, one real training step, and (slow) learning on pairs."""
+"""The align_train entry: config composition, a few training steps on a fixed pair, and (slow) learning on
+pairs."""
 
 from __future__ import annotations
 
-import math
+import copy
 from pathlib import Path
 
 import pytest
@@ -12,10 +13,13 @@ from omegaconf import open_dict
 
 from refign.align_train import run
 from refign.alignment.network import build_alignment_network
+from refign.alignment.pyramid import PatchPyramid
 from refign.alignment.training.method import warp_consistency_step
 from refign.alignment.training.pairs import WarpConsistencyPairs
 from refign.alignment.training.synthetic_warps import WarpConfig
-from refign.build import stage_cfg
+from refign.build import build_matcher, build_matcher_eval, stage_cfg
+from refign.engine.dist import DistInfo
+from refign.engine.reproducibility import seed_everything
 
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
@@ -70,26 +74,44 @@ class TinyPairs(torch.utils.data.Dataset):
         return {"image": img[:, 2:34, 1:33], "image_ref": img[:, 4:36, 4:36]}
 
 
-def test_one_training_step_has_finite_losses_and_head_gradients(tmp_path):
-    torch.manual_seed(0)
-    cfg = align_cfg(tmp_path, "align_data=megadepth", "stage=2")
-    network = build_alignment_network().train()
+def test_a_few_steps_on_a_fixed_pair_lower_both_losses_and_leave_the_pyramid_frozen(tmp_path):
+    """Stage 1 with its learning rate, on one fixed pair and warp, with the CPU-scale matcher: five Adam steps
+    lower the warp-supervision and the bipath loss each by more than 10 % (measured: by about 20 % and 35 %);
+    only the head learns."""
+    seed_everything(0)  # the warp and the photometric augmentation draw from Python's and torch's generators
+    cfg = align_cfg(tmp_path, "align_data=megadepth", "stage=1")
+    pyramid = PatchPyramid(patch_size=3, learn_projection=False)
+    network = build_alignment_network(
+        pyramid=pyramid, coarse_size=64, head_width=0.5, force_torch_correlation=True
+    ).train()
+    frozen = copy.deepcopy(pyramid.state_dict())
     pairs = WarpConsistencyPairs(TinyPairs(), WarpConfig(elastic=True), swap_p=0.5)
     batch = torch.utils.data.default_collate([pairs[0]])
     assert batch["image_prime"].shape == (1, 3, 32, 32) and batch["mask_prime"].dtype == torch.bool
-    out = warp_consistency_step(network, batch, stage_cfg(cfg).visibility_mask, cfg.loss_weighting)
-    assert all(math.isfinite(v.item()) for v in out.values())
-    out["loss"].backward()
-    assert network.alignment_head.decoder1.predict_mapping.weight.grad is not None
-    assert all(p.grad is None for p in network.alignment_backbone.parameters())
+    optimizer = torch.optim.Adam([p for p in network.parameters() if p.requires_grad], lr=stage_cfg(cfg).lr)
+    losses = []
+    for _ in range(6):
+        out = warp_consistency_step(network, batch, stage_cfg(cfg).visibility_mask, cfg.loss_weighting)
+        losses.append((out["loss_ss"].item(), out["loss_us"].item()))
+        optimizer.zero_grad()
+        out["loss"].backward()
+        optimizer.step()
+    (ss_first, us_first), (ss_last, us_last) = losses[0], losses[-1]
+    assert ss_last < 0.9 * ss_first and us_last < 0.9 * us_first, losses
+    assert all(torch.equal(v, frozen[k]) for k, v in pyramid.state_dict().items())
 
 
 @pytest.mark.slow
 def test_short_training_improves_pck(tmp_path):
-    """Measured on 2 loaded CPU cores (~25 s/step): PCK-5 1.1 → 37.9 % after 60 steps (identity flow: 37.0 %).
-    Certainty only becomes informative with longer training, so it is reported, not asserted, here."""
+    """60 steps from scratch on the synthetic pairs: PCK-5 1.1 → 25.6 % (measured, on 2 loaded CPU cores at
+    about 10 s/step; the zero flow scores 27.6 % on these pairs). The certainty is not informative yet
+    (Spearman certainty–EPE -0.08 before, -0.02 after: no sign to check); the shipped matcher's is
+    (tests/test_assets.py)."""
     common = ["dataset.train.size=[64,128]", "dataset.eval.num_images=8", "seed=0"]
-    before = run(align_cfg(tmp_path, "mode=eval", *common), tmp_path / "before")
+    cfg = align_cfg(tmp_path, *common)
+    seed_everything(cfg.seed)
+    # the untrained matcher (``mode=eval`` would evaluate the shipped weights)
+    before, _ = build_matcher_eval(cfg, DistInfo(0, 1, 0, torch.device("cpu")))(build_matcher(cfg))
     after = run(
         align_cfg(
             tmp_path, *common, "trainer.max_steps=60", "dataset.batch_size=1", "loss_weighting=intended"
@@ -98,4 +120,3 @@ def test_short_training_improves_pck(tmp_path):
     )
     assert Path(after["checkpoint"]).is_file()
     assert after["pck5"] > before["pck5"] + 5
-    assert math.isfinite(after["spearman_cert_epe"])

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 from torch.utils.data import Dataset
-from tqdm import tqdm
 
 from refign.data.synthetic.generator import GENERATOR_VERSION, ViewConfig, generate
+from refign.progress import progress_bar
 
 log = logging.getLogger(__name__)
 SPLITS = {"train": 0, "val": 1, "test": 2}
@@ -94,7 +94,7 @@ class SyntheticDataset(Dataset):
                 self.conditions[i % len(self.conditions)],
                 self.views,
             )
-            for i in tqdm(
+            for i in progress_bar(
                 range(n), desc=f"generating synthetic {self.domain}/{self.split}", leave=False, disable=n < 50
             )
         ]
