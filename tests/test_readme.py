@@ -246,14 +246,21 @@ def test_refign_command_starts(command, point, workspace, monkeypatch):
         assert build.build_matcher(cfg) is not None
         if cfg.mode == "train":
             build.stage_cfg(cfg)
-    elif entry == "check_data":  # every folder it walks exists in the user's layout (the counts are the data's)
+    elif (
+        entry == "check_data"
+    ):  # every folder it walks exists in the user's layout (the counts are the data's)
         for spec in dataset_specs(cfg):
             assert "root" not in spec or Path(spec.root).is_dir(), spec.root
     elif entry == "align":  # the matcher, and without target/reference the dataset's pairs
         build.build_aligner(cfg)
         assert cfg.target or build.build_pair_sets(cfg, cfg.split)
     elif entry == "estimate":  # the method it traces is a training one (the trace itself takes minutes)
-        assert build.method_class(cfg).self_training and cfg.trainer.precision in ("auto16", "32", "bf16", "fp16")
+        assert build.method_class(cfg).self_training and cfg.trainer.precision in (
+            "auto16",
+            "32",
+            "bf16",
+            "fp16",
+        )
     else:
         check_inference(cfg, entry)
 
