@@ -35,7 +35,9 @@ def test_the_default_run_started_elsewhere_finds_the_shipped_weights_and_logs_sh
     assert len(list(elsewhere.glob("outputs/train/runs/*/checkpoints/last.pt"))) == 1
     assert "\r" not in out
     bar_lines = [line for line in out.splitlines() if line.startswith(("train:", "eval "))]
-    assert bar_lines and max(len(line) for line in out.splitlines()) < 300
+    # the bars write short lines of their own (a log line may be long: a warning naming a long path)
+    assert bar_lines and max(len(line) for line in bar_lines) < 200
+    assert max(len(line) for line in out.splitlines()) < 1000  # no bar updates run together into one line
     # a bar writes its first and its last state (the run lasts less than progress.LINE_EVERY_S)
     assert sum(line.startswith("train:") for line in bar_lines) == 2
 
