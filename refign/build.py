@@ -371,6 +371,26 @@ def build_schedule(cfg: DictConfig, optimizer: torch.optim.Optimizer) -> torch.o
     return instantiate(cfg.schedule, optimizer, max_steps=cfg.trainer.max_steps)
 
 
+def build_step_trainer(
+    cfg: DictConfig, method: torch.nn.Module, info: DistInfo, precision: str, run_dir: Path
+) -> Trainer:
+    """A trainer for stepping ``method`` by hand (``train_step`` on batches the caller makes): the configured
+    optimiser and schedule, no data, no evaluation, no logs. The benchmarks and the memory estimate measure the
+    step that ``refign.train`` runs with it."""
+    optimizer = build_optimizer(cfg, method)
+    return Trainer(
+        TrainerConfig(max_steps=cfg.trainer.max_steps, precision=precision, log_every=2**30),
+        method,
+        optimizer=optimizer,
+        scheduler=build_schedule(cfg, optimizer),
+        batches=lambda _: iter(()),
+        evaluate=None,
+        dist_info=info,
+        run_dir=run_dir,
+        logger=MetricLogger(run_dir, enabled=False),
+    )
+
+
 def build_trainer(cfg: DictConfig, run_dir: Path, info: DistInfo) -> Trainer:
     """A segmentation run: the method, its data, optimiser, schedule, logger and mIoU evaluation."""
     method = build_method(cfg).to(info.device)  # before the optimiser, which picks its kernel by device

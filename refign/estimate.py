@@ -33,9 +33,8 @@ from refign.alignment.correlation import LocalCorrelation
 from refign.engine.autocast_policy import cuda_autocast_policy
 from refign.engine.dist import DistInfo
 from refign.engine.live_memory import LiveMemory
-from refign.engine.loggers import MetricLogger
 from refign.engine.reproducibility import import_targets
-from refign.engine.trainer import AUTO16, PRECISIONS, Trainer, TrainerConfig
+from refign.engine.trainer import AUTO16, PRECISIONS
 
 log = logging.getLogger("refign.estimate")
 # the matcher's local correlation: counted apart (see ``counted_by_part``) and added to the total
@@ -239,18 +238,7 @@ def trace_step(cfg: DictConfig, precision: str) -> StepEstimate:
     with FakeTensorMode(allow_non_fake_inputs=True), tempfile.TemporaryDirectory() as tmp:
         with HostFactories():
             method = build.build_method(cfg, weight_files=False)
-        optimizer = build.build_optimizer(cfg, method)
-        trainer = Trainer(
-            TrainerConfig(max_steps=cfg.trainer.max_steps, precision=precision, log_every=2**30),
-            method,
-            optimizer=optimizer,
-            scheduler=build.build_schedule(cfg, optimizer),
-            batches=lambda _: iter(()),
-            evaluate=None,
-            dist_info=info,
-            run_dir=Path(tmp),
-            logger=MetricLogger(Path(tmp), enabled=False),
-        )
+        trainer = build.build_step_trainer(cfg, method, info, precision, Path(tmp))
         trainer.method.train()
         batch = fake_batch(cfg, build.method_class(cfg).needs_target)
         memory = LiveMemory()
@@ -260,8 +248,8 @@ def trace_step(cfg: DictConfig, precision: str) -> StepEstimate:
         memory.track(method.buffers(), "frozen")
         memory.track(batch.values(), "batch")
         policy = cuda_autocast_policy() if precision != "32" else contextlib.nullcontext()
-        with phase_hooks(memory, optimizer), policy, memory:
-            initialise_state(optimizer)
+        with phase_hooks(memory, trainer.optimizer), policy, memory:
+            initialise_state(trainer.optimizer)
             memory.reset_peak()
             before = memory.current
             flop_counter = FlopCounterMode(

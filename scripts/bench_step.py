@@ -38,8 +38,6 @@ from omegaconf import DictConfig, open_dict
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from refign import build  # noqa: E402
 from refign.engine.dist import DistInfo, setup  # noqa: E402
-from refign.engine.loggers import MetricLogger  # noqa: E402
-from refign.engine.trainer import Trainer, TrainerConfig  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS_PER_RUN = 40_000
@@ -103,23 +101,9 @@ def time_row(
     torch.manual_seed(0)
     random.seed(0)
     method = build.build_method(cfg).to(info.device)
-    optimizer = build.build_optimizer(cfg, method)
     with open_dict(cfg):
         cfg.trainer.max_steps = STEPS_PER_RUN
-    scheduler = build.build_schedule(cfg, optimizer)
-    tcfg = TrainerConfig(max_steps=STEPS_PER_RUN, precision=precision, log_every=steps + warmup)
-    logger = MetricLogger(run_dir, enabled=False)
-    trainer = Trainer(
-        tcfg,
-        method,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        batches=lambda _: iter(()),
-        evaluate=None,
-        dist_info=info,
-        run_dir=run_dir,
-        logger=logger,
-    )
+    trainer = build.build_step_trainer(cfg, method, info, precision, run_dir)
     trainer.method.train()
     batch = random_batch(cfg, info.device, torch.Generator().manual_seed(0))
     if info.device.type == "cuda":

@@ -44,8 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from refign import build  # noqa: E402
 from refign.engine.dist import DistInfo  # noqa: E402
-from refign.engine.loggers import MetricLogger  # noqa: E402
-from refign.engine.trainer import Trainer, TrainerConfig  # noqa: E402
+from refign.engine.trainer import Trainer  # noqa: E402
 from refign.estimate import aligning, trace_step, traceable  # noqa: E402
 
 LOCK = "/tmp/refign-heavy.lock"
@@ -107,18 +106,7 @@ def measure(cfg: DictConfig) -> int:
     random.seed(0)
     info = DistInfo(0, 1, 0, torch.device("cpu"))
     method = build.build_method(cfg, weight_files=False)
-    optimizer = build.build_optimizer(cfg, method)
-    trainer = Trainer(
-        TrainerConfig(max_steps=cfg.trainer.max_steps, log_every=2**30),
-        method,
-        optimizer=optimizer,
-        scheduler=build.build_schedule(cfg, optimizer),
-        batches=lambda _: iter(()),
-        evaluate=None,
-        dist_info=info,
-        run_dir=Path("/nonexistent"),
-        logger=MetricLogger(Path("/nonexistent"), enabled=False),
-    )
+    trainer = build.build_step_trainer(cfg, method, info, "32", Path("/nonexistent"))
     trainer.method.train()
     batch = random_batch(cfg, build.method_class(cfg).needs_target)
     peak_rise(trainer, batch)  # warm-up
