@@ -29,7 +29,6 @@ from omegaconf import DictConfig
 from refign import build
 from refign.alignment.oracle import GroundTruthFlow
 from refign.check_data import dataset_specs
-from refign.data.datasets.bdd100k_night import night_list
 from refign.models.backbones import mit
 from refign.refine.pseudo_labeler import RefignPseudoLabeler
 from refign.uda.hrda import HRDA
@@ -147,11 +146,7 @@ def workspace(tmp_path_factory) -> Path:
     and the files the commands name under ``pretrained_models/``."""
     root = tmp_path_factory.mktemp("readme")
     data = root / "data"
-    trees.acdc(data / "ACDC")
-    trees.cityscapes(data / "Cityscapes")
-    trees.dark_zurich(data / "DarkZurich")
-    trees.nighttime_driving(data / "NighttimeDrivingTest")
-    trees.bdd100k(data / "bdd100k", [str(p) for p in night_list()])
+    trees.cityscapes_to_acdc_and_dark_zurich(data)
     weights = root / "pretrained_models"
     weights.mkdir()
     torch.manual_seed(0)

@@ -126,3 +126,16 @@ def bdd100k(root: Path, names: list[str]) -> Path:
         Image.fromarray(np.full((H, W, 3), i, np.uint8)).save(path)
         png(root / "labels" / "sem_seg" / "masks" / split / f"{stem}.png", i % 19, "L")
     return root
+
+
+def cityscapes_to_acdc_and_dark_zurich(data: Path) -> Path:
+    """Every tree the Cityscapes → ACDC / Dark Zurich configurations read, under ``data`` as under
+    ``$REFIGN_DATA_DIR`` (Dark Zurich's test sets include Nighttime Driving and the BDD100k night list)."""
+    from refign.data.datasets.bdd100k_night import night_list
+
+    acdc(data / "ACDC")
+    cityscapes(data / "Cityscapes")
+    dark_zurich(data / "DarkZurich")
+    nighttime_driving(data / "NighttimeDrivingTest")
+    bdd100k(data / "bdd100k", [str(p) for p in night_list()])
+    return data

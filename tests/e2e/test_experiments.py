@@ -11,7 +11,6 @@ import torch
 
 from refign import build
 from refign.alignment.network import build_alignment_network
-from refign.data.datasets.bdd100k_night import night_list
 from refign.models.backbones import mit, resnet_v1c
 from refign.models.weights import fingerprint, read_state_dict
 from refign.refine.pseudo_labeler import RefignPseudoLabeler
@@ -36,11 +35,7 @@ def experiment_env(tmp_path_factory) -> Path:
     """Data trees of every benchmark, the pretrained backbone files and the matcher the recipes name."""
     root = tmp_path_factory.mktemp("experiments")
     data = root / "data"
-    trees.acdc(data / "ACDC")
-    trees.cityscapes(data / "Cityscapes")
-    trees.dark_zurich(data / "DarkZurich")
-    trees.nighttime_driving(data / "NighttimeDrivingTest")
-    trees.bdd100k(data / "bdd100k", [str(p) for p in night_list()])
+    trees.cityscapes_to_acdc_and_dark_zurich(data)
     trees.robotcar_labelled(data / "RobotCar")
     trees.robotcar_pairs(
         data / "RobotCar",
