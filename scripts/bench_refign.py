@@ -22,15 +22,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchmark  # noqa: E402
 
-ORACLE = ["alignment=oracle", "dataset.train_target.load_keys=[image,image_ref,flow,flow_valid]"]
 ROWS = {
     "source_only": ["uda=source_only", "refign=off"],
     "daformer": ["uda=daformer", "refign=off"],
     "daformer_refign": ["uda=daformer", "refign=on"],
-    "daformer_refign_oracle": ["uda=daformer", "refign=on", *ORACLE],
+    "daformer_refign_oracle": ["uda=daformer", "refign=on", "alignment=oracle"],  # the build loads the flow
     "hrda": ["uda=hrda", "refign=off"],
     "hrda_refign": ["uda=hrda", "refign=on"],
-    # Masked Image Consistency with the benchmark's 8-px blocks (dataset.mic_block_size: 1/16 of the 128² crop)
+    # Masked Image Consistency with the benchmark's 8-px blocks (mic.block_size: 1/16 of the 128² crop)
     "daformer_mic": ["uda=daformer", "refign=off", "mic=on"],
     "daformer_refign_mic": ["uda=daformer", "refign=on", "mic=on"],
 }
