@@ -415,8 +415,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, info: DistInfo) -> Trainer:
 def build_aligner(cfg: DictConfig) -> torch.nn.Module:
     """The configured matcher in eval mode: a trained one (``alignment.checkpoint``; the synthetic
     benchmark's default is the shipped CPU-scale matcher) or the ground truth (``alignment=oracle``)."""
-    oracle = getattr(get_object(cfg.alignment._target_), "needs_gt_flow", False)
-    if not oracle and not cfg.alignment.get("checkpoint"):
+    if not needs_gt_flow(cfg) and not cfg.alignment.get("checkpoint"):
         raise ConfigError(
             "refign.align needs a trained matcher: set alignment.checkpoint=<file> (the released "
             "uawarpc_megadepth.ckpt with alignment=uawarpc, or one from python -m refign.align_train)"

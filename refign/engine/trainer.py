@@ -278,8 +278,10 @@ class Trainer:
         bar.set_postfix({k: f"{v:.3g}" for k, v in means.items() if k.startswith("loss")})
         self.logger.log({f"train/{k}": v for k, v in means.items()}, self.step)
 
-    def _due(self, every: int) -> bool:
-        return bool(every) and self.step % every == 0
+    @staticmethod
+    def _due(every: int, step: int) -> bool:
+        """Whether a cadence of ``every`` steps (0: never) falls on ``step``."""
+        return bool(every) and step % every == 0
 
     def fit(self) -> dict:
         """Train to ``max_steps``, then save and evaluate; returns the final evaluation."""
@@ -295,25 +297,22 @@ class Trainer:
         self.window = MetricWindow(self.dist.device)
         while self.step < self.cfg.max_steps:
             batch = {k: v.to(self.dist.device, non_blocking=True) for k, v in next(batches).items()}
-            self.method.wants_images = self.dist.is_main and self._due_next(self.cfg.image_every)
+            self.method.wants_images = self.dist.is_main and self._due(self.cfg.image_every, self.step + 1)
             logged, skipped, images = self.train_step(batch)
             self.step += 1
             self.window.add(logged, skipped)
             bar.update(1)
-            if self._due(self.cfg.log_every) or self.step == self.cfg.max_steps:
+            if self._due(self.cfg.log_every, self.step) or self.step == self.cfg.max_steps:
                 self._log_window(bar)
             for key, image in images.items():
                 self.logger.log_image(key, image, self.step)
-            if self._due(self.cfg.checkpoint_every):
+            if self._due(self.cfg.checkpoint_every, self.step):
                 self.save()
-            if self._due(self.cfg.eval_every) and self.step < self.cfg.max_steps:
+            if self._due(self.cfg.eval_every, self.step) and self.step < self.cfg.max_steps:
                 self.run_eval()
         bar.close()
         self.save()
         return self.run_eval()
-
-    def _due_next(self, every: int) -> bool:
-        return bool(every) and (self.step + 1) % every == 0
 
     def run_eval(self) -> dict:
         """Evaluate the method's inference network; log the scalars and write ``eval_<step>.json``."""
