@@ -6,7 +6,8 @@ Runs ``python -m refign.estimate experiment=E trainer.precision=P`` for each exp
 process each, one at a time) and prints a row per experiment: peak GiB fp32 / bf16, GFLOPs per step and
 Refign's FLOP ratio (aligning step, and averaged over the steps that adapt on the references). Experiments
 whose composed networks, crop and batch equal an earlier one's (Dark Zurich's and ACDC's) are not traced
-again: their row names the experiment they equal.
+again: their row names the experiment they equal. The rows are also merged into ``OUT/estimate_table.json``
+(read by ``scripts/paper_scale_table.py``).
 """
 
 from __future__ import annotations
@@ -59,6 +60,31 @@ def estimate(experiment: str, precision: str, out: Path) -> dict:
     return json.loads(result.read_text())
 
 
+def row(name: str, twin: str, results: dict[str, dict]) -> dict:
+    """One experiment's figures at the paper's batch (``twin``: the experiment whose trace it shares)."""
+    ratio = results["32"]["refign_flop_ratio"]
+    return {
+        "experiment": name,
+        "traced_as": twin,
+        "peak_gib": {prec: results[prec]["peak"] / 2**30 for prec in PRECISIONS},
+        "gflops": results["32"]["flops"] / 1e9,
+        "refign_flop_ratio": ratio,
+        "refign_flop_ratio_mean": ratio and (ratio + 1) / 2,  # the official adapt_to_ref_p = 0.5
+    }
+
+
+def format_row(r: dict) -> str:
+    ratio, mean = r["refign_flop_ratio"], r["refign_flop_ratio_mean"]
+    cells = [
+        r["experiment"] if r["traced_as"] == r["experiment"] else f"{r['experiment']} (= {r['traced_as']})",
+        f"{r['peak_gib']['32']:.1f}",
+        f"{r['peak_gib']['bf16']:.1f}",
+        f"{r['gflops']:,.0f}",
+        f"{ratio:.2f}× / {mean:.2f}×" if ratio else "– (no Refign)",
+    ]
+    return f"| {' | '.join(cells)} |"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("experiments", nargs="*")
@@ -69,21 +95,14 @@ def main() -> None:
         "| experiment | peak GiB fp32 | peak GiB bf16 | GFLOPs/step | Refign FLOP ratio (aligning / mean) |"
     )
     print("|---|---|---|---|---|", flush=True)
+    table = args.out / "estimate_table.json"
+    rows = {r["experiment"]: r for r in (json.loads(table.read_text()) if table.is_file() else [])}
     seen: dict[str, str] = {}
     for name in names:
-        sig = signature(name)
-        twin = seen.setdefault(sig, name)
-        r = {prec: estimate(twin, prec, args.out) for prec in PRECISIONS}
-        ratio = r["32"]["refign_flop_ratio"]
-        mean = ratio and (ratio + 1) / 2  # the official adapt_to_ref_p = 0.5
-        cells = [
-            f"{r['32']['peak'] / 2**30:.1f}",
-            f"{r['bf16']['peak'] / 2**30:.1f}",
-            f"{r['32']['flops'] / 1e9:,.0f}",
-            f"{ratio:.2f}× / {mean:.2f}×" if ratio else "– (no Refign)",
-        ]
-        label = name if twin == name else f"{name} (= {twin})"
-        print(f"| {label} | {' | '.join(cells)} |", flush=True)
+        twin = seen.setdefault(signature(name), name)
+        rows[name] = row(name, twin, {prec: estimate(twin, prec, args.out) for prec in PRECISIONS})
+        print(format_row(rows[name]), flush=True)
+        table.write_text(json.dumps([rows[n] for n in sorted(rows)], indent=1))
 
 
 if __name__ == "__main__":
