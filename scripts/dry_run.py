@@ -167,6 +167,7 @@ class Row:
     miou: float | None = None
     archive: str | None = None
     phases: dict[str, dict] = field(default_factory=dict)
+    overrides: list[str] = field(default_factory=list)  # what was asked after ``--``, shown with the batch
 
 
 def compose_experiment(name: str, overrides: list[str]) -> DictConfig:
@@ -251,7 +252,7 @@ class DryRun:
         paper = compose_experiment(name, []).dataset.batch_size
         ran = cfg.dataset.batch_size
         batch = f"{ran}" if ran == paper else f"{ran} (paper {paper})"
-        row = Row(name, batch, self.args.random_weights, code_version())
+        row = Row(name, batch, self.args.random_weights, code_version(), overrides=list(self.extra))
         folder = self.out / name
         py = [sys.executable, "-m"]
         overrides = [f"experiment={name}", *self.common, *self.extra]
@@ -318,7 +319,9 @@ def format_row(row: dict) -> str:
     status = next((f"{p}: {v['status']}" for p, v in ph.items() if v["status"] != "ok"), "ok")
     fields = [
         row["experiment"],
-        row["batch"],
+        " ".join(
+            [row["batch"], *row.get("overrides", [])]
+        ),  # e.g. 1 (paper 2) backbone.checkpoint_activations=true
         "random" if row["random_weights"] else "released",
         status,
         f"{row['s_per_step']:.0f}" if row["s_per_step"] is not None else "–",

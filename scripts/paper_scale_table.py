@@ -37,7 +37,7 @@ def measured_cells(row: dict | None) -> list[str]:
 
     cpu = row.get("cpu_s_per_step")
     return [
-        row["batch"],
+        " ".join([row["batch"], *row.get("overrides", [])]),  # the settings that made it fit, if any
         status,
         f"{cpu:.0f}" if cpu is not None else "–",
         f"{peak('train')} / {peak('evaluate')}",

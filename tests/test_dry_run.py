@@ -55,7 +55,7 @@ def test_a_row_from_train_evaluate_and_predict_on_a_small_tree(tmp_path, capsys)
     assert row["archive"].startswith("acdc_submission.zip") and len(zipfile.ZipFile(archive).namelist()) == 4
     table = (out / "dry_run.md").read_text().splitlines()
     assert table[0] == dry_run.HEADER and table[2].startswith(
-        "| acdc_refign_daformer | 1 (paper 2) | random | ok |"
+        "| acdc_refign_daformer | 1 (paper 2) debug=tiny_model | random | ok |"
     )
     # the peak is the child's: the watchdog's samples of its resident set stay below it
     samples = [
@@ -90,8 +90,9 @@ def test_unknown_experiments_and_missing_weights_are_errors_that_name_them(tmp_p
 
 @pytest.mark.slow
 def test_the_heaviest_experiment_at_true_size(tmp_path):
-    """Refign + MIC(HRDA) on a full-size tree (1024×2048 / 1080×1920) at batch 1, with the watchdog at 21 GiB:
-    every phase runs, and evaluating needs no more memory than training (on a shared machine, run
+    """Refign + MIC(HRDA) on a full-size tree (1024×2048 / 1080×1920) at batch 1 with the backbone's activations
+    checkpointed (without, its first step passed the watchdog's 21 GiB on a 24 GiB machine), 2 steps: every
+    phase runs, and evaluating needs no more memory than training (on a shared machine, run
     ``flock /tmp/refign-heavy.lock make test-slow``)."""
     tree = tmp_path / "tree"
     write_tree(tree, ["cityscapes", "acdc"], 2, eval_images=1, log=lambda _: None)
@@ -103,8 +104,10 @@ def test_the_heaviest_experiment_at_true_size(tmp_path):
         str(tmp_path / "out"),
         "--random-weights",
     ]
-    assert dry_run.main([*argv, "--batch-size", "1"]) == 0
+    checkpointing = "backbone.checkpoint_activations=true"
+    assert dry_run.main([*argv, "--batch-size", "1", "--", checkpointing]) == 0
     (row,) = json.loads((tmp_path / "out" / "dry_run.json").read_text())
+    assert row["overrides"] == [checkpointing]
     phases = row["phases"]
     assert [p["status"] for p in phases.values()] == ["ok"] * 3 and row["batch"] == "1 (paper 2)"
     assert phases["evaluate"]["peak_gib"] <= phases["train"]["peak_gib"]
