@@ -6,7 +6,7 @@ built of fake tensors (``FakeTensorMode``: shapes, dtypes and devices, no data),
 instead of its weight files, and the trainer's own ``train_step`` runs once on a fake batch of the
 configured size, after the optimiser's state has been created (a steady step, not the first).
 ``LiveMemory`` counts the bytes of live storages and ``FlopCounterMode`` the FLOPs. Nothing is computed
-and no file is read, so the paper's scale traces in a minute or two of CPU time on any machine.
+and no file is read, so a paper-scale step traces in seconds (4–15 s for the 12 experiments on 2 cores).
 """
 
 from __future__ import annotations
