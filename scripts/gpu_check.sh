@@ -7,11 +7,12 @@
 #   4. 50 steps of experiment=acdc_refign_hrda_star on a full-size tree, with its evaluation and export
 #
 #   scripts/gpu_check.sh [--report FILE] [--cpu-dry]    run the checks (report: outputs/gpu_check/report.md)
-#   scripts/gpu_check.sh --fill-wheelhouse              on a machine with the package registry: fill wheelhouse/
+#   scripts/gpu_check.sh --fill-wheelhouse [--all]      on a machine with the package registry: fill wheelhouse/
 #
 # The GPU machine may bring another Python (3.12) and torch (2.11, with its torchvision) and no registry:
-# what refign needs beyond torch is installed from wheelhouse/ (git-ignored, tens of MB, no torch wheel),
-# mmcv built there from its sdist with its CUDA ops for this GPU's architecture only. --cpu-dry runs every
+# what refign needs beyond torch and that machine's own packages is installed from wheelhouse/ (git-ignored,
+# tens of MB, no torch wheel: scripts/wheelhouse.py says what it holds), mmcv built there from its sdist with
+# its CUDA ops for this GPU's architecture only. --cpu-dry runs every
 # step at the CPU-sized scale (no install, no GPU) to check the script and its report.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -24,15 +25,18 @@ pin() { grep -hE "^$1==" requirements/*.txt | head -1; }
 ANTLR=antlr4-python3-runtime==4.9.3  # omegaconf 2.3's grammar runtime
 
 fill_wheelhouse() {
-  # Wheels for CPython $TARGET_PY on manylinux x86_64 (no torch: the GPU machine has its own), and the sdists
-  # that are built there (fetched with this checkout's Python: mmcv's setup.py imports torch and pkg_resources).
+  # Wheels for CPython $TARGET_PY on manylinux x86_64 of what the GPU image lacks (scripts/wheelhouse.py; all of
+  # requirements/gpu_check.txt with --all; no torch: the GPU machine has its own), and the sdists that are
+  # built there (fetched with this checkout's Python: mmcv's setup.py imports torch and pkg_resources).
   local fetch_py=python3
   [ -x .venv/bin/python ] && fetch_py=.venv/bin/python
   local PIP=("$fetch_py" -m pip --disable-pip-version-check download --no-deps -d "$WHEELS")
+  local carried
+  carried=$("$fetch_py" scripts/wheelhouse.py carried ${1:+"$1"}) || return 1
   mkdir -p "$WHEELS"
+  # shellcheck disable=SC2086  # one requirement per word
   "${PIP[@]}" --only-binary=:all: --platform manylinux2014_x86_64 --python-version "$TARGET_PY" \
-    --implementation cp -r requirements/gpu_check.txt "setuptools<70" wheel ninja "$(pin mmsegmentation)" ||
-    return 1
+    --implementation cp $carried "setuptools<70" "$(pin mmsegmentation)" || return 1
   "${PIP[@]}" --no-binary=:all: --no-build-isolation "$(pin mmcv)" "$ANTLR" || return 1
   "${PIP[@]}" --no-binary=:all: --no-build-isolation "$(pin spatial-correlation-sampler)" ||
     echo "spatial-correlation-sampler sdist not fetched: the pure-PyTorch correlation will be used"
@@ -43,7 +47,7 @@ while [ $# -gt 0 ]; do
   case $1 in
     --report) REPORT=$(realpath -m "$2"); shift 2 ;;
     --cpu-dry) MODE=cpu-dry; shift ;;
-    --fill-wheelhouse) fill_wheelhouse; exit $? ;;
+    --fill-wheelhouse) shift; fill_wheelhouse "$@"; exit $? ;;
     *) echo "gpu_check.sh: unknown argument $1 (see the header of $0)" >&2; exit 2 ;;
   esac
 done
@@ -75,8 +79,14 @@ field python "$($PY -c 'import sys; print(sys.version.split()[0])') ($PY)"
 install() {
   local PIP=("$PY" -m pip --disable-pip-version-check install --no-index --find-links "$WHEELS")
   [ -d "$WHEELS" ] || { echo "no $WHEELS: fill it with scripts/gpu_check.sh --fill-wheelhouse"; return 1; }
-  "${PIP[@]}" --no-deps "setuptools<70" wheel ninja "$ANTLR" && "${PIP[@]}" --no-deps -r requirements/gpu_check.txt ||
+  local missing
+  missing=$("$PY" scripts/wheelhouse.py missing) || return 1
+  # shellcheck disable=SC2086  # one requirement per word
+  "${PIP[@]}" --no-deps "setuptools<70" "$ANTLR" $missing || {
+    echo "not all of [$missing] are in $WHEELS: this machine lacks what the GPU image has;" \
+      "fill it with scripts/gpu_check.sh --fill-wheelhouse --all"
     return 1
+  }
   if ! "$PY" -c "import mmcv.ops" 2>/dev/null; then
     local arch
     arch=$("$PY" -c "import torch; print('%d.%d' % torch.cuda.get_device_capability())") || return 1
@@ -136,15 +146,11 @@ field bench_step "rc $rc, ${took} s"
 grep -E '^\|' "$WORK/bench_step.log" | tee -a "$REPORT"
 
 # ---- 3. the estimate against the measured peak -----------------------------------------------------------------
-if "$PY" -c "import refign.estimate" 2>/dev/null; then
-  for exp in acdc_refign_daformer acdc_refign_hrda_star; do
-    step "estimate_$exp" "${LIMITS[2]}" "$PY" -m refign.estimate "experiment=$exp" trainer.precision=bf16
-    field "estimate $exp" "$(grep -iE 'peak' "$WORK/estimate_$exp.log" | tail -1) (rc $rc, ${took} s)"
-  done
-  say "measured (bench_step above, bf16): rows daformer_refign = acdc_refign_daformer, hrda_refign = acdc_refign_hrda_star"
-else
-  field estimate "unavailable: refign.estimate is not in this checkout (issue 21, point 3)"
-fi
+for exp in acdc_refign_daformer acdc_refign_hrda_star; do
+  step "estimate_$exp" "${LIMITS[2]}" "$PY" -m refign.estimate "experiment=$exp" trainer.precision=bf16
+  field "estimate $exp" "$(grep -iE 'peak' "$WORK/estimate_$exp.log" | tail -1) (rc $rc, ${took} s)"
+done
+say "measured (bench_step above, bf16): rows daformer_refign = acdc_refign_daformer, hrda_refign = acdc_refign_hrda_star"
 
 # ---- 4. 50 steps of Refign-HRDA* on a full-size tree, with evaluation and export ----------------------------
 rm -rf "$WORK/tree" "$WORK/dry_run"

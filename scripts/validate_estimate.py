@@ -10,7 +10,9 @@ training steps on a random batch of the configured size (blocky random labels, a
 ``scripts/bench_step.py``). Measured: the rise of the process's peak resident set during the second step
 (``VmHWM``, reset through ``/proc/self/clear_refs``) over its resident set before that step, after
 ``malloc_trim`` has returned freed memory. The first step is a warm-up: it creates the optimiser's state
-and initialises the CPU libraries (thread pools, oneDNN's primitive caches), which is not tensor memory.
+and initialises the CPU libraries (thread pools, oneDNN's primitive caches), which is not tensor memory;
+its rise over the resident set before it is printed too, as the wider measure (the step's activations peak
+before the optimiser's state exists, so the same estimate applies, plus what the libraries allocate).
 The child runs with a fixed glibc mmap threshold (``MALLOC_MMAP_THRESHOLD_``): with glibc's dynamic
 threshold, freed blocks of up to 32 MiB stay in its heap and their fragmentation counts in the resident
 set (docs/estimate.md#validation shows both). Refign's configurations align on every step
@@ -100,8 +102,8 @@ def peak_rise(trainer: Trainer, batch: dict[str, torch.Tensor]) -> int:
     return (status_kib("VmHWM") - before) * 1024
 
 
-def measure(cfg: DictConfig) -> int:
-    """The peak rise of the second of two real CPU steps (see ``peak_rise``)."""
+def measure(cfg: DictConfig) -> tuple[int, int]:
+    """The peak rises of the first and the second of two real CPU steps (see ``peak_rise``)."""
     torch.manual_seed(0)
     random.seed(0)
     info = DistInfo(0, 1, 0, torch.device("cpu"))
@@ -109,8 +111,8 @@ def measure(cfg: DictConfig) -> int:
     trainer = build.build_step_trainer(cfg, method, info, "32", Path("/nonexistent"))
     trainer.method.train()
     batch = random_batch(cfg, build.method_class(cfg).needs_target)
-    peak_rise(trainer, batch)  # warm-up
-    return peak_rise(trainer, batch)
+    first = peak_rise(trainer, batch)  # also creates the optimiser's state and initialises the libraries
+    return first, peak_rise(trainer, batch)
 
 
 def child(name: str) -> None:
@@ -118,9 +120,17 @@ def child(name: str) -> None:
     cfg = traceable(aligning(compose_config(CONFIGS[name])))  # the same fused AdamW and correlation
     est = trace_step(cfg, "32")
     gc.collect()
-    estimated = est.peak - est.before_step
+    first, second = measure(cfg)
     print(
-        json.dumps({"name": name, "estimated": estimated, "measured": measure(cfg), "trace_s": est.seconds})
+        json.dumps(
+            {
+                "name": name,
+                "estimated": est.peak - est.before_step,
+                "measured": second,
+                "first_step": first,
+                "trace_s": est.seconds,
+            }
+        )
     )
 
 
@@ -165,16 +175,20 @@ def main() -> None:
     unknown = set(args.names) - set(CONFIGS)
     if unknown:
         p.error(f"unknown configuration(s) {sorted(unknown)}: choose from {', '.join(CONFIGS)}")
-    print("| configuration | estimated GiB | measured GiB (CPU RSS rise) | estimate / measured |")
-    print("|---|---|---|---|", flush=True)
+    print(
+        "| configuration | estimated GiB | measured GiB (CPU RSS rise) | estimate / measured "
+        "| first step's rise GiB | estimate / first step's |"
+    )
+    print("|---|---|---|---|---|---|", flush=True)
     for name in args.names or SYNTHETIC:
         r = run_child(name, args.max_rss_gb)
         if "error" in r:
-            print(f"| {name} | – | {r['error']} | – |", flush=True)
+            print(f"| {name} | – | {r['error']} | – | – | – |", flush=True)
             continue
-        ratio = r["estimated"] / r["measured"]
+        est, second, first = (r[k] / GIB for k in ("estimated", "measured", "first_step"))
         print(
-            f"| {name} | {r['estimated'] / GIB:.3f} | {r['measured'] / GIB:.3f} | {ratio:.2f} |", flush=True
+            f"| {name} | {est:.3f} | {second:.3f} | {est / second:.2f} | {first:.3f} | {est / first:.2f} |",
+            flush=True,
         )
 
 
