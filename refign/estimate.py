@@ -16,6 +16,7 @@ import json
 import logging
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -236,7 +237,10 @@ def trace_step(cfg: DictConfig, precision: str) -> StepEstimate:
     cfg = traceable(cfg)
     info = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
     with FakeTensorMode(allow_non_fake_inputs=True), tempfile.TemporaryDirectory() as tmp:
-        with HostFactories():
+        with HostFactories(), warnings.catch_warnings():
+            # the EMA teacher and the ImageNet copy are deep copies: torch's Tensor.__deepcopy__ asks each
+            # fake tensor for its data pointer, warns that this is a bug, and copies it correctly all the same
+            warnings.filterwarnings("ignore", "Accessing the data pointer of FakeTensor", UserWarning)
             method = build.build_method(cfg, weight_files=False)
         trainer = build.build_step_trainer(cfg, method, info, precision, Path(tmp))
         trainer.method.train()
@@ -316,6 +320,7 @@ def report(cfg: DictConfig, est: StepEstimate) -> str:
     lines = [
         f"ESTIMATE of one training step (fake-tensor trace, {est.seconds:.0f} s): precision {est.precision}, "
         f"batch {b} + {b}, crop {crop}{', Refign aligning' if refign_on else ''}",
+        "live at the step's peak, by kind:",
         *(f"  {label:<56} {gib(est.breakdown.get(key, 0))}" for key, label in CATEGORIES.items()),
         f"  {'peak allocated (≈ torch.cuda.max_memory_allocated)':<56} {gib(est.peak)}",
         f"fits (peak + {cfg.estimate.allocator_overhead:.0%} allocator + {cfg.estimate.cuda_context_mib} MiB "
