@@ -36,7 +36,7 @@ fill_wheelhouse() {
   mkdir -p "$WHEELS"
   # shellcheck disable=SC2086  # one requirement per word
   "${PIP[@]}" --only-binary=:all: --platform manylinux2014_x86_64 --python-version "$TARGET_PY" \
-    --implementation cp $carried "setuptools<70" "$(pin mmsegmentation)" || return 1
+    --implementation cp $carried "setuptools<70" wheel "$(pin mmsegmentation)" || return 1
   "${PIP[@]}" --no-binary=:all: --no-build-isolation "$(pin mmcv)" "$ANTLR" || return 1
   "${PIP[@]}" --no-binary=:all: --no-build-isolation "$(pin spatial-correlation-sampler)" ||
     echo "spatial-correlation-sampler sdist not fetched: the pure-PyTorch correlation will be used"
@@ -81,10 +81,12 @@ install() {
   [ -d "$WHEELS" ] || { echo "no $WHEELS: fill it with scripts/gpu_check.sh --fill-wheelhouse"; return 1; }
   local missing
   missing=$("$PY" scripts/wheelhouse.py missing) || return 1
+  # the antlr4 sdist is built with these (an isolated build would look for wheel's own needs in the wheelhouse)
   # shellcheck disable=SC2086  # one requirement per word
-  "${PIP[@]}" --no-deps "setuptools<70" "$ANTLR" $missing || {
-    echo "not all of [$missing] are in $WHEELS: this machine lacks what the GPU image has;" \
-      "fill it with scripts/gpu_check.sh --fill-wheelhouse --all"
+  "${PIP[@]}" --no-deps "setuptools<70" wheel &&
+    "${PIP[@]}" --no-deps --no-build-isolation "$ANTLR" $missing || {
+    echo "installing [$missing] from $WHEELS failed (above); where one is not in the wheelhouse, this machine" \
+      "lacks what the GPU image has: fill it with scripts/gpu_check.sh --fill-wheelhouse --all"
     return 1
   }
   if ! "$PY" -c "import mmcv.ops" 2>/dev/null; then
