@@ -150,7 +150,7 @@ grep -E '^\|' "$WORK/bench_step.log" | tee -a "$REPORT"
 # ---- 3. the estimate against the measured peak -----------------------------------------------------------------
 for exp in acdc_refign_daformer acdc_refign_hrda_star; do
   step "estimate_$exp" "${LIMITS[2]}" "$PY" -m refign.estimate "experiment=$exp" trainer.precision=bf16
-  field "estimate $exp" "$(grep -iE 'peak' "$WORK/estimate_$exp.log" | tail -1) (rc $rc, ${took} s)"
+  field "estimate $exp" "peak $(awk '/^ *peak allocated/ {print $(NF-1), $NF}' "$WORK/estimate_$exp.log") bf16 (rc $rc, ${took} s)"
 done
 say "measured (bench_step above, bf16): rows daformer_refign = acdc_refign_daformer, hrda_refign = acdc_refign_hrda_star"
 
