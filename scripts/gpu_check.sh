@@ -12,8 +12,8 @@
 # The GPU machine may bring another Python (3.12) and torch (2.11, with its torchvision) and no registry:
 # what refign needs beyond torch and that machine's own packages is installed from wheelhouse/ (git-ignored,
 # tens of MB, no torch wheel: scripts/wheelhouse.py says what it holds), mmcv built there from its sdist with
-# its CUDA ops for this GPU's architecture only. --cpu-dry runs every
-# step at the CPU-sized scale (no install, no GPU) to check the script and its report.
+# its CUDA ops for this GPU's architecture only. --cpu-dry runs every step at the CPU-sized scale (no
+# install, no GPU) to check the script and its report.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD

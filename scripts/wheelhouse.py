@@ -5,7 +5,7 @@
 
 Why: the device machines lent to this project bring their own Python, torch and a long list of packages
 (``requirements/gpu_image.txt``), no package registry, and a carry limit of 64 MiB per call. Carrying
-every pinned wheel (106 MB: opencv-python-headless 48, scipy 36) would not fit, and installing a pin over
+every pinned wheel (110 MB: opencv-python-headless 48, scipy 36) would not fit, and installing a pin over
 a package the machine already has would replace part of its working stack. So the wheelhouse holds only
 what the image lacks, and the install there takes only what the interpreter lacks, at the pinned version.
 """
@@ -14,41 +14,34 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
-import re
 from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 REQUIREMENTS = Path(__file__).resolve().parents[1] / "requirements"
 
 
-def canonical(name: str) -> str:
-    """A distribution name as pip compares them (PEP 503)."""
-    return re.sub(r"[-_.]+", "-", name).lower()
+def read(path: Path) -> list[Requirement]:
+    """The requirements of a requirements file (one per line; ``#`` starts a comment)."""
+    lines = (line.split("#")[0].strip() for line in path.read_text().splitlines())
+    return [Requirement(line) for line in lines if line]
 
 
-def pinned(path: Path) -> list[str]:
-    """The ``name==version`` lines of a requirements file."""
-    lines = [line.split("#")[0].strip() for line in path.read_text().splitlines()]
-    return [line for line in lines if line]
-
-
-def names(path: Path) -> set[str]:
-    return {canonical(re.split(r"[=<>!~ ]", line)[0]) for line in pinned(path)}
-
-
-def carried(requirements: Path, image: Path | None) -> list[str]:
+def carried(requirements: Path, image: Path | None) -> list[Requirement]:
     """The requirements to download for the GPU machine: all of them, or those its image does not have."""
-    present = names(image) if image else set()
-    return [line for line in pinned(requirements) if canonical(line.split("==")[0]) not in present]
+    present = {canonicalize_name(r.name) for r in read(image)} if image else set()
+    return [r for r in read(requirements) if canonicalize_name(r.name) not in present]
 
 
-def missing(requirements: Path) -> list[str]:
+def missing(requirements: Path) -> list[Requirement]:
     """The requirements whose distribution is not installed in this interpreter (at any version)."""
     out = []
-    for line in pinned(requirements):
+    for r in read(requirements):
         try:
-            importlib.metadata.version(line.split("==")[0])
+            importlib.metadata.version(r.name)
         except importlib.metadata.PackageNotFoundError:
-            out.append(line)
+            out.append(r)
     return out
 
 
@@ -63,9 +56,10 @@ def main() -> None:
         if not path.is_file():
             p.error(f"no such requirements file: {path}")
     if args.what == "carried":
-        print("\n".join(carried(args.requirements, None if args.all else args.image)))
+        found = carried(args.requirements, None if args.all else args.image)
     else:
-        print("\n".join(missing(args.requirements)))
+        found = missing(args.requirements)
+    print("\n".join(map(str, found)))
 
 
 if __name__ == "__main__":

@@ -15,16 +15,21 @@ SCRIPTS = Path(__file__).parents[1] / "scripts"
 SCRIPT = SCRIPTS / "gpu_check.sh"
 
 
-def wheelhouse(*args: str) -> list[str]:
-    out = subprocess.run(
-        [sys.executable, str(SCRIPTS / "wheelhouse.py"), *args], capture_output=True, text=True, check=True
+def wheelhouse(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(SCRIPTS / "wheelhouse.py"), *args], capture_output=True, text=True
     )
-    return out.stdout.split()
+
+
+def requirements(*args: str) -> list[str]:
+    run = wheelhouse(*args)
+    assert run.returncode == 0, run.stderr
+    return run.stdout.split()
 
 
 def test_the_wheelhouse_leaves_out_what_the_gpu_image_has():
-    every = wheelhouse("carried", "--all")
-    carried = wheelhouse("carried")
+    every = requirements("carried", "--all")
+    carried = requirements("carried")
     names = {line.split("==")[0] for line in carried}
     assert {"hydra-core", "albumentations", "mmengine"} <= names
     assert not names & {"scipy", "opencv-python-headless", "h5py", "pytest"}
@@ -32,23 +37,13 @@ def test_the_wheelhouse_leaves_out_what_the_gpu_image_has():
 
 
 def test_the_install_takes_only_what_the_interpreter_lacks(tmp_path):
-    requirements = tmp_path / "requirements.txt"
-    requirements.write_text("# a comment\nPyYAML==0.1\nrefign-no-such-package==1.0  # not installed\n")
-    assert wheelhouse("missing", "--requirements", str(requirements)) == ["refign-no-such-package==1.0"]
+    listed = tmp_path / "requirements.txt"
+    listed.write_text("# a comment\nPyYAML==0.1\nrefign-no-such-package==1.0  # not installed\n")
+    assert requirements("missing", "--requirements", str(listed)) == ["refign-no-such-package==1.0"]
 
 
 def test_a_missing_requirements_file_is_named(tmp_path):
-    run = subprocess.run(
-        [
-            sys.executable,
-            str(SCRIPTS / "wheelhouse.py"),
-            "missing",
-            "--requirements",
-            str(tmp_path / "none.txt"),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    run = wheelhouse("missing", "--requirements", str(tmp_path / "none.txt"))
     assert run.returncode == 2 and "none.txt" in run.stderr
 
 
