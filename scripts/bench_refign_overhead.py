@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -23,7 +24,6 @@ from hydra import compose, initialize_config_dir
 from refign import build
 from refign.data.loader import merge_domains, step_loader
 from refign.engine.dist import setup
-from refign.engine.optim import build_optimizer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,17 +33,16 @@ def step_times(cfg, steps: int, warmup: int) -> list[float]:
     torch.manual_seed(0)
     method = build.build_method(cfg).train()
     source, target = build.build_train_sets(cfg)
-    optimizer = build_optimizer(method, **cfg.optim)
+    with tempfile.TemporaryDirectory() as tmp:  # the trainer's step (one backward per loss), no files kept
+        trainer = build.build_step_trainer(cfg, method, info, "32", Path(tmp))
     src = step_loader(source, cfg.dataset.batch_size, info, 0, 0, 0)
     trg = step_loader(target, cfg.dataset.batch_size, info, 1, 0, 0)
     times = []
     for step in range(warmup + steps):
         batch = merge_domains(next(src), next(trg), info.device)
         start = time.perf_counter()
-        out = method(batch, step)
-        sum(v for k, v in out.items() if k.startswith("loss_")).backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        trainer.train_step(batch)
+        trainer.step += 1
         if step >= warmup:
             times.append(time.perf_counter() - start)
     return times

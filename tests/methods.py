@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from refign.engine import trainer as trainer_mod
+from refign.engine.backward import LossBackward
 from refign.engine.checkpoint import method_state
 from tests.conftest import CONF_DIR
 
@@ -175,6 +176,21 @@ def assert_bit_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> 
 
 def max_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
     return max(float((a[k].double() - b[k].double()).abs().max()) for k in a if a[k].numel())
+
+
+class SummedBackward(LossBackward):
+    """The step as it was before one backward per loss: every loss kept, and their sum back-propagated once
+    after the forward (all passes alive together). Patched in for ``LossBackward`` to compare against."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.kept: list[torch.Tensor] = []
+
+    def run(self, loss: torch.Tensor, retain_graph: bool) -> None:
+        self.kept.append(loss)
+
+    def backward_last(self, loss: torch.Tensor) -> None:
+        super().run(sum([*self.kept, loss]), retain_graph=False)
 
 
 @contextlib.contextmanager

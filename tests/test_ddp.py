@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
+from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 
 from refign.build import build_method
 from refign.engine import checkpoint
+from refign.engine.dist import session
 from refign.engine.reproducibility import seed_everything
 from refign.engine.trainer import Trainer
 from refign.train import run
@@ -30,6 +32,7 @@ from tests.methods import (
     weights,
     worker,
 )
+from tests.test_trainer import Toy, make_trainer
 
 COMMON = [
     "trainer.max_steps=3",
@@ -48,7 +51,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, world: int, port: int, cfg, out_dir) -> None:
+def _join(rank: int, world: int, port: int) -> None:
+    """The environment torchrun gives a worker."""
     os.environ.update(
         RANK=str(rank),
         WORLD_SIZE=str(world),
@@ -57,6 +61,10 @@ def _worker(rank: int, world: int, port: int, cfg, out_dir) -> None:
         MASTER_PORT=str(port),
     )
     torch.set_num_threads(1)
+
+
+def _worker(rank: int, world: int, port: int, cfg, out_dir) -> None:
+    _join(rank, world, port)
     fit = Trainer.fit
 
     def fit_and_dump(self):
@@ -98,6 +106,51 @@ def test_two_process_ddp_matches_single_process(tiny_cfg, tmp_path):
     initial = build_method(cfg).state_dict()
     moved = [k for k, v in single.items() if v.is_floating_point() and not torch.allclose(v, initial[k])]
     assert len(moved) > 10
+
+
+def _toy_worker(rank: int, world: int, port: int, out_dir: Path) -> None:
+    _join(rank, world, port)
+    with session("cpu") as info:
+        _toy_steps(info, out_dir)
+
+
+def _toy_steps(info, out_dir: Path) -> None:
+    """Three steps of the two-loss toy on this rank's row of the batch; the weights and the number of
+    all-reduce rounds (DDP's last bucket of each synchronising backward) saved."""
+    rounds = [0]
+
+    def counted(state, bucket):
+        rounds[0] += bucket.is_last()
+        return default_hooks.allreduce_hook(None, bucket)
+
+    trainer = make_trainer(out_dir / f"rank{info.rank}", Toy(), dist_info=info, max_steps=3)
+    trainer.model.register_comm_hook(None, counted)
+    for step in range(3):
+        trainer.train_step({"x": toy_rows(step)[info.rank : info.rank + 1]})
+        trainer.step += 1
+    torch.save(
+        {"weight": trainer.method.net.weight.detach(), "rounds": rounds[0]}, out_dir / f"{info.rank}.pt"
+    )
+
+
+def toy_rows(step: int) -> torch.Tensor:
+    return torch.tensor([[1.0 + step, -0.5 * step], [0.5, 2.0 - step]])
+
+
+def test_losses_back_propagated_one_by_one_all_reduce_once_per_step(tmp_path):
+    """The toy's two losses (``a`` keeps its graph for ``b``) are two backwards; under DDP the first runs
+    inside DDP's forward and accumulates locally, the second all-reduces: one round per step, the ranks
+    equal, and equal to one process given the mean input (the loss is linear in it, so its gradient is the
+    mean of the ranks' gradients)."""
+    mp.spawn(_toy_worker, args=(2, free_port(), tmp_path), nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"{r}.pt") for r in (0, 1))
+    assert r0["rounds"] == r1["rounds"] == 3
+    assert torch.equal(r0["weight"], r1["weight"])
+    single = make_trainer(tmp_path / "single", Toy(), max_steps=3)
+    for step in range(3):
+        single.train_step({"x": toy_rows(step).mean(0, keepdim=True)})
+        single.step += 1
+    torch.testing.assert_close(r0["weight"], single.method.net.weight.detach(), rtol=1e-6, atol=1e-6)
 
 
 def test_batch_size_not_divisible_by_world_size_is_rejected():

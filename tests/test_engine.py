@@ -16,12 +16,10 @@ def test_non_finite_losses_skip_steps_then_stop_with_a_checkpoint(tiny_cfg, tmp_
     calls = {"n": 0}
     real_forward = SourceOnly.forward
 
-    def poisoned(self, batch, step):
-        out = real_forward(self, batch, step)
+    def poisoned(self, batch, step, backward):
         calls["n"] += 1
-        if calls["n"] >= 3:  # two good steps, then NaN forever
-            out["loss_src"] = out["loss_src"] * float("nan")
-        return out
+        nan = calls["n"] >= 3  # two good steps, then NaN forever
+        return real_forward(self, batch, step, lambda n, v, **kw: backward(n, v * float("nan") if nan else v))
 
     monkeypatch.setattr(SourceOnly, "forward", poisoned)
     cfg = tiny_cfg(

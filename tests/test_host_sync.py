@@ -68,9 +68,9 @@ def test_the_step_reads_nothing_on_the_host_and_logs_window_means(tiny_cfg, tmp_
     losses = []
     forward = SourceOnly.forward
 
-    def recording(self, batch, step):
-        out = forward(self, batch, step)
-        losses.append(out["loss_src"].detach().clone())
+    def recording(self, batch, step, backward):
+        out = forward(self, batch, step, backward)
+        losses.append(backward.losses["src"].clone())
         return out
 
     monkeypatch.setattr(SourceOnly, "forward", recording)

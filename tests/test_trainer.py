@@ -1,6 +1,6 @@
 """The engine on its own (detectron2's tests/test_engine.py): the real ``Trainer`` runs a toy method whose
-every number can be computed by hand, so the loss-dict contract, the skipped non-finite step, the cadences and
-resuming are checked without a segmentation model or a dataset."""
+every number can be computed by hand, so the loss contract (one backward per delivered loss), the skipped
+non-finite step, the cadences and resuming are checked without a segmentation model or a dataset."""
 
 from __future__ import annotations
 
@@ -23,8 +23,11 @@ CPU = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
 
 
 class Toy(nn.Module):
-    """``y = w · x``: ``loss_a = y``, ``loss_b = 2 y`` (summed: the gradient is ``3 x``), and ``y_doubled``, a
-    scalar that is logged but must not be back-propagated. ``nan_from``: steps from which ``loss_a`` is NaN."""
+    """``y = w · x``: losses ``a = y`` (its graph kept for ``b``) and ``b = 2 y``, back-propagated one after
+    the other (the gradient is ``3 x``), and ``y_doubled``, a scalar that is only logged. ``nan_steps``: steps
+    where ``a`` is NaN."""
+
+    loss_names = ("a", "b")
 
     def __init__(self, nan_steps: set[int] | None = None) -> None:
         super().__init__()
@@ -32,10 +35,11 @@ class Toy(nn.Module):
         nn.init.constant_(self.net.weight, 1.0)
         self.nan_steps = nan_steps or set()
 
-    def forward(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
+    def forward(self, batch: dict[str, torch.Tensor], step: int, backward) -> dict[str, torch.Tensor]:
         y = self.net(batch["x"]).sum()
-        loss_a = y * math.nan if step in self.nan_steps else y
-        return {"loss_a": loss_a, "loss_b": 2 * y, "y_doubled": 2 * y}
+        backward("a", y * math.nan if step in self.nan_steps else y, retain_graph=True)
+        backward("b", 2 * y)
+        return {"y_doubled": 2 * y.detach()}
 
     def inference_model(self) -> nn.Module:
         return self.net
@@ -46,7 +50,9 @@ def inputs(step: int) -> dict[str, torch.Tensor]:
     return {"x": torch.tensor([[1.0 + step, -0.5 * step]])}
 
 
-def make_trainer(run_dir: Path, method: Toy, evaluations: list[int] | None = None, **cfg) -> Trainer:
+def make_trainer(
+    run_dir: Path, method: Toy, evaluations: list[int] | None = None, dist_info: DistInfo = CPU, **cfg
+) -> Trainer:
     run_dir.mkdir(parents=True, exist_ok=True)
     optimizer = torch.optim.SGD(method.parameters(), lr=LR, momentum=0.9)  # momentum: state that must resume
     return Trainer(
@@ -56,7 +62,7 @@ def make_trainer(run_dir: Path, method: Toy, evaluations: list[int] | None = Non
         scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: 1.0),
         batches=lambda start: (inputs(step) for step in itertools.count(start)),
         evaluate=None if evaluations is None else record_evaluation(evaluations),
-        dist_info=CPU,
+        dist_info=dist_info,
         run_dir=run_dir,
         logger=MetricLogger(run_dir, enabled=True),
     )
@@ -76,7 +82,7 @@ def logged(run_dir: Path) -> list[dict]:
 
 
 def hand_sgd(steps: list[int], skipped: set[int] = frozenset()) -> torch.Tensor:
-    """SGD with momentum 0.9 on the gradient 3 x of ``loss_a + loss_b``, the skipped steps left out."""
+    """SGD with momentum 0.9 on the gradient 3 x of ``a`` and ``b``, the skipped steps left out."""
     w, velocity = torch.ones(1, 2), None
     for step in steps:
         if step in skipped:
@@ -87,14 +93,14 @@ def hand_sgd(steps: list[int], skipped: set[int] = frozenset()) -> torch.Tensor:
     return w
 
 
-def test_the_step_sums_the_loss_entries_and_only_logs_the_rest(tmp_path):
+def test_the_step_back_propagates_each_delivered_loss_and_only_logs_the_rest(tmp_path):
     trainer = make_trainer(tmp_path, Toy(), max_steps=3)
     trainer.fit()
     trainer.close()
     assert torch.allclose(trainer.method.net.weight.detach(), hand_sgd([0, 1, 2]), atol=1e-6)
     lines = [x for x in logged(tmp_path) if "train/loss" in x]
     assert [x["step"] for x in lines] == [1, 2, 3]
-    for x in lines:  # the logged total is the sum of the loss_* entries; y_doubled is logged, not summed
+    for x in lines:  # the logged total is the sum of the delivered losses; y_doubled is logged, not summed
         assert x["train/loss"] == pytest.approx(x["train/loss_a"] + x["train/loss_b"], rel=1e-6)
         assert x["train/y_doubled"] == pytest.approx(x["train/loss_b"], rel=1e-6)
 

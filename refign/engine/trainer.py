@@ -1,10 +1,11 @@
 """The method-agnostic training loop: devices, DDP, AMP, optimiser and schedule, checkpoints, evaluation, logs.
 
-It knows two things about the method (an ``nn.Module``: ``refign.uda.base.UDAMethod``, or the matcher's
-``MatcherTraining``): ``method(batch, step)`` returns a dict whose
-``loss_*`` entries are summed and back-propagated (detectron2's loss-dict contract; everything else in the
-dict is logged), and ``method.inference_model()`` is the network that is evaluated and stored apart in
-checkpoints. Evaluation is a callable handed in by the caller (mIoU for segmentation, PCK for the matcher),
+It knows three things about the method (an ``nn.Module``: ``refign.uda.base.UDAMethod``, or the matcher's
+``MatcherTraining``): ``method(batch, step, backward)`` hands each loss to ``backward(name, loss)`` as soon
+as it is computed, which back-propagates it at once (``refign.engine.backward``: one pass's activations
+alive at a time, as in the official steps), and returns a dict of detached scalars and panels that is
+logged; ``method.loss_names`` declares those losses in order; ``method.inference_model()`` is the network
+that is evaluated and stored apart in checkpoints. Evaluation is a callable handed in by the caller (mIoU for segmentation, PCK for the matcher),
 so the engine knows neither tasks nor class counts; both trainings (``refign.train``, ``refign.align_train``)
 run here. See docs/architecture.md#engine.
 """
@@ -24,6 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from refign.engine import checkpoint
+from refign.engine.backward import LossBackward, MethodStep
 from refign.engine.dist import DistInfo, all_gather_object, all_reduce_sum
 from refign.engine.loggers import MetricLogger
 from refign.engine.window import MetricWindow
@@ -140,7 +142,7 @@ class Trainer:
 
     def _wrap(self, method: nn.Module) -> nn.Module:
         if not self.dist.distributed:
-            return method
+            return MethodStep(method)
         if self.cfg.sync_batchnorm:
             if self.dist.device.type == "cuda":
                 method = nn.SyncBatchNorm.convert_sync_batchnorm(method)
@@ -148,7 +150,7 @@ class Trainer:
                 log.warning("trainer.sync_batchnorm ignored: SyncBatchNorm needs CUDA")
         ids = [self.dist.device.index] if self.dist.device.type == "cuda" else None
         return DistributedDataParallel(
-            method, device_ids=ids, find_unused_parameters=self.cfg.find_unused_parameters
+            MethodStep(method), device_ids=ids, find_unused_parameters=self.cfg.find_unused_parameters
         )
 
     # ---- state -------------------------------------------------------------------------------------------
@@ -210,15 +212,15 @@ class Trainer:
         value): the host queues the next step while this one runs. The scalars are read every ``log_every``
         steps (``_log_window``).
         """
+        backward = LossBackward(
+            self.method.loss_names, type(self.method).__name__, self.scaler, self.dist.device.type
+        )
         with self.autocast():
-            out = self.model(batch, self.step)
-        losses = {k: v for k, v in out.items() if k.startswith("loss_")}
-        if not losses:
-            raise RuntimeError(f"{type(self.method).__name__} returned no 'loss_*' entry (got {sorted(out)})")
-        loss = sum(losses.values())
-        # Every rank back-propagates (DDP expects it); the step is skipped if any rank saw a non-finite loss.
-        self.scaler.scale(loss).backward()
-        skipped = all_reduce_sum((~torch.isfinite(loss.detach())).float()).clamp(max=1)
+            out, last = self.model(batch, self.step, backward)  # every loss but the last back-propagated
+        # After DDP's forward: the backward that all-reduces. Every rank back-propagates (DDP expects it); the
+        # step is skipped if any rank saw a non-finite loss.
+        backward.backward_last(last)
+        skipped = all_reduce_sum(backward.nonfinite().float()).clamp(max=1)
         if self.cfg.grad_clip:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.method.parameters(), self.cfg.grad_clip)
@@ -230,7 +232,8 @@ class Trainer:
             for k, v in out.items()
             if isinstance(v, float) or (torch.is_tensor(v) and v.numel() == 1)
         }
-        logged["loss"] = loss.detach()
+        logged |= {f"loss_{name}": loss for name, loss in backward.losses.items()}
+        logged["loss"] = sum(backward.losses.values())
         images = {k: v for k, v in out.items() if k.startswith("img/")}
         return logged, skipped, images
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Protocol
 
 import torch
 from torch import nn
@@ -10,12 +10,26 @@ from torch import nn
 from refign.models.segmentor import Segmentor
 
 
+class Backward(Protocol):
+    """What the engine hands a method's forward (``refign.engine.backward.LossBackward``): back-propagates
+    ``loss`` (scaled, logged, checked for NaN/inf by the engine) so that the pass that made it is freed.
+    ``retain_graph=True`` keeps that pass for a later loss that back-propagates through it too."""
+
+    def __call__(self, name: str, loss: torch.Tensor, *, retain_graph: bool = False) -> None: ...
+
+
 class UDAMethod(nn.Module):
     """A training algorithm wrapped around a segmentation model.
 
-    The engine calls ``method(batch, step)`` once per optimiser step (through DDP when distributed) and
-    back-propagates the sum of the returned ``loss_*`` entries; every other entry is only logged. A method
-    therefore never calls ``backward``, touches the optimiser, AMP, DDP or checkpoint files.
+    The engine calls ``method(batch, step, backward)`` once per optimiser step (through DDP when
+    distributed). The method hands each loss to ``backward(name, loss)`` as soon as it is computed, in the
+    order ``loss_names`` declares, and the engine back-propagates it at once: each student pass's
+    activations are freed before the next pass runs, as in the official steps (docs/self-training.md#one-
+    backward-per-loss). A loss that a later one back-propagates through as well is handed over with
+    ``retain_graph=True`` (the source loss before DAFormer's feature distance). The returned dict holds only
+    detached scalars and panels, which are logged: the engine refuses a returned tensor that requires grad
+    (a loss kept out of ``backward`` would keep its pass alive). A method therefore never calls
+    ``Tensor.backward`` itself, nor touches the optimiser, AMP, DDP or checkpoint files.
 
     Batch keys (tensors already on the right device): ``image_src`` (B,3,H,W) normalised, ``semantic_src``
     (B,H,W) int64 train ids with 255 = ignore, and for adaptation methods ``image_trg`` (B,3,H,W) plus
@@ -34,6 +48,7 @@ class UDAMethod(nn.Module):
       multi-resolution segmentor is a ``Segmentor`` subclass but only ``uda=hrda`` trains its two views).
     """
 
+    loss_names: tuple[str, ...] = ()  # the losses ``forward`` delivers, in order (a class or instance value)
     self_training: ClassVar[bool] = False
     needs_target: ClassVar[bool] = True
     segmentor_types: ClassVar[tuple[type[Segmentor], ...]] = (Segmentor,)
@@ -49,8 +64,10 @@ class UDAMethod(nn.Module):
             )
         self.model = model
 
-    def forward(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
-        """One training step: returns ``loss_*`` tensors (summed for backward) and logged scalars."""
+    def forward(
+        self, batch: dict[str, torch.Tensor], step: int, backward: Backward
+    ) -> dict[str, torch.Tensor]:
+        """One training step: each of ``loss_names`` handed to ``backward``; returns the logged scalars."""
         raise NotImplementedError
 
     def inference_model(self) -> Segmentor:

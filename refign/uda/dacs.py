@@ -15,7 +15,7 @@ from refign.data.classes import colorize
 from refign.imaging import resize, to_rgb_uint8
 from refign.models.segmentor import Segmentor
 from refign.uda.augment import strong_photometric
-from refign.uda.base import UDAMethod
+from refign.uda.base import Backward, UDAMethod
 from refign.uda.ema import EMATeacher
 from refign.uda.fdist import feature_distance, feature_distance_mask
 from refign.uda.losses import pixel_weighted_ce
@@ -48,8 +48,9 @@ def mix_panel(mixed: MixedBatch, masked: MaskedBatch | None = None) -> np.ndarra
 
 class DACS(UDAMethod):
     """One step: EMA update → source CE (+ feature distance) → teacher pseudo-labels → ClassMix + strong
-    augmentation → weighted CE on the mixed images (docs/self-training.md#training-step). The three losses are returned separately
-    and summed by the engine into one backward, which equals the official three backward passes.
+    augmentation → weighted CE on the mixed images (→ MIC's masked images), docs/self-training.md#training-step.
+    Each loss is back-propagated as soon as it is computed, as in the official step, so each student pass is
+    freed before the next one runs (docs/self-training.md#one-backward-per-loss).
 
     Args:
         model: the student segmentor.
@@ -104,6 +105,7 @@ class DACS(UDAMethod):
         self.blur, self.blur_sigma = blur, (float(blur_sigma[0]), float(blur_sigma[1]))
         self.pseudo_labeler = pseudo_labeler if pseudo_labeler is not None else TeacherSoftmax()
         self.mic = mic
+        self.loss_names = ("src", *(["fdist"] if enable_fdist else []), "mix", *(["mic"] if mic is not None else []))
         # A frozen copy of the *initial* (pretrained) backbone, taken before any update.
         self.imnet_backbone = copy.deepcopy(model.backbone).requires_grad_(False) if enable_fdist else None
         self.fdist_lambda = fdist_lambda
@@ -167,17 +169,29 @@ class DACS(UDAMethod):
         )
         return MixedBatch(image, label, pixel_weight, weight.amax(), images_trg, pseudo, weight, labels)
 
-    def forward(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
+    def source_losses(self, batch: dict[str, torch.Tensor], backward: Backward) -> None:
+        """The source CE, back-propagated at once; with the feature distance, the source pass is kept
+        (``retain_graph``) until the distance, which back-propagates through its backbone, is handed over
+        too: the official order, and as long as the official code keeps it. The pass's tensors are freed on
+        return, before the teacher and the mixed pass run."""
+        image, label = batch["image_src"], batch["semantic_src"]
+        loss, feats = self.segmentation_loss(image, label)
+        backward("src", loss, retain_graph=self.imnet_backbone is not None)
+        if self.imnet_backbone is not None:
+            backward("fdist", self.fdist_loss(image, label, feats))
+
+    def forward(
+        self, batch: dict[str, torch.Tensor], step: int, backward: Backward
+    ) -> dict[str, torch.Tensor]:
         alpha = self.teacher.update(self.model, step)
         out: dict[str, torch.Tensor | float] = {"ema_alpha": alpha}
-        out["loss_src"], feats_src = self.segmentation_loss(batch["image_src"], batch["semantic_src"])
+        self.source_losses(batch, backward)
         if self.imnet_backbone is not None:
-            out["loss_fdist"] = self.fdist_loss(batch["image_src"], batch["semantic_src"], feats_src)
             out["fdist_empty_steps"] = self.fdist_empty_steps.detach().clone()  # read at log steps only
         mixed = self.mixed_batch(batch)
         out["pseudo_weight"] = mixed.confident_fraction
         out.update(mixed.labeler.stats)
-        out["loss_mix"], _ = self.segmentation_loss(mixed.image, mixed.label, mixed.weight)
+        backward("mix", self.segmentation_loss(mixed.image, mixed.label, mixed.weight)[0])
         masked = None
         if self.mic is not None:  # --- MIC (mic=on, refign/uda/mic.py): last, after every other draw ---
             masked = self.mic.masked_batch(
@@ -188,7 +202,7 @@ class DACS(UDAMethod):
                 batch["semantic_src"],
             )
             loss_mic, _ = self.segmentation_loss(masked.image, masked.label, masked.weight)
-            out["loss_mic"] = self.mic.loss_weight * loss_mic
+            backward("mic", self.mic.loss_weight * loss_mic)
         if self.wants_images:
             out["img/dacs"] = mix_panel(mixed, masked)
             if mixed.labeler.panel is not None:

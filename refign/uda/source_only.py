@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from refign.imaging import resize
-from refign.uda.base import UDAMethod
+from refign.uda.base import Backward, UDAMethod
 from refign.uda.losses import pixel_weighted_ce
 
 
@@ -13,7 +13,11 @@ class SourceOnly(UDAMethod):
     """L = CE(up(student(x_src)), y_src); no target images are loaded."""
 
     needs_target = False
+    loss_names = ("src",)
 
-    def forward(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
+    def forward(
+        self, batch: dict[str, torch.Tensor], step: int, backward: Backward
+    ) -> dict[str, torch.Tensor]:
         logits = resize(self.model(batch["image_src"]), batch["semantic_src"].shape[-2:])
-        return {"loss_src": pixel_weighted_ce(logits, batch["semantic_src"])}
+        backward("src", pixel_weighted_ce(logits, batch["semantic_src"]))
+        return {}

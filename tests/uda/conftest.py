@@ -9,6 +9,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
+from refign.engine.backward import LossBackward, MethodStep
 from refign.models.segmentor import Segmentor
 from tests.conftest import compose_cfg
 
@@ -69,6 +70,17 @@ def toy_batch(b: int = 2, size: int = 64, seed: int = 0) -> dict[str, torch.Tens
     image = palette[label].permute(0, 3, 1, 2) + 0.1 * torch.randn(b, 3, size, size, generator=g)
     target = palette[label.flip(0)].permute(0, 3, 1, 2) * 0.8
     return {"image_src": image, "semantic_src": label, "image_trg": target, "image_ref": target.clone()}
+
+
+def engine_step(method: nn.Module, batch: dict[str, torch.Tensor], step: int = 0) -> dict:
+    """One step of ``method`` as the engine runs it in fp32 (each loss back-propagated as it is handed over,
+    the gradients left in ``.grad``): its outputs, and its losses as ``loss_<name>``."""
+    backward = LossBackward(
+        method.loss_names, type(method).__name__, torch.amp.GradScaler("cpu", enabled=False), "cpu"
+    )
+    out, last = MethodStep(method)(batch, step, backward)
+    backward.backward_last(last)
+    return out | {f"loss_{name}": loss for name, loss in backward.losses.items()}
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,15 @@ from refign.models.hrda import HRDASegmentor, random_crop_box
 from refign.models.segmentor import Segmentor, slide_windows
 from refign.uda.dacs import DACS
 from refign.uda.hrda import HRDA
-from tests.uda.conftest import NUM_CLASSES, TinyBackbone, TinyHead, tiny_segmentor, toy_batch, uda_kwargs
+from tests.uda.conftest import (
+    NUM_CLASSES,
+    TinyBackbone,
+    TinyHead,
+    engine_step,
+    tiny_segmentor,
+    toy_batch,
+    uda_kwargs,
+)
 
 
 def hrda_model(**kw) -> HRDASegmentor:
@@ -93,7 +101,7 @@ def test_scale_attention_state_dict_names():
 
 def test_hrda_step_and_loss_weighting(monkeypatch):
     method = HRDA(hrda_model(), **uda_kwargs("hrda", crop_size=[64, 64])).train()
-    out = method(toy_batch(), step=0)
+    out = engine_step(method, toy_batch(), step=0)
     assert all(torch.isfinite(torch.as_tensor(v)) for v in out.values())
     # the student loss is 0.9·CE(fused) + 0.1·CE(detail crop)
     method.eval()

@@ -28,7 +28,7 @@ from refign.uda.hrda import HRDA
 from refign.uda.mic import MaskedImageConsistency, block_mask
 from refign.uda.pseudo_label import confidence_weight
 from tests.refign.test_refign_wiring import ShiftAligner
-from tests.uda.conftest import TinyBackbone, TinyHead, tiny_segmentor, toy_batch, uda_kwargs
+from tests.uda.conftest import TinyBackbone, TinyHead, engine_step, tiny_segmentor, toy_batch, uda_kwargs
 from tests.uda.test_hrda import hrda_model
 
 
@@ -88,7 +88,7 @@ def test_student_sees_zeros_where_masked_and_the_teachers_labels_of_the_unmasked
     method.teacher.model.register_forward_pre_hook(lambda module, args: teacher_inputs.append(args[0]))
     losses = record(monkeypatch, method, "segmentation_loss")
     batch = toy_batch()
-    out = method(batch, step=0)
+    out = engine_step(method, batch, step=0)
 
     (image, label, weight), _ = losses[-1]  # the MIC loss is the step's last
     assert len(losses) == 3 and len(teacher_inputs) == 1
@@ -121,7 +121,7 @@ def test_loss_equals_a_hand_computation(monkeypatch):
     method = DACS(tiny_segmentor(), **kwargs, mic=mic).train()
     method.model.head.dropout.p = 0.0  # so that the student can be run again with the same result
     made = record(monkeypatch, mic, "masked_batch")
-    out = method(toy_batch(), step=0)
+    out = engine_step(method, toy_batch(), step=0)
     masked = made[0][1]
     assert torch.equal(masked.image, masked.image * masked.mask) and (masked.mask == 0).any()
     assert torch.all(masked.weight[:, :8] == 0) and torch.all(masked.weight[:, 8:] == 1)
@@ -137,7 +137,7 @@ def test_hrda_trains_the_masked_image_with_its_multi_resolution_loss(monkeypatch
     method = HRDA(hrda_model(), **kwargs, mic=make_mic(loss_weight=2.0)).train()
     made = record(monkeypatch, method.mic, "masked_batch")
     passes = record(monkeypatch, method.model, "forward_train")
-    out = method(toy_batch(), step=0)
+    out = engine_step(method, toy_batch(), step=0)
     masked = made[0][1]
     (x,), res = passes[-1]
     assert torch.equal(x, masked.image)
@@ -156,7 +156,7 @@ def test_mic_only_adds_its_loss_after_the_rest_of_the_step():
         kwargs = uda_kwargs("daformer", pseudo_label_threshold=0.0)
         method = DACS(copy.deepcopy(student), **kwargs, mic=mic).train()
         torch.manual_seed(0), random.seed(0), np.random.seed(0)
-        outs.append(method(toy_batch(), step=0))
+        outs.append(engine_step(method, toy_batch(), step=0))
     off, on = outs
     assert set(on) - set(off) == {"loss_mic"} and set(off) <= set(on)
     for key, value in off.items():
@@ -202,7 +202,7 @@ def test_with_refign_mic_trains_on_the_refined_pseudo_labels(monkeypatch):
     made = record(monkeypatch, method.mic, "masked_batch")
     batch = toy_batch()
     batch["image_ref"] = batch["image_trg"].roll(-3, -1) * 0.5 + 0.2  # another look at the scene
-    method(batch, step=0)
+    engine_step(method, batch, step=0)
 
     (target, label, weight, *_), _ = made[0]
     with torch.no_grad():  # the teacher after this step's EMA update, in eval mode: deterministic

@@ -48,8 +48,9 @@ def warp_consistency_step(
 
 
 class MatcherTraining(nn.Module):
-    """``method(batch, step)`` for the engine: the weighted loss as ``loss_warpc`` (back-propagated), the two
-    unweighted terms as ``ss`` / ``us`` (logged only); the evaluated and stored network is the matcher.
+    """``method(batch, step, backward)`` for the engine: the weighted loss handed to ``backward`` as
+    ``warpc`` (its only loss), the two unweighted terms returned as ``ss`` / ``us`` (logged only); the
+    evaluated and stored network is the matcher.
 
     Args:
         network: the matcher being trained (its frozen pyramid stays frozen).
@@ -57,14 +58,19 @@ class MatcherTraining(nn.Module):
         loss_weighting: ``official`` | ``intended`` (docs/quirks.md#w1).
     """
 
+    loss_names = ("warpc",)
+
     def __init__(self, network: AlignmentNetwork, visibility_mask: bool, loss_weighting: str) -> None:
         super().__init__()
         self.network = network
         self.visibility_mask, self.loss_weighting = visibility_mask, loss_weighting
 
-    def forward(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
+    def forward(
+        self, batch: dict[str, torch.Tensor], step: int, backward: Callable[[str, torch.Tensor], None]
+    ) -> dict[str, torch.Tensor]:
         out = warp_consistency_step(self.network, batch, self.visibility_mask, self.loss_weighting)
-        return {"loss_warpc": out["loss"], "ss": out["loss_ss"], "us": out["loss_us"]}
+        backward("warpc", out["loss"])
+        return {"ss": out["loss_ss"], "us": out["loss_us"]}
 
     def inference_model(self) -> AlignmentNetwork:
         return self.network

@@ -1,0 +1,109 @@
+"""Each loss back-propagated the moment the method computes it, as the official training steps do
+(docs/self-training.md#one-backward-per-loss).
+
+The official steps (Refign's ``manual_backward`` calls, lhoyer's DAFormer / HRDA / MIC ``DACS.train_step``)
+call ``backward`` once per loss, right after computing it, so each student pass's activations are freed
+before the next pass runs. Summing the losses into one backward gives the same gradients up to the order of
+the sums, but keeps every pass alive together (+1 pass of activations for DAFormer and HRDA, +2 with MIC).
+So a method does not return its losses: it hands each to the ``backward`` it is called with, and may return
+only detached scalars and panels (``MethodStep`` checks it).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class LossBackward:
+    """The ``backward(name, loss, retain_graph=False)`` a method's forward gets for one step.
+
+    Each loss but the method's last declared one (``loss_names[-1]``) is back-propagated at once. The last is
+    kept for ``backward_last``, which the trainer calls once the method's forward has returned: under DDP
+    that is where its reducer expects gradients, so the last backward all-reduces the step's summed gradient
+    once, while the earlier ones, run inside DDP's forward, accumulate locally exactly as under ``no_sync``
+    (nothing else is computed after a method's last loss, so keeping it costs no memory).
+
+    Each backward is scaled by the loss scaler (fp16; the trainer unscales once per step) and runs with
+    autocast off, as the single backward after the forward did. The detached losses are kept for the logs
+    and the non-finite guard (``nonfinite``).
+
+    Args:
+        names: the method's ``loss_names``: every loss it delivers, in order.
+        owner: the method's name, for the errors.
+        scaler: the trainer's ``GradScaler`` (disabled unless fp16).
+        device_type: where autocast is switched off around each backward.
+    """
+
+    def __init__(
+        self, names: tuple[str, ...], owner: str, scaler: torch.amp.GradScaler, device_type: str
+    ) -> None:
+        if not names:
+            raise ValueError(f"{owner}.loss_names is empty: declare the losses its forward delivers")
+        self.names, self.owner = tuple(names), owner
+        self.scaler, self.device_type = scaler, device_type
+        self.losses: dict[str, torch.Tensor] = {}  # detached, in delivery order
+        self._last: torch.Tensor | None = None
+
+    def __call__(self, name: str, loss: torch.Tensor, *, retain_graph: bool = False) -> None:
+        expected = self.names[len(self.losses)] if len(self.losses) < len(self.names) else None
+        if name != expected:
+            raise RuntimeError(
+                f"{self.owner} delivered the loss {name!r} where its loss_names {list(self.names)} expect "
+                f"{expected!r} next"
+            )
+        detached = loss.detach()
+        self.losses[name] = detached
+        if name != self.names[-1]:
+            self.run(loss, retain_graph)
+        elif retain_graph:
+            raise ValueError(f"{self.owner}'s last loss {name!r} cannot keep its graph (retain_graph=True)")
+        else:
+            self._last = loss
+
+    def nonfinite(self) -> torch.Tensor:
+        """A device flag, True if any loss of the step was NaN or inf (read by no one on the host)."""
+        return torch.stack([~torch.isfinite(v) for v in self.losses.values()]).any()
+
+    def pending(self) -> torch.Tensor:
+        """The last loss, still to be back-propagated; fails if the method left a declared loss out."""
+        if self._last is None:
+            missing = [n for n in self.names if n not in self.losses]
+            raise RuntimeError(f"{self.owner}'s forward did not deliver its loss(es) {missing}")
+        return self._last
+
+    def backward_last(self, loss: torch.Tensor) -> None:
+        """Back-propagate the last loss (``pending()``, or DDP's pass-through of it)."""
+        self._last = None
+        self.run(loss, retain_graph=False)
+
+    def run(self, loss: torch.Tensor, retain_graph: bool) -> None:
+        with torch.autocast(self.device_type, enabled=False):
+            self.scaler.scale(loss).backward(retain_graph=retain_graph)
+
+
+class MethodStep(nn.Module):
+    """What the trainer calls, and DDP wraps: the method's forward, then its last loss returned beside its
+    outputs, so that DDP sees the tensor whose backward it all-reduces (``find_unused_parameters`` looks
+    for the parameters it used). Refuses outputs that could still hold an activation graph: a tensor that
+    requires grad is a loss that was returned instead of handed to ``backward``, and ``loss*`` keys are the
+    engine's (the delivered losses are logged as ``loss_<name>``)."""
+
+    def __init__(self, method: nn.Module) -> None:
+        super().__init__()
+        self.method = method
+
+    def forward(
+        self, batch: dict[str, torch.Tensor], step: int, backward: LossBackward
+    ) -> tuple[dict, torch.Tensor]:
+        out = self.method(batch, step, backward)
+        owner = type(self.method).__name__
+        for key, value in out.items():
+            if torch.is_tensor(value) and value.requires_grad:
+                raise RuntimeError(
+                    f"{owner} returned {key!r}, a tensor that requires grad: hand every loss to "
+                    "backward(name, loss) and return only detached values"
+                )
+            if key.startswith("loss"):
+                raise RuntimeError(f"{owner} returned {key!r}: 'loss*' keys are the delivered losses' names")
+        return out, backward.pending()
