@@ -12,12 +12,13 @@ and no file is read, so a paper-scale step traces in seconds (4–15 s for the 1
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -32,10 +33,11 @@ from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 from refign import build
 from refign.alignment.correlation import LocalCorrelation
 from refign.engine.autocast_policy import cuda_autocast_policy
+from refign.engine.backward import LossBackward
 from refign.engine.dist import DistInfo
 from refign.engine.live_memory import LiveMemory
 from refign.engine.reproducibility import import_targets
-from refign.engine.trainer import AUTO16, PRECISIONS
+from refign.engine.trainer import AUTO16, PRECISIONS, Trainer
 
 log = logging.getLogger("refign.estimate")
 # the matcher's local correlation: counted apart (see ``counted_by_part``) and added to the total
@@ -184,11 +186,28 @@ def method_parts(method: torch.nn.Module) -> dict[str, list[torch.nn.Module]]:
     return parts
 
 
+class CountedBackward(LossBackward):
+    """The trainer's ``backward``, each run's FLOPs added to ``flops['backward']``: a method back-propagates
+    all but its last loss inside its forward, so the backward is not simply what follows the forward."""
+
+    def __init__(self, *args, total: Callable[[], int], flops: dict[str, int], **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.total, self.flops = total, flops
+
+    def run(self, loss: torch.Tensor, retain_graph: bool) -> None:
+        start = self.total()
+        super().run(loss, retain_graph)
+        self.flops["backward"] = self.flops.get("backward", 0) + self.total() - start
+
+
 @contextlib.contextmanager
-def counted_by_part(counter: FlopCounterMode, method: torch.nn.Module) -> Iterator[dict[str, int]]:
-    """FLOPs per part (filled in when the block exits): each network's forward, the rest of the method's
-    forward (losses, augmentation, refinement) and everything after it (the backward). Read from the
-    counter's running total around the calls, because its own per-module split is unreliable here."""
+def counted_by_part(
+    counter: FlopCounterMode, method: torch.nn.Module, trainer: Trainer
+) -> Iterator[dict[str, int]]:
+    """FLOPs per part (filled in when the block exits): each network's forward, the backwards
+    (``CountedBackward``, set as the trainer's ``loss_backward`` for the block) and the rest of the step
+    (losses, augmentation, refinement). Read from the counter's running total around the calls, because its
+    own per-module split is unreliable here."""
 
     def total() -> int:
         return sum(counter.flop_counts["Global"].values())
@@ -214,19 +233,20 @@ def counted_by_part(counter: FlopCounterMode, method: torch.nn.Module) -> Iterat
         )
 
     handles = [h for name, mods in method_parts(method).items() for m in mods for h in hooks(name, m)]
-    handles += hooks("forward", method)
     handles += [
         m.register_forward_hook(correlation) for m in method.modules() if isinstance(m, LocalCorrelation)
     ]
+    trainer.loss_backward = functools.partial(CountedBackward, total=total, flops=flops)
     try:
         yield flops
     finally:
         for h in handles:
             h.remove()
-    forward = flops.pop("forward", 0)
+        del trainer.loss_backward
+    backward = flops.pop("backward", 0)
     correlation_flops = flops.pop("local correlation", 0)
-    flops["rest of the forward"] = forward - sum(flops.values())
-    flops["backward"] = total() - forward
+    flops["rest of the forward"] = total() - backward - sum(flops.values())
+    flops["backward"] = backward
     if correlation_flops:
         flops[CORRELATION] = correlation_flops
 
@@ -259,7 +279,7 @@ def trace_step(cfg: DictConfig, precision: str) -> StepEstimate:
             flop_counter = FlopCounterMode(
                 display=False, custom_mapping={torch.ops.aten.convolution_backward: conv_backward_flop}
             )
-            with flop_counter as counter, counted_by_part(counter, method) as parts:
+            with flop_counter as counter, counted_by_part(counter, method, trainer) as parts:
                 trainer.train_step(batch)
     return StepEstimate(
         precision=precision,

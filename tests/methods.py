@@ -180,7 +180,7 @@ def max_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> fl
 
 class SummedBackward(LossBackward):
     """The step as it was before one backward per loss: every loss kept, and their sum back-propagated once
-    after the forward (all passes alive together). Patched in for ``LossBackward`` to compare against."""
+    after the forward (all passes alive together): a ``Trainer.loss_backward`` to compare against."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)

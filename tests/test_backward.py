@@ -7,7 +7,6 @@ import pytest
 import torch
 from torch import nn
 
-from refign.engine import trainer as trainer_mod
 from refign.engine.live_memory import LiveMemory
 from tests.methods import SummedBackward
 from tests.test_trainer import make_trainer
@@ -43,11 +42,11 @@ class TwoPasses(nn.Module):
         return self.net
 
 
-def step_peak(tmp_path, method: nn.Module, backward_class=None, monkeypatch=None) -> int:
+def step_peak(tmp_path, method: nn.Module, summed: bool = False) -> int:
     """Bytes live at the peak of one trainer step over those live before it (parameters, batch)."""
     trainer = make_trainer(tmp_path, method)
-    if backward_class is not None:
-        monkeypatch.setattr(trainer_mod, "LossBackward", backward_class)
+    if summed:
+        trainer.loss_backward = SummedBackward
     batch = {name: torch.linspace(-1, 1, n) for name, n in SIZES.items()}
     memory = LiveMemory()
     memory.track([*method.parameters(), *batch.values()], "before")
@@ -58,12 +57,12 @@ def step_peak(tmp_path, method: nn.Module, backward_class=None, monkeypatch=None
     return memory.peak - before
 
 
-def test_a_step_holds_the_larger_pass_not_the_sum_of_both(tmp_path, monkeypatch):
+def test_a_step_holds_the_larger_pass_not_the_sum_of_both(tmp_path):
     """The peak of a two-pass step is that of its larger pass alone (give or take the gradient's and the
     losses' few bytes); summed into one backward, as before, the smaller pass's activations stack on it."""
     alone = {name: step_peak(tmp_path / name, TwoPasses((name,))) for name in SIZES}
     both = step_peak(tmp_path / "both", TwoPasses())
-    summed = step_peak(tmp_path / "summed", TwoPasses(), SummedBackward, monkeypatch)
+    summed = step_peak(tmp_path / "summed", TwoPasses(), summed=True)
     kept = {name: 4 * n * DEPTH for name, n in SIZES.items()}  # each pass's activations at its forward's end
     assert max(alone.values()) >= kept["a"] > kept["b"]
     assert abs(both - max(alone.values())) < 256, (both, alone)

@@ -3,8 +3,10 @@ by hand, the CUDA autocast policy on a CPU trace, and its figure against memory 
 
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -100,14 +102,18 @@ def tiny_mit(checkpoint_activations: bool) -> torch.nn.Module:
 
 def test_checkpointing_the_backbone_changes_no_number():
     """Same seed, same input: bit-identical features and gradients (DropPath draws the same masks in the
-    recomputation), with or without ``backbone.checkpoint_activations``."""
+    recomputation), with or without ``backbone.checkpoint_activations``; the checkpointed model is a deep
+    copy, as the EMA teacher is made, and nothing warns (torch's non-reentrant checkpoint, not mmseg's
+    reentrant ``with_cp``)."""
     x = torch.randn(2, 3, 64, 64)
     results = []
     for flag in (False, True):
-        model = tiny_mit(flag)
+        model = copy.deepcopy(tiny_mit(flag))
         torch.manual_seed(1)
-        feats = model(x)
-        sum(f.square().mean() for f in feats).backward()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            feats = model(x)
+            sum(f.square().mean() for f in feats).backward()
         results.append(([f.detach() for f in feats], [p.grad for p in model.parameters()]))
     (f0, g0), (f1, g1) = results
     assert all(torch.equal(a, b) for a, b in zip(f0, f1, strict=True))

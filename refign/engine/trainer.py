@@ -103,6 +103,10 @@ class Trainer:
         checkpoint_extras: entries added to every checkpoint (e.g. the matcher's bare state dict).
     """
 
+    # makes each step's ``backward`` for the method; a subclass of LossBackward counts what the backwards do
+    # (``refign.estimate``) or sums the losses as before (the tests)
+    loss_backward: Callable[..., LossBackward] = LossBackward
+
     def __init__(
         self,
         cfg: TrainerConfig,
@@ -212,7 +216,7 @@ class Trainer:
         value): the host queues the next step while this one runs. The scalars are read every ``log_every``
         steps (``_log_window``).
         """
-        backward = LossBackward(
+        backward = self.loss_backward(
             self.method.loss_names, type(self.method).__name__, self.scaler, self.dist.device.type
         )
         with self.autocast():

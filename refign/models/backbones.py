@@ -6,7 +6,9 @@ from collections.abc import Sequence
 
 import torch
 from mmseg.models.backbones import MixVisionTransformer, ResNetV1c
+from mmseg.models.utils import nlc_to_nchw
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from refign.models.weights import load_backbone_weights, load_strict, read_state_dict
 
@@ -19,10 +21,18 @@ OFFICIAL_EMBED_NORM_EPS = 1e-5
 class MiT(MixVisionTransformer):
     """mmseg's ``MixVisionTransformer`` made to compute as the official MiT: patch-embedding and
     spatial-reduction LayerNorms with eps 1e-5, and contiguous (not channels-last) output features, as the
-    official ``reshape(...).permute(0, 3, 1, 2).contiguous()``. Parameter names are mmseg's."""
+    official ``reshape(...).permute(0, 3, 1, 2).contiguous()``. Parameter names are mmseg's.
 
-    def __init__(self, **kwargs) -> None:
+    ``checkpoint_blocks``: each transformer block that is back-propagated through keeps only its input and
+    is recomputed in the backward, by torch's non-reentrant checkpoint. mmseg's own switch (``with_cp``)
+    calls the reentrant one, which PyTorch deprecates with a warning on every run. The switch is an
+    attribute read by ``forward``, so a deep copy (the EMA teacher, the ImageNet copy) keeps it and
+    checkpoints its own blocks; those run without gradients, where nothing is checkpointed.
+    """
+
+    def __init__(self, checkpoint_blocks: bool = False, **kwargs) -> None:
         super().__init__(**kwargs)
+        self.checkpoint_blocks = checkpoint_blocks
         for patch_embed, blocks, _ in self.layers:
             patch_embed.norm.eps = OFFICIAL_EMBED_NORM_EPS
             for block in blocks:
@@ -30,7 +40,20 @@ class MiT(MixVisionTransformer):
                     block.attn.norm.eps = OFFICIAL_EMBED_NORM_EPS
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return [f.contiguous() for f in super().forward(x)]
+        """mmseg's ``MixVisionTransformer.forward``, each block checkpointed where switched on (and, as
+        mmseg's ``with_cp``, where its input requires grad)."""
+        outs = []
+        for i, (patch_embed, blocks, norm) in enumerate(self.layers):
+            x, hw_shape = patch_embed(x)
+            for block in blocks:
+                if self.checkpoint_blocks and x.requires_grad:
+                    x = checkpoint(block, x, hw_shape, use_reentrant=False)
+                else:
+                    x = block(x, hw_shape)
+            x = nlc_to_nchw(norm(x), hw_shape)
+            if i in self.out_indices:
+                outs.append(x.contiguous())
+        return outs
 
 
 def mit(
@@ -48,9 +71,9 @@ def mit(
 
     ``pretrained`` names a local file with MiT weights (mmseg key names, optionally under ``backbone.``).
     ``checkpoint_activations``: each transformer block keeps only its input for the backward and computes
-    its forward again there (mmseg's ``with_cp``; the random state is restored, so the numbers are those
-    of a run without it): less activation memory for about a third more backbone compute. Only blocks
-    that are back-propagated through are checkpointed (not the EMA teacher or the ImageNet copy).
+    its forward again there (``MiT.checkpoint_blocks``; the random state is restored, so the numbers are
+    those of a run without it): less activation memory for about a third more backbone compute. Only
+    blocks that are back-propagated through are checkpointed (not the EMA teacher or the ImageNet copy).
     """
     model = MiT(
         embed_dims=embed_dims,
@@ -61,7 +84,7 @@ def mit(
         drop_path_rate=drop_path_rate,
         qkv_bias=qkv_bias,
         out_indices=(0, 1, 2, 3),
-        with_cp=checkpoint_activations,
+        checkpoint_blocks=checkpoint_activations,
     )
     model.out_channels = [embed_dims * h for h in num_heads]
     if pretrained:

@@ -105,7 +105,12 @@ class DACS(UDAMethod):
         self.blur, self.blur_sigma = blur, (float(blur_sigma[0]), float(blur_sigma[1]))
         self.pseudo_labeler = pseudo_labeler if pseudo_labeler is not None else TeacherSoftmax()
         self.mic = mic
-        self.loss_names = ("src", *(["fdist"] if enable_fdist else []), "mix", *(["mic"] if mic is not None else []))
+        self.loss_names = (
+            "src",
+            *(["fdist"] if enable_fdist else []),
+            "mix",
+            *(["mic"] if mic is not None else []),
+        )
         # A frozen copy of the *initial* (pretrained) backbone, taken before any update.
         self.imnet_backbone = copy.deepcopy(model.backbone).requires_grad_(False) if enable_fdist else None
         self.fdist_lambda = fdist_lambda

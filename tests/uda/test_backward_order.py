@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from refign.engine import trainer as trainer_mod
+from refign.engine.trainer import Trainer
 from refign.train import run
 from tests.methods import METHODS, MICRO, SummedBackward, weights
 
@@ -38,7 +38,7 @@ BOUNDS = {
 def test_weights_equal_the_summed_backward_up_to_summation_order(family, tiny_cfg, tmp_path, monkeypatch):
     cfg = tiny_cfg(*FAMILIES[family], *MICRO, f"trainer.max_steps={STEPS}", n_train=8, n_val=2)
     run(cfg, tmp_path / "each")
-    monkeypatch.setattr(trainer_mod, "LossBackward", SummedBackward)
+    monkeypatch.setattr(Trainer, "loss_backward", SummedBackward)
     run(cfg, tmp_path / "summed")
     each, summed = (weights(tmp_path / name / "checkpoints" / "last.pt") for name in ("each", "summed"))
 
