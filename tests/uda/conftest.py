@@ -72,10 +72,12 @@ def toy_batch(b: int = 2, size: int = 64, seed: int = 0) -> dict[str, torch.Tens
     return {"image_src": image, "semantic_src": label, "image_trg": target, "image_ref": target.clone()}
 
 
-def engine_step(method: nn.Module, batch: dict[str, torch.Tensor], step: int = 0) -> dict:
+def engine_step(
+    method: nn.Module, batch: dict[str, torch.Tensor], step: int = 0, backward_type: type = LossBackward
+) -> dict:
     """One step of ``method`` as the engine runs it in fp32 (each loss back-propagated as it is handed over,
     the gradients left in ``.grad``): its outputs, and its losses as ``loss_<name>``."""
-    backward = LossBackward(
+    backward = backward_type(
         method.loss_names, type(method).__name__, torch.amp.GradScaler("cpu", enabled=False), "cpu"
     )
     out, last = MethodStep(method)(batch, step, backward)

@@ -1,6 +1,7 @@
 """One backward per loss against the summed single backward it replaced (docs/self-training.md#one-backward-
-per-loss): same seed, same data, the micro size; the weights may differ only by the order in which each
-parameter's gradient contributions were summed.
+per-loss): each student pass of DACS / HRDA (+ MIC) is freed before the next one runs; and, same seed, same
+data, the micro size, the weights differ only by the order in which each parameter's gradient contributions
+were summed.
 
 Float addition is commutative but not associative: where a parameter gets at most two non-zero
 contributions the two steps are bit-identical, and that is every family as configured at the micro size
@@ -27,11 +28,23 @@ bit-identity as configured and the rounding of one step.
 
 from __future__ import annotations
 
-import pytest
+import copy
+import random
 
+import numpy as np
+import pytest
+import torch
+
+from refign.engine.backward import LossBackward
+from refign.engine.live_memory import LiveMemory
 from refign.engine.trainer import Trainer
 from refign.train import run
+from refign.uda.dacs import DACS
+from refign.uda.hrda import HRDA
 from tests.methods import METHODS, MICRO, SummedBackward, assert_bit_equal, weights
+from tests.uda.conftest import engine_step, tiny_segmentor, toy_batch, uda_kwargs
+from tests.uda.test_hrda import hrda_model
+from tests.uda.test_mic import make_mic
 
 # every loss term non-zero: the feature distance on all cells, the pseudo-labels weighted 1
 NONZERO = ["uda.fdist_classes=null", "uda.pseudo_label_threshold=0"]
@@ -53,6 +66,44 @@ BOUNDS = {
     "daformer_mic": (1e-3, 1e-3),
     "hrda_refign_mic": (1e-4, 1e-3),
 }
+
+
+def live_at_deliveries(method: DACS, batch: dict, backward_type: type) -> dict[str, int]:
+    """Bytes live, over those before the step (networks, batch), when each loss is handed over."""
+    memory, live = LiveMemory(), {}
+
+    class Recording(backward_type):
+        def __call__(self, name, loss, **kwargs) -> None:
+            live[name] = memory.current - before
+            super().__call__(name, loss, **kwargs)
+
+    memory.track([*method.parameters(), *method.buffers(), *batch.values()], "before")
+    before = memory.current
+    torch.manual_seed(0), random.seed(0), np.random.seed(0)
+    with memory:
+        engine_step(method, batch, 0, Recording)
+    return live
+
+
+METHOD_BUILDERS = {
+    "daformer_mic": lambda: DACS(tiny_segmentor(), **uda_kwargs("daformer"), mic=make_mic()),
+    "hrda_mic": lambda: HRDA(hrda_model(), **uda_kwargs("hrda", crop_size=[64, 64]), mic=make_mic()),
+}
+
+
+@pytest.mark.parametrize("name", METHOD_BUILDERS)
+def test_each_student_pass_is_freed_before_the_next_runs(name):
+    """When the mixed loss is handed over, one student pass fewer is alive than under the summed backward
+    (the source pass), and when MIC's is, two fewer (source and mixed): a pass being the activations a
+    student forward keeps, as alive when the source loss is handed over. (Measured: 0.95 and 1.93 passes for DAFormer, 0.95 and 1.97
+    for HRDA; the rest of what is alive, the teacher's labels and the mixed batch, is the same in both.)"""
+    method = METHOD_BUILDERS[name]().train()
+    batch = toy_batch()
+    each = live_at_deliveries(copy.deepcopy(method), batch, LossBackward)
+    summed = live_at_deliveries(copy.deepcopy(method), batch, SummedBackward)
+    one_pass = each["src"]  # the source pass, nothing else of the step alive yet
+    assert summed["mix"] - each["mix"] >= 0.9 * one_pass, (each, summed, one_pass)
+    assert summed["mic"] - each["mic"] >= 1.8 * one_pass, (each, summed, one_pass)
 
 
 def each_and_summed(cfg, run_dir, monkeypatch) -> tuple[dict, dict]:
