@@ -25,7 +25,7 @@ class LossBackward:
     (nothing else is computed after a method's last loss, so keeping it costs no memory).
 
     Each backward is scaled by the loss scaler (fp16; the trainer unscales once per step) and runs with
-    autocast off, as the single backward after the forward did. The detached losses are kept for the logs
+    autocast off (torch advises against a backward under autocast). The detached losses are kept for the logs
     and the non-finite guard (``nonfinite``).
 
     Args:

@@ -5,9 +5,9 @@ It knows three things about the method (an ``nn.Module``: ``refign.uda.base.UDAM
 as it is computed, which back-propagates it at once (``refign.engine.backward``: one pass's activations
 alive at a time, as in the official steps), and returns a dict of detached scalars and panels that is
 logged; ``method.loss_names`` declares those losses in order; ``method.inference_model()`` is the network
-that is evaluated and stored apart in checkpoints. Evaluation is a callable handed in by the caller (mIoU for segmentation, PCK for the matcher),
-so the engine knows neither tasks nor class counts; both trainings (``refign.train``, ``refign.align_train``)
-run here. See docs/architecture.md#engine.
+that is evaluated and stored apart in checkpoints. Evaluation is a callable handed in by the caller (mIoU
+for segmentation, PCK for the matcher), so the engine knows neither tasks nor class counts; both trainings
+(``refign.train``, ``refign.align_train``) run here. See docs/architecture.md#engine.
 """
 
 from __future__ import annotations
