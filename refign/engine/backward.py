@@ -26,7 +26,7 @@ class LossBackward:
 
     Each backward is scaled by the loss scaler (fp16; the trainer unscales once per step) and runs with
     autocast off (torch advises against a backward under autocast). The detached losses are kept for the logs
-    and the non-finite guard (``nonfinite``).
+    and the non-finite guard.
 
     Args:
         names: the method's ``loss_names``: every loss it delivers, in order.
@@ -60,10 +60,6 @@ class LossBackward:
             raise ValueError(f"{self.owner}'s last loss {name!r} cannot keep its graph (retain_graph=True)")
         else:
             self._last = loss
-
-    def nonfinite(self) -> torch.Tensor:
-        """A device flag, True if any loss of the step was NaN or inf (read by no one on the host)."""
-        return torch.stack([~torch.isfinite(v) for v in self.losses.values()]).any()
 
     def pending(self) -> torch.Tensor:
         """The last loss, still to be back-propagated; fails if the method left a declared loss out."""

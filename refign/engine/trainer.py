@@ -224,7 +224,8 @@ class Trainer:
         # After DDP's forward: the backward that all-reduces. Every rank back-propagates (DDP expects it); the
         # step is skipped if any rank saw a non-finite loss.
         backward.backward_last(last)
-        skipped = all_reduce_sum(backward.nonfinite().float()).clamp(max=1)
+        loss = sum(backward.losses.values())  # detached; NaN/inf where any loss was
+        skipped = all_reduce_sum((~torch.isfinite(loss)).float()).clamp(max=1)
         if self.cfg.grad_clip:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.method.parameters(), self.cfg.grad_clip)
@@ -236,8 +237,8 @@ class Trainer:
             for k, v in out.items()
             if isinstance(v, float) or (torch.is_tensor(v) and v.numel() == 1)
         }
-        logged |= {f"loss_{name}": loss for name, loss in backward.losses.items()}
-        logged["loss"] = sum(backward.losses.values())
+        logged |= {f"loss_{name}": value for name, value in backward.losses.items()}
+        logged["loss"] = loss
         images = {k: v for k, v in out.items() if k.startswith("img/")}
         return logged, skipped, images
 
