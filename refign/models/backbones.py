@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import torch
 from mmseg.models.backbones import MixVisionTransformer, ResNetV1c
 from mmseg.models.utils import nlc_to_nchw
 from torch import nn
+from torch.overrides import _get_current_function_mode_stack
 from torch.utils.checkpoint import checkpoint
 
 from refign.models.weights import load_backbone_weights, load_strict, read_state_dict
@@ -16,6 +18,30 @@ from refign.models.weights import load_backbone_weights, load_strict, read_state
 # LayerNorms with PyTorch's default eps, and only the block and stage norms with 1e-6; mmseg uses 1e-6 for
 # all of them. With 1e-6 there, converted official weights gave logits up to 3.8e-4 off.
 OFFICIAL_EMBED_NORM_EPS = 1e-5
+
+
+class FunctionModes:
+    """Enters the given torch function modes each time it is entered."""
+
+    def __init__(self, modes: list) -> None:
+        self.modes = modes
+
+    def __enter__(self) -> None:
+        self.stack = contextlib.ExitStack()
+        for mode in self.modes:
+            self.stack.enter_context(mode)
+
+    def __exit__(self, *exc) -> None:
+        self.stack.close()
+
+
+def forward_function_modes() -> tuple[contextlib.AbstractContextManager, FunctionModes]:
+    """``checkpoint``'s ``context_fn``: a block's recomputation re-enters the torch function modes its forward
+    ran under. It runs inside the backward, where none is active (torch restores only its device mode and
+    autocast), so under such a mode it would compute otherwise than the forward did: ``refign.estimate``'s
+    CUDA autocast policy on a CPU trace runs norms and softmaxes in fp32. A block of a retained graph is
+    recomputed once per backward, hence a context that can be entered again."""
+    return contextlib.nullcontext(), FunctionModes(_get_current_function_mode_stack())
 
 
 class MiT(MixVisionTransformer):
@@ -47,7 +73,7 @@ class MiT(MixVisionTransformer):
             x, hw_shape = patch_embed(x)
             for block in blocks:
                 if self.checkpoint_blocks and x.requires_grad:
-                    x = checkpoint(block, x, hw_shape, use_reentrant=False)
+                    x = checkpoint(block, x, hw_shape, use_reentrant=False, context_fn=forward_function_modes)
                 else:
                     x = block(x, hw_shape)
             x = nlc_to_nchw(norm(x), hw_shape)
