@@ -16,7 +16,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 
 from refign.engine.autocast_policy import cuda_autocast_policy
 from refign.engine.live_memory import LiveMemory
-from refign.estimate import HostFactories
+from refign.estimate import HostFactories, StepFlops
 from refign.models.backbones import mit
 from tests.test_official_numerics import MIT_B0
 
@@ -120,9 +120,27 @@ def test_checkpointing_the_backbone_changes_no_number():
     assert all(torch.equal(a, b) for a, b in zip(g0, g1, strict=True))
 
 
+def test_a_checkpointed_block_is_recomputed_under_the_forward_s_autocast_policy():
+    """The trace's CUDA autocast policy (a torch function mode, inactive in the backward) applies to the
+    recomputation too: the gradients equal those without checkpointing (without the policy there, the
+    recomputed norms would be bf16 where the forward's were fp32, and the checkpoint stops)."""
+    x = torch.randn(2, 3, 64, 64)
+    grads = []
+    for flag in (False, True):
+        model = tiny_mit(flag)
+        torch.manual_seed(1)
+        with cuda_autocast_policy(), torch.autocast("cpu", dtype=torch.bfloat16):
+            feats = model(x)
+            assert feats[0].dtype == torch.float32  # the policy ran the stage's LayerNorm in fp32
+        sum(f.float().square().mean() for f in feats).backward()
+        grads.append([p.grad for p in model.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(*grads, strict=True))
+
+
 def test_checkpointing_the_backbone_lowers_the_estimated_activations():
     """The step's rise over the parameters and the input (counted before it, as the estimate counts them:
-    the checkpoint's saved inputs are aliases of them, which would otherwise be counted as new)."""
+    the checkpoint's saved inputs are aliases of them, which would otherwise be counted as new), with the
+    estimate's FLOP counter on (``FlopCounterMode``'s module hooks kept the recomputed tensors alive)."""
     peaks = []
     for flag in (False, True):
         with FakeTensorMode(allow_non_fake_inputs=True), HostFactories():
@@ -131,7 +149,7 @@ def test_checkpointing_the_backbone_lowers_the_estimated_activations():
             memory = LiveMemory()
             memory.track([*model.parameters(), x], "before")
             before = memory.current
-            with memory:
+            with memory, StepFlops():
                 sum(f.sum() for f in model(x)).backward()
         peaks.append(memory.peak - before)
     assert peaks[1] < 0.8 * peaks[0], peaks
