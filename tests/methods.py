@@ -56,16 +56,23 @@ class Launched(NamedTuple):
     log: Path
 
 
-def train_cli(*args: str, log: Path, torchrun: int = 0, max_restarts: int = 0, cwd: Path = ROOT) -> Launched:
+def train_cli(
+    *args: str,
+    log: Path,
+    torchrun: int = 0,
+    max_restarts: int = 0,
+    cwd: Path = ROOT,
+    env: dict[str, str] | None = None,
+) -> Launched:
     """Start ``python -m refign.train ARGS`` in ``cwd`` (under torchrun with that many processes when
     ``torchrun``, which restarts a failed worker group up to ``max_restarts`` times), its output going to
-    ``log``."""
+    ``log``; ``env`` is added to the environment."""
     launcher = [
         *("-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={torchrun}"),
         f"--max-restarts={max_restarts}",
     ]
     cmd = [sys.executable, *(launcher if torchrun else []), "-m", "refign.train", *args]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "1"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "1", **(env or {})}
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "wb") as out:  # the child keeps its own copy of the descriptor
         proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)

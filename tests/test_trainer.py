@@ -107,11 +107,75 @@ def test_a_non_finite_step_is_skipped_and_a_streak_stops_the_run(tmp_path):
     assert trainer.step == 4  # a lone bad step does not stop the run
 
     streak = make_trainer(tmp_path / "streak", Toy(nan_steps={2, 3, 4}), max_steps=10, max_nonfinite_steps=3)
-    with pytest.raises(NonFiniteLossError, match="3 consecutive non-finite losses by step 5"):
+    with pytest.raises(NonFiniteLossError, match="3 consecutive non-finite losses or gradients by step 5"):
         streak.fit()
     streak.close()
-    kept = checkpoint.load(tmp_path / "streak" / "checkpoints" / checkpoint.LAST)
-    assert kept["step"] == 5 and torch.allclose(kept["segmentor"]["weight"], hand_sgd([0, 1]), atol=1e-6)
+    # no good checkpoint was written before the streak; the diverged state has a file of its own
+    assert not (tmp_path / "streak" / "checkpoints" / checkpoint.LAST).exists()
+    diverged = checkpoint.load(tmp_path / "streak" / "checkpoints" / "diverged_0000005.pt")
+    assert diverged["step"] == 5 and torch.allclose(diverged["segmentor"]["weight"], hand_sgd([0, 1]), atol=1e-6)
+
+
+class InfGrad(torch.autograd.Function):
+    """Identity forward, an infinite gradient backward: a finite loss whose backward overflows."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * math.inf
+
+
+class Counting(Toy):
+    """The toy with BatchNorm statistics and a counter that every forward pass changes (as an EMA teacher's
+    update does), and an overflowing backward on ``inf_grad_steps``."""
+
+    def __init__(self, nan_steps=None, inf_grad_steps=()) -> None:
+        super().__init__(nan_steps)
+        self.norm = nn.BatchNorm1d(2)
+        self.register_buffer("passes", torch.zeros(()))
+        self.inf_grad_steps = set(inf_grad_steps)
+
+    def forward(self, batch, step):
+        self.passes += 1
+        self.norm(torch.cat([batch["x"], 2 * batch["x"]]))  # moves the running statistics
+        out = super().forward(batch, step)
+        if step in self.inf_grad_steps:
+            out["loss_b"] = InfGrad.apply(out["loss_b"])
+        return out
+
+
+def test_a_step_with_finite_loss_but_non_finite_gradients_is_skipped_and_leaves_no_trace(tmp_path):
+    """The guard checks the gradients as a loss scaler does, and a skipped step's BatchNorm statistics and
+    forward-pass counters are restored: the run equals one that never saw step 1."""
+    bad = make_trainer(tmp_path / "bad", Counting(inf_grad_steps={1}), max_steps=3, log_every=3)
+    bad.fit()
+    bad.close()
+    assert torch.allclose(bad.method.net.weight.detach(), hand_sgd([0, 1, 2], skipped={1}), atol=1e-6)
+    assert float(bad.method.passes) == 2  # the skipped step's pass is undone
+    expected = Counting()  # the statistics of steps 0 and 2 only
+    for step in (0, 2):
+        expected.norm(torch.cat([inputs(step)["x"], 2 * inputs(step)["x"]]))
+    torch.testing.assert_close(bad.method.norm.running_mean, expected.norm.running_mean, rtol=0, atol=0)
+    torch.testing.assert_close(bad.method.norm.running_var, expected.norm.running_var, rtol=0, atol=0)
+    assert [x["train/loss"] for x in logged(tmp_path / "bad") if "train/loss" in x]  # logged as usual
+
+
+def test_the_last_step_is_saved_once(tmp_path, monkeypatch):
+    saved: list[int] = []
+    real_save = Trainer.save
+
+    def counting_save(self, metric=None):
+        saved.append(self.step)
+        real_save(self, metric)
+
+    monkeypatch.setattr(Trainer, "save", counting_save)
+    trainer = make_trainer(tmp_path, Toy(), max_steps=4, checkpoint_every=2)
+    trainer.fit()
+    trainer.close()
+    assert saved == [2, 4]
 
 
 def test_logging_checkpoint_and_evaluation_follow_their_cadences(tmp_path, monkeypatch):
@@ -120,7 +184,7 @@ def test_logging_checkpoint_and_evaluation_follow_their_cadences(tmp_path, monke
     trainer = make_trainer(
         tmp_path, Toy(), evaluations, max_steps=7, log_every=3, checkpoint_every=2, eval_every=4
     )
-    monkeypatch.setattr(Trainer, "save", lambda self, name=checkpoint.LAST: saved.append(self.step))
+    monkeypatch.setattr(Trainer, "save", lambda self, metric=None: saved.append(self.step))
     results = trainer.fit()
     trainer.close()
     lines = logged(tmp_path)
@@ -139,7 +203,8 @@ def test_a_resumed_run_ends_where_the_uninterrupted_one_does(tmp_path):
     first.fit()
     first.close()
     second = make_trainer(tmp_path / "resumed", Toy(), max_steps=6)
-    second.restore(tmp_path / "resumed" / "checkpoints" / checkpoint.LAST)
+    path = tmp_path / "resumed" / "checkpoints" / checkpoint.LAST
+    second.restore(checkpoint.load(path), path)
     assert second.step == 3
     second.fit()
     second.close()
