@@ -26,10 +26,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from refign.engine.checkpoint_store import LAST as LAST  # the name the trainer and tests use
+from refign.engine.checkpoint_store import CheckpointStore, verify
 from refign.models.weights import CheckpointError, load_strict
 
 log = logging.getLogger(__name__)
-LAST = "last.pt"
 FORMAT = 3
 
 
@@ -59,6 +60,7 @@ def save_atomic(obj: dict, path: Path) -> None:
 def load(path: str | os.PathLike) -> dict:
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint not found: {path}")
+    verify(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # noqa: BLE001 - any failure to unpickle makes the file unusable
@@ -83,9 +85,20 @@ def resolve_resume(resume: str | None, runs_root: Path, run_dir: Path) -> tuple[
 
 
 def find_latest(runs_root: Path) -> Path | None:
-    """The most recently written ``checkpoints/last.pt`` under ``runs_root`` (for ``resume=auto``)."""
-    candidates = list(runs_root.glob(f"*/checkpoints/{LAST}")) if runs_root.is_dir() else []
-    return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
+    """The newest intact checkpoint of the most recently written run under ``runs_root`` (for
+    ``resume=auto``); newer files of that run that fail their checksum are passed over with a warning."""
+    stores = [CheckpointStore(p) for p in runs_root.glob("*/checkpoints")] if runs_root.is_dir() else []
+    written = [s for s in stores if s.checkpoints()]
+    if not written:
+        return None
+    store = max(written, key=lambda s: s.checkpoints()[0].stat().st_mtime)
+    path = store.latest_intact()
+    if path is None:
+        raise CheckpointError(
+            f"resume=auto: no intact checkpoint in {store.folder} (each failed its checksum, see the warnings "
+            "above); resume=PATH from another checkpoint, or start afresh without resume"
+        )
+    return path
 
 
 # ---- the method's part of a checkpoint -------------------------------------------------------------------

@@ -67,6 +67,7 @@ class TrainerConfig:
     image_every: int = 0
     eval_every: int = 0
     checkpoint_every: int = 0
+    keep_checkpoints: int = 2
     max_nonfinite_steps: int = 5
     sync_batchnorm: bool = False
     find_unused_parameters: bool = False
