@@ -228,3 +228,21 @@ def test_a_run_resumed_from_an_earlier_step_drops_its_abandoned_continuation(tmp
     store.save(fake_state(33), 2)  # a step saved again: the new bytes with their own checksum
     verify(tmp_path / steps_file(2))
     assert_holds(tmp_path / steps_file(2), 33)
+
+
+def test_a_save_stopped_between_its_renames_leaves_no_checksum_beside_other_bytes(tmp_path, monkeypatch):
+    """Saving a step again (a resumed run): had it stopped after the new bytes replaced the old file but
+    before their checksum did, the old checksum must not be left to condemn the new, intact file."""
+    store = saved(tmp_path, range(1, 3))
+    rename = os.replace
+
+    def stop_before_the_checksum(src, dst) -> None:
+        if str(dst).endswith(".sha256"):
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        rename(src, dst)
+
+    with monkeypatch.context() as patch, pytest.raises(CheckpointError, match="Input/output error"):
+        patch.setattr(os, "replace", stop_before_the_checksum)
+        store.save(fake_state(22), 2)
+    verify(tmp_path / steps_file(2))
+    assert_holds(tmp_path / steps_file(2), 22)
