@@ -189,7 +189,7 @@ class CheckpointStore:
             return
         record = self.folder / BEST_RECORD
         tmp = _temp(record)
-        text = json.dumps({"file": path.name, "step": step, "metric": metric}) + "\n"
+        text = json.dumps({"file": path.name, "step": step, "metric": float(metric)}) + "\n"
         try:
             _write_synced(tmp, lambda f: f.write(text.encode()))
             os.replace(tmp, record)
