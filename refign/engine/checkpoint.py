@@ -26,10 +26,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from refign.engine.checkpoint_store import LAST as LAST  # the name the trainer and tests use
+from refign.engine.checkpoint_store import verify
 from refign.models.weights import CheckpointError, load_strict
 
 log = logging.getLogger(__name__)
-LAST = "last.pt"
 FORMAT = 3
 
 
@@ -48,44 +49,14 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_atomic(obj: dict, path: Path) -> None:
-    """Write to a temporary file in the same folder, then rename: a crash never leaves half a checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def load(path: str | os.PathLike) -> dict:
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint not found: {path}")
+    verify(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # noqa: BLE001 - any failure to unpickle makes the file unusable
         raise CheckpointError(f"cannot read checkpoint {path}: {err}") from err
-
-
-def resolve_resume(resume: str | None, runs_root: Path, run_dir: Path) -> tuple[Path | None, Path]:
-    """The checkpoint to resume from and the run directory to keep writing to (created here), for ``resume`` =
-    null (fresh run), ``auto`` (the newest ``last.pt`` under ``runs_root``, i.e. of this task) or a checkpoint
-    path."""
-    path: Path | None = None
-    if resume == "auto":
-        path = find_latest(runs_root)
-        if path is None:
-            log.info("resume=auto: no previous run under %s, starting fresh", runs_root)
-    elif resume not in (None, "", False):
-        path = Path(resume)
-    if path is not None and path.parent.name == "checkpoints":
-        run_dir = path.parent.parent
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return path, run_dir
-
-
-def find_latest(runs_root: Path) -> Path | None:
-    """The most recently written ``checkpoints/last.pt`` under ``runs_root`` (for ``resume=auto``)."""
-    candidates = list(runs_root.glob(f"*/checkpoints/{LAST}")) if runs_root.is_dir() else []
-    return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
 
 
 # ---- the method's part of a checkpoint -------------------------------------------------------------------

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from refign.engine import checkpoint
+from refign.engine.checkpoint_store import CheckpointStore
 from refign.models.weights import CheckpointError
 
 log = logging.getLogger(__name__)
@@ -110,28 +111,38 @@ def write_config_record(run_dir: Path, config: dict) -> None:
     os.replace(tmp, folder / CONFIG_RECORD)
 
 
-def candidate_runs(task_root: Path) -> list[Path]:
-    """The run folders of a task that hold a checkpoint: single runs and every sweep's points."""
+def candidate_runs(task_root: Path) -> list[CheckpointStore]:
+    """The checkpoint folders of a task's runs that hold a checkpoint: single runs and every sweep's points."""
     patterns = ("runs/*/checkpoints", "multirun/*/*/checkpoints")
-    found = [p.parent for pattern in patterns for p in task_root.glob(pattern)]
-    return [r for r in found if (r / "checkpoints" / checkpoint.LAST).exists()]
+    stores = [CheckpointStore(p) for pattern in patterns for p in task_root.glob(pattern)]
+    return [s for s in stores if s.checkpoints()]
 
 
 def find_same_run(task_root: Path, requested: dict) -> Path | None:
-    """The most recently written checkpoint of a run of ``requested``'s configuration under ``task_root``;
-    the runs passed over, and why, are logged."""
-    matching: list[Path] = []
-    for run_dir in candidate_runs(task_root):
-        stored = stored_config(run_dir)
+    """The newest intact checkpoint of the most recently written run of ``requested``'s configuration under
+    ``task_root``. The runs passed over, and why, are logged; a newer checkpoint that fails its checksum is
+    passed over with a warning (``CheckpointStore.latest_intact``)."""
+    matching: list[CheckpointStore] = []
+    for store in candidate_runs(task_root):
+        stored = stored_config(store.folder.parent)
         if stored is None:
-            log.info("resume=auto: %s has no readable configuration, passed over", run_dir)
+            log.info("resume=auto: %s has no readable configuration, passed over", store.folder.parent)
             continue
         diff = differences(stored, requested)
         if diff:
-            log.info("resume=auto: passed over %s, another configuration: %s", run_dir, describe(diff, 4))
+            log.info("resume=auto: passed over %s, another configuration: %s", store.folder.parent, describe(diff, 4))
         else:
-            matching.append(run_dir / "checkpoints" / checkpoint.LAST)
-    return max(matching, key=lambda p: p.stat().st_mtime) if matching else None
+            matching.append(store)
+    if not matching:
+        return None
+    newest = max(matching, key=lambda s: s.checkpoints()[0].stat().st_mtime)
+    path = newest.latest_intact()
+    if path is None:
+        raise CheckpointError(
+            f"resume=auto: no intact checkpoint in {newest.folder} (each failed its checksum, see the warnings "
+            "above); resume=PATH from another checkpoint, or start afresh without resume"
+        )
+    return path
 
 
 def requeued_by_slurm() -> bool:

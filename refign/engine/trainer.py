@@ -69,6 +69,7 @@ class TrainerConfig:
     image_every: int = 0
     eval_every: int = 0
     checkpoint_every: int = 0
+    keep_checkpoints: int = 2
     max_nonfinite_steps: int = 5
     sync_batchnorm: bool = False
     find_unused_parameters: bool = False
@@ -76,7 +77,6 @@ class TrainerConfig:
     deterministic: bool = False
     eval_batch_size: int = 1
     num_workers: int = 0
-    keep_checkpoints: int = 2
     stop_signals: tuple[str, ...] = ("SIGTERM", "SIGUSR1")
     requeue: bool = True
 
