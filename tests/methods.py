@@ -72,7 +72,13 @@ def train_cli(
         f"--max-restarts={max_restarts}",
     ]
     cmd = [sys.executable, *(launcher if torchrun else []), "-m", "refign.train", *args]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "1", **(env or {})}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "OMP_NUM_THREADS": "1",
+        "HYDRA_FULL_ERROR": "1",
+        **(env or {}),
+    }
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "wb") as out:  # the child keeps its own copy of the descriptor
         proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)

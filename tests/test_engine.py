@@ -13,7 +13,9 @@ from tests.methods import assert_bit_equal
 
 
 @pytest.mark.parametrize("fused", ["true", "false"])  # skipped on the device (CUDA default) or by the host
-def test_non_finite_losses_skip_steps_then_stop_keeping_the_last_good_checkpoint(tiny_cfg, tmp_path, monkeypatch, fused):
+def test_non_finite_losses_skip_steps_then_stop_keeping_the_last_good_checkpoint(
+    tiny_cfg, tmp_path, monkeypatch, fused
+):
     calls = {"n": 0}
     real_forward = SourceOnly.forward
 
@@ -41,7 +43,9 @@ def test_non_finite_losses_skip_steps_then_stop_keeping_the_last_good_checkpoint
     assert load(tmp_path / "checkpoints" / "diverged_0000007.pt")["step"] == 7
 
 
-def test_a_diverging_learning_rate_stops_the_run_and_keeps_the_state_before_the_divergence(tiny_cfg, tmp_path):
+def test_a_diverging_learning_rate_stops_the_run_and_keeps_the_state_before_the_divergence(
+    tiny_cfg, tmp_path
+):
     """The issue's ``optim.lr=1e30``: the warm-up's first step is harmless, its second blows the weights up
     with a finite loss (and is checkpointed, as nothing is wrong yet), every step after is non-finite. The
     run stops; ``last.pt`` is the checkpoint before the divergence (finite, equal to a run of one step), and
@@ -66,6 +70,8 @@ def test_a_diverging_learning_rate_stops_the_run_and_keeps_the_state_before_the_
     ckpt = tmp_path / "diverged" / "checkpoints" / "last.pt"
     run(tiny_cfg(*common, f"resume={ckpt}", "trainer.max_steps=2", n_train=8, n_val=2), tmp_path / "resumed")
     assert load(ckpt)["step"] == 2
+
+
 def test_fp16_gradients_are_unscaled_then_clipped_before_the_update(tiny_cfg, tmp_path, monkeypatch):
     """The optimiser must see gradients of norm ``grad_clip`` (unscaled first, then clipped): clipping the
     scaled gradients would hand it a norm 1/scale as large, not clipping at the unscaled norm."""

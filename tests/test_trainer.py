@@ -113,7 +113,9 @@ def test_a_non_finite_step_is_skipped_and_a_streak_stops_the_run(tmp_path):
     # no good checkpoint was written before the streak; the diverged state has a file of its own
     assert not (tmp_path / "streak" / "checkpoints" / checkpoint.LAST).exists()
     diverged = checkpoint.load(tmp_path / "streak" / "checkpoints" / "diverged_0000005.pt")
-    assert diverged["step"] == 5 and torch.allclose(diverged["segmentor"]["weight"], hand_sgd([0, 1]), atol=1e-6)
+    assert diverged["step"] == 5 and torch.allclose(
+        diverged["segmentor"]["weight"], hand_sgd([0, 1]), atol=1e-6
+    )
 
 
 class InfGrad(torch.autograd.Function):

@@ -133,7 +133,9 @@ class CheckpointStore:
         if not (self.folder / BEST).exists():
             (self.folder / BEST_RECORD).unlink(missing_ok=True)
         _sync_folder(self.folder)
-        log.warning("set aside %s: written after the last step with a finite loss", ", ".join(p.name for p in moved))
+        log.warning(
+            "set aside %s: written after the last step with a finite loss", ", ".join(p.name for p in moved)
+        )
         return moved
 
     def checkpoints(self) -> list[Path]:

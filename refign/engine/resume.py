@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 # Keys (and key prefixes) whose values a resumed run may change: how long and how often, where files go,
 # how it is logged, where it runs. Everything else (method, data, seed, optimiser, schedule …) must be equal.
 RESUMABLE = (
+    "task_name",  # a name for where runs go: resume=PATH continues in the checkpoint's own folder anyway
     "resume",
     "resume_force",
     "paths",
@@ -130,7 +131,11 @@ def find_same_run(task_root: Path, requested: dict) -> Path | None:
             continue
         diff = differences(stored, requested)
         if diff:
-            log.info("resume=auto: passed over %s, another configuration: %s", store.folder.parent, describe(diff, 4))
+            log.info(
+                "resume=auto: passed over %s, another configuration: %s",
+                store.folder.parent,
+                describe(diff, 4),
+            )
         else:
             matching.append(store)
     if not matching:
@@ -153,7 +158,9 @@ def plan(resume: str | None, requested: dict, task_root: Path, run_dir: Path, fo
     """The checkpoint (loaded) and run folder for ``resume`` = null (fresh), ``auto`` (the newest run of the
     same configuration under ``task_root``) or a path; the run folder is created."""
     if resume in (None, "", False) and requeued_by_slurm():
-        log.info("requeued Slurm job (SLURM_RESTART_COUNT=%s): resume=auto", os.environ["SLURM_RESTART_COUNT"])
+        log.info(
+            "requeued Slurm job (SLURM_RESTART_COUNT=%s): resume=auto", os.environ["SLURM_RESTART_COUNT"]
+        )
         resume = "auto"
     path: Path | None = None
     if resume == "auto":

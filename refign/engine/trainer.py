@@ -136,7 +136,9 @@ class Trainer:
         self.resolved_config = resolved_config
         self.checkpoint_extras = checkpoint_extras
         self.step = 0
-        self.saved_step = -1  # the step of the newest checkpoint this process wrote (no double save at the end)
+        self.saved_step = (
+            -1
+        )  # the step of the newest checkpoint this process wrote (no double save at the end)
         self.store = CheckpointStore(self.run_dir / "checkpoints", keep_last=cfg.keep_checkpoints)
         dtype = PRECISIONS[self.precision]
         self.autocast = (
@@ -225,7 +227,9 @@ class Trainer:
         streak = int(self.window.streak.item()) if hasattr(self, "window") else 0
         if streak:
             return f"the last {streak} step(s) were skipped for non-finite values"
-        tensors = [t for t in self.method.state_dict().values() if torch.is_tensor(t) and t.is_floating_point()]
+        tensors = [
+            t for t in self.method.state_dict().values() if torch.is_tensor(t) and t.is_floating_point()
+        ]
         if tensors and not bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()):
             return "a weight or buffer is NaN/inf"
         return None
