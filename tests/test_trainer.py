@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -169,9 +170,9 @@ def test_the_last_step_is_saved_once(tmp_path, monkeypatch):
     saved: list[int] = []
     real_save = Trainer.save
 
-    def counting_save(self, metric=None):
+    def counting_save(self):
         saved.append(self.step)
-        real_save(self, metric)
+        real_save(self)
 
     monkeypatch.setattr(Trainer, "save", counting_save)
     trainer = make_trainer(tmp_path, Toy(), max_steps=4, checkpoint_every=2)
@@ -186,7 +187,7 @@ def test_logging_checkpoint_and_evaluation_follow_their_cadences(tmp_path, monke
     trainer = make_trainer(
         tmp_path, Toy(), evaluations, max_steps=7, log_every=3, checkpoint_every=2, eval_every=4
     )
-    monkeypatch.setattr(Trainer, "save", lambda self, metric=None: saved.append(self.step))
+    monkeypatch.setattr(Trainer, "save", lambda self: saved.append(self.step))
     results = trainer.fit()
     trainer.close()
     lines = logged(tmp_path)
@@ -212,3 +213,22 @@ def test_a_resumed_run_ends_where_the_uninterrupted_one_does(tmp_path):
     second.close()
     assert torch.equal(second.method.net.weight, straight.method.net.weight)
     assert torch.allclose(second.method.net.weight.detach(), hand_sgd(list(range(6))), atol=1e-6)
+
+
+def test_best_is_the_checkpoint_with_the_highest_target_miou(tmp_path):
+    """``best.pt`` follows the target mIoU of the evaluations at checkpoint steps, and outlives the rotation
+    of the step files (``keep_checkpoints``)."""
+    scores = iter([5.0, 9.0, 7.0, 1.0])
+
+    def evaluate(model, autocast):
+        score = next(scores)
+        return {"target": {"mIoU": score}}, {"val/target/mIoU": score}
+
+    trainer = make_trainer(tmp_path, Toy(), max_steps=8, checkpoint_every=2, eval_every=2, keep_checkpoints=1)
+    trainer.evaluate = evaluate
+    trainer.fit()
+    trainer.close()
+    folder = tmp_path / "checkpoints"
+    assert os.readlink(folder / "best.pt") == "step_0000004.pt"  # the 9.0
+    assert checkpoint.load(folder / "best.pt")["step"] == 4
+    assert sorted(p.name for p in folder.glob("step_*.pt")) == ["step_0000004.pt", "step_0000008.pt"]

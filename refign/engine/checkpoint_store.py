@@ -102,6 +102,13 @@ class CheckpointStore:
         self._rotate(step)
         return path
 
+    def mark_best(self, step: int, metric: float) -> None:
+        """Make the checkpoint of ``step`` ``best.pt`` if ``metric`` beats the best so far: for a run that
+        evaluates after writing the checkpoint of the step (so that a failed evaluation loses nothing)."""
+        path = self.folder / f"step_{step:07d}.pt"
+        if path.is_file():
+            self._update_best(path, step, metric)
+
     def save_diverged(self, state: dict[str, Any], step: int) -> Path:
         """Keep a state the run stopped on (non-finite values) for inspection, as ``diverged_<step>.pt``:
         never ``last.pt`` nor a step file, so that resuming continues from the last good state."""

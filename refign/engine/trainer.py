@@ -208,7 +208,7 @@ class Trainer:
         failed."""
         self.logger.close()
 
-    def save(self, metric: float | None = None) -> None:
+    def save(self) -> None:
         """Write the current state as the run's newest checkpoint (rank 0; a collective). A state that is not
         known good is not written over the last good one: see ``_not_good``."""
         reason = self._not_good()
@@ -217,7 +217,7 @@ class Trainer:
             return
         state = self.state_dict()  # on every rank: it gathers their random states
         if self.dist.is_main:
-            self.store.save(state, self.step, metric=metric)
+            self.store.save(state, self.step)
         self.saved_step = self.step
 
     def _not_good(self) -> str | None:
@@ -416,4 +416,7 @@ class Trainer:
         if self.dist.is_main:
             (self.run_dir / f"eval_{self.step:07d}.json").write_text(json.dumps(results, indent=1))
             log.info("step %d: %s", self.step, ", ".join(f"{k} {v:.2f}" for k, v in flat.items()))
+            score = results.get("target", {}).get("mIoU")  # the adapted domain's mIoU ranks checkpoints
+            if score is not None and self.saved_step == self.step:
+                self.store.mark_best(self.step, score)
         return results
