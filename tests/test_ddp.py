@@ -59,8 +59,8 @@ def _worker(rank: int, world: int, port: int, cfg, out_dir) -> None:
     torch.set_num_threads(1)
     fit = Trainer.fit
 
-    def fit_and_dump(self):
-        result = fit(self)
+    def fit_and_dump(self, stop=None):
+        result = fit(self, stop)
         torch.save(self.method.state_dict(), out_dir / f"rank{rank}.pt")
         return result
 

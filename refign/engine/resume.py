@@ -44,6 +44,11 @@ RESUMABLE = (
     "trainer.device",
     "trainer.stop_signals",
     "trainer.requeue",
+    # files whose weights a resume replaces (the start of the segmentor, the ImageNet backbone) or checks by
+    # fingerprint (Refign's matcher: RefignPseudoLabeler.set_extra_state), so only their path may differ
+    "init_weights",
+    "backbone.pretrained",
+    "alignment.checkpoint",
 )
 # the resolved configuration of a run, written beside its checkpoints when it starts (read by resume=auto
 # without loading a checkpoint)
