@@ -77,7 +77,7 @@ class TrainerConfig:
     deterministic: bool = False
     eval_batch_size: int = 1
     num_workers: int = 0
-    stop_signals: tuple[str, ...] = ("SIGTERM", "SIGUSR1")
+    stop_signals: tuple[str, ...] = ("SIGTERM", "SIGUSR1", "SIGUSR2")
     requeue: bool = True
 
 
