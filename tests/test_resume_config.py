@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import logging
+import re
+import shutil
 
 import pytest
 
@@ -76,3 +78,41 @@ def test_resume_path_with_another_seed_or_lr_is_refused_naming_the_keys(tiny_cfg
         run(tiny_cfg(*changed, "resume_force=true", n_train=4, n_val=2), tmp_path / "second")
     assert "resume_force=true: continuing" in caplog.text and "seed (0 → 3)" in caplog.text
     assert last_step(tmp_path / "first") == 2
+
+
+@pytest.mark.parametrize("damage", ["truncated", "bit-flipped"])
+def test_resume_auto_passes_over_a_damaged_last_checkpoint_to_the_previous_intact_one(
+    tiny_cfg, tmp_path, damage, caplog
+):
+    """A damaged ``last.pt`` is named, and ``resume=auto`` continues from the checkpoint before it — bit-equal
+    to a run resumed from that checkpoint directly."""
+    common = [*METHODS["dacs"], *MICRO, "trainer.checkpoint_every=2"]
+    first = tmp_path / "outputs" / "a" / "runs" / "first"
+    run(tiny_cfg(*common, "task_name=a", "trainer.max_steps=4", n_train=8, n_val=2), first)
+    direct = tmp_path / "outputs" / "b" / "runs" / "direct"
+    shutil.copytree(first, direct, symlinks=True)
+
+    newest = first / "checkpoints" / "step_0000004.pt"
+    data = bytearray(newest.read_bytes())
+    if damage == "truncated":
+        data = data[: len(data) // 2]
+    else:
+        data[len(data) // 2] ^= 0x01
+    newest.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=f"checksum mismatch: {re.escape(str(newest))}"):
+        checkpoint.load(newest)
+
+    with caplog.at_level(logging.WARNING):
+        run(
+            tiny_cfg(*common, "task_name=a", "resume=auto", "trainer.max_steps=6", n_train=8, n_val=2),
+            tmp_path / "x",
+        )
+    assert "step_0000004.pt) is corrupt" in caplog.text or "step_0000004.pt is corrupt" in caplog.text
+    assert "falling back to" in caplog.text
+    step2 = direct / "checkpoints" / "step_0000002.pt"
+    run(
+        tiny_cfg(*common, "task_name=b", f"resume={step2}", "trainer.max_steps=6", n_train=8, n_val=2),
+        tmp_path / "y",
+    )
+    assert last_step(first) == last_step(direct) == 6
+    assert_bit_equal(weights(first / "checkpoints" / "last.pt"), weights(direct / "checkpoints" / "last.pt"))
