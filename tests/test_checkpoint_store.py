@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from refign.engine import checkpoint, checkpoint_store
+from refign.engine import checkpoint, checkpoint_store, resume
 from refign.engine.checkpoint_store import CheckpointStore, verify
 from refign.models.weights import CheckpointError
 
@@ -24,6 +24,12 @@ def fake_state(step: int) -> dict:
     """A checkpoint-like state whose tensors differ per step."""
     generator = torch.Generator().manual_seed(step)
     return {"segmentor": {"w": torch.randn(64, 64, generator=generator)}, "step": step}
+
+
+def resume_auto(task_root: Path, folder: Path) -> Path | None:
+    """What ``resume=auto`` picks under ``task_root`` for the configuration of the run in ``folder``."""
+    resume.write_config_record(folder.parent, {"seed": 0})
+    return resume.find_same_run(task_root, {"seed": 0})
 
 
 def assert_holds(path: Path, step: int) -> None:
@@ -124,7 +130,7 @@ def test_a_damaged_checkpoint_is_named_and_passed_over_for_the_previous_intact_o
         assert store.latest_intact() == folder / steps_file(1)
     assert f"{steps_file(2)} is corrupt" in caplog.text
     assert f"falling back to {folder / steps_file(1)}" in caplog.text
-    assert checkpoint.find_latest(tmp_path / "runs") == folder / steps_file(1)  # resume=auto
+    assert resume_auto(tmp_path, folder) == folder / steps_file(1)
     assert checkpoint.load(folder / steps_file(1))["step"] == 1
 
 
@@ -134,7 +140,7 @@ def test_resume_auto_refuses_a_run_whose_every_checkpoint_is_damaged(tmp_path, c
     for step in (1, 2):
         truncate(folder / steps_file(step))
     with pytest.raises(CheckpointError, match=rf"no intact checkpoint in {re.escape(str(folder))}"):
-        checkpoint.find_latest(tmp_path / "runs")
+        resume_auto(tmp_path, folder)
     assert f"{steps_file(1)} is corrupt" in caplog.text and f"{steps_file(2)} is corrupt" in caplog.text
 
 
@@ -145,7 +151,7 @@ def test_files_without_a_checksum_are_accepted(tmp_path):
     torch.save(fake_state(4), folder / "last.pt")
     verify(folder / "last.pt")
     assert CheckpointStore(folder).latest_intact() == folder / "last.pt"
-    assert checkpoint.find_latest(tmp_path / "runs") == folder / "last.pt"
+    assert resume_auto(tmp_path, folder) == folder / "last.pt"
     assert checkpoint.load(folder / "last.pt")["step"] == 4
 
 
