@@ -17,8 +17,10 @@ clean … --trust-pickle``, the project's only full unpickling, behind that expl
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
+import pickletools
 import re
 import zipfile
 from collections.abc import Sequence
@@ -96,10 +98,9 @@ ALLOWED: list[tuple[Any, str]] = [
 
 
 def refusal(path: str | os.PathLike, needs: Sequence[str], remedy: str) -> UnsafeFileError:
-    needed = ", ".join(needs) if needs else "pickle operations"
     return UnsafeFileError(
-        f"{path}: refused, nothing of it was run: reading it needs {needed}, which refign does not load "
-        f"(only tensors, arrays, plain containers and the globals of {DOCS}). {remedy}"
+        f"{path}: refused, nothing of it was run: reading it needs {', '.join(needs)}, which refign does not "
+        f"load (only tensors, arrays, plain containers and the globals of {DOCS}). {remedy}"
     )
 
 
@@ -111,23 +112,29 @@ def load_torch(path: str | os.PathLike, what: str = "weight file") -> Any:
         with torch.serialization.safe_globals(ALLOWED):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        needs = unsafe_globals(path, str(err))
+        if not needs:  # not a global: a damaged pickle, or an operation the safe unpickler lacks
+            reason = re.search(r"WeightsUnpickler error: (.*)", str(err))
+            raise CheckpointError(f"cannot read {what} {path}: {reason[1] if reason else err}") from None
         remedy = f"If you trust it after inspecting it, write a clean copy: {CONVERT.format(path=path)}"
-        raise refusal(path, unsafe_globals(path, str(err)), remedy) from None
+        raise refusal(path, needs, remedy) from None
     except Exception as err:  # noqa: BLE001 - any other failure to read makes the file unusable
         raise CheckpointError(f"cannot read {what} {path}: {err}") from err
 
 
 def unsafe_globals(path: str | os.PathLike, message: str) -> list[str]:
-    """Every global of a (zip-format) checkpoint outside the allow-list, read without unpickling; for the
-    legacy format, the one the unpickler stopped at."""
+    """What a checkpoint needs beyond the allow-list, read without unpickling: every such global of a
+    zip-format file; else the global or the pickle operation (protocol >= 4) the safe unpickler stopped at."""
+    found: list[str] = []
     if zipfile.is_zipfile(path):
-        with torch.serialization.safe_globals(ALLOWED):
+        with torch.serialization.safe_globals(ALLOWED), contextlib.suppress(pickle.UnpicklingError):
             found = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-        if found:
-            return sorted(found)
     # torch's message drops the "builtins." of a builtin ("GLOBAL exec")
-    found = re.findall(r"GLOBAL ([\w.]+)", message)
-    return sorted({name if "." in name else f"builtins.{name}" for name in found})
+    found = found or [n if "." in n else f"builtins.{n}" for n in re.findall(r"GLOBAL ([\w.]+)", message)]
+    opcodes = [
+        pickletools.code2op[chr(int(c))].name for c in re.findall(r"Unsupported operand (\d+)", message)
+    ]
+    return sorted(set(found)) or [f"the pickle operation {op}" for op in opcodes]
 
 
 # ---- .npz files with object arrays ----------------------------------------------------------------------
@@ -181,8 +188,11 @@ def _read_member(member: Any, path: str | os.PathLike) -> np.ndarray:
     try:
         array = ArrayUnpickler(member).load()
     except pickle.UnpicklingError as err:
+        needs = re.findall(r"GLOBAL ([\w.]+)", str(err))
+        if not needs:
+            raise ValueError(f"unreadable object array: {err}") from None
         remedy = "Scene info holds only arrays, lists, dicts, strings and numbers: regenerate the file"
-        raise refusal(path, re.findall(r"GLOBAL ([\w.]+)", str(err)), remedy) from None
+        raise refusal(path, needs, remedy) from None
     if not isinstance(array, np.ndarray):
         raise ValueError(f"a member holds a {type(array).__name__}, not an array")
     return array
