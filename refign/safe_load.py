@@ -131,9 +131,10 @@ def unsafe_globals(path: str | os.PathLike, message: str) -> list[str]:
             found = torch.serialization.get_unsafe_globals_in_checkpoint(path)
     # torch's message drops the "builtins." of a builtin ("GLOBAL exec")
     found = found or [n if "." in n else f"builtins.{n}" for n in re.findall(r"GLOBAL ([\w.]+)", message)]
-    opcodes = [
-        pickletools.code2op[chr(int(c))].name for c in re.findall(r"Unsupported operand (\d+)", message)
-    ]
+    # a file pickled with protocol >= 4 (torch.save(pickle_protocol=4)) stops at an operation of that protocol;
+    # any other unknown byte is damage, not a need
+    codes = (pickletools.code2op.get(chr(int(c))) for c in re.findall(r"Unsupported operand (\d+)", message))
+    opcodes = [op.name for op in codes if op is not None and op.proto >= 4]
     return sorted(set(found)) or [f"the pickle operation {op}" for op in opcodes]
 
 

@@ -30,7 +30,7 @@ from refign.engine import checkpoint
 from refign.models.backbones import mit
 from refign.models.convert import VGG16_CONVS
 from refign.models.weights import read_state_dict
-from refign.safe_load import Unloaded, UnsafeFileError, load_npz, load_torch
+from refign.safe_load import CheckpointError, Unloaded, UnsafeFileError, load_npz, load_torch
 from scripts.convert_checkpoint import main as convert_main
 from tests.conftest import build_matcher, compose_cfg, tiny_overrides
 from tests.data.test_convert import MIT_B0, to_segformer
@@ -105,7 +105,7 @@ def test_a_poisoned_file_is_refused_unread_through_every_way_in(way, tmp_path, p
     with pytest.raises(UnsafeFileError) as err:
         WAYS[way](tmp_path, bad)
     assert_refused(err, bad, poison)
-    assert "convert_checkpoint.clean" in str(err.value) and "--trust-pickle" in str(err.value)
+    assert "convert_checkpoint.py clean" in str(err.value) and "--trust-pickle" in str(err.value)
 
 
 def test_a_legacy_format_file_is_refused_too(tmp_path, poison):
@@ -115,6 +115,21 @@ def test_a_legacy_format_file_is_refused_too(tmp_path, poison):
     with pytest.raises(UnsafeFileError) as err:
         read_state_dict(bad)
     assert_refused(err, bad, poison)
+
+
+def test_a_protocol_4_file_is_refused_naming_the_operation_and_garbage_is_unreadable(tmp_path, poison):
+    """torch.save(pickle_protocol=4): the safe unpickler stops at the protocol's framing, before any global
+    (a clean copy rewrites it with protocol 2); bytes that are no pickle at all are damage, not a need."""
+    bad = tmp_path / "p4.pt"
+    torch.save({"payload": poison.payload()}, bad, pickle_protocol=4)
+    with pytest.raises(UnsafeFileError, match="needs the pickle operation FRAME"):
+        load_torch(bad)
+    assert not poison.marker.exists()
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot read weight file .*junk.pt") as err:
+        load_torch(junk)
+    assert not isinstance(err.value, UnsafeFileError)
 
 
 def test_getattr_is_answered_only_for_lightnings_reductions(tmp_path):
