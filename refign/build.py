@@ -29,6 +29,7 @@ from refign.engine.loggers import MetricLogger
 from refign.engine.trainer import Trainer, TrainerConfig
 from refign.models.segmentor import Segmentor
 from refign.models.weights import CheckpointError, init_segmentor, load_strict
+from refign.safe_load import UnsafeFileError
 from refign.uda.base import UDAMethod
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,8 @@ def build_segmentor(cfg: DictConfig) -> Segmentor:
     if cfg.get("init_weights"):
         try:
             fresh = init_segmentor(segmentor, cfg.init_weights)
+        except UnsafeFileError:
+            raise  # refused unread: not a question of which model saved it
         except CheckpointError as err:
             # the usual cause: a dataset's shipped start (e.g. the synthetic benchmark's) with another model
             raise CheckpointError(

@@ -20,6 +20,7 @@ LAYERS = {
     "resolvers": 0,
     "media": 0,
     "progress": 0,
+    "safe_load": 0,
     "models": 1,
     "data": 1,
     "alignment": 2,

@@ -28,34 +28,42 @@ from torch import nn
 from refign.engine.checkpoint_store import LAST as LAST  # the name the trainer and tests use
 from refign.engine.checkpoint_store import verify
 from refign.models.weights import CheckpointError, load_strict
+from refign.safe_load import load_torch
 
 log = logging.getLogger(__name__)
 FORMAT = 3
 
 
 def rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every generator's state as tensors and plain containers, so that a checkpoint loads with
+    ``weights_only=True``: NumPy's legacy tuple with its MT19937 key (624 uint32) as a list of ints."""
+    name, key, pos, has_gauss, gauss = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": (name, key.tolist(), int(pos), int(has_gauss), float(gauss)),
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore ``rng_state()``'s states (earlier checkpoints hold NumPy's key as an array: read the same)."""
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, key, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, np.asarray(key, dtype=np.uint32), pos, has_gauss, gauss))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def load(path: str | os.PathLike) -> dict:
-    if not os.path.isfile(path):
-        raise CheckpointError(f"checkpoint not found: {path}")
+    """A checkpoint, read without running code (``refign.safe_load``; format-3 files of before the random
+    states became tensors and lists still load, through the allow-list's NumPy array entries), after its
+    checksum (``refign.engine.checkpoint_store.verify``)."""
     verify(path)
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # noqa: BLE001 - any failure to unpickle makes the file unusable
-        raise CheckpointError(f"cannot read checkpoint {path}: {err}") from err
+    return load_torch(path, what="checkpoint")
 
 
 # ---- the method's part of a checkpoint -------------------------------------------------------------------

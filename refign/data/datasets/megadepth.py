@@ -16,6 +16,7 @@ from torch.utils.data import Dataset
 
 from refign.data.io import DatasetError, require_dir
 from refign.imaging import normalize
+from refign.safe_load import load_npz
 
 log = logging.getLogger(__name__)
 # the official validation scenes (data_modules/datasets/lists/validation_scenes_MegaDepth.txt)
@@ -104,7 +105,7 @@ class MegaDepthPairs(Dataset):
     @staticmethod
     def _scene_pairs(path: Path, num: int, rng: np.random.RandomState) -> list:
         try:
-            info = np.load(path, allow_pickle=True)
+            info = load_npz(path, ["image_paths", "depth_paths", "points3D_id_to_2D", "overlap_matrix"])
             image_paths, depth_paths = info["image_paths"], info["depth_paths"]
             points, overlap = info["points3D_id_to_2D"], info["overlap_matrix"]
         except (OSError, KeyError, ValueError) as err:
