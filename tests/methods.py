@@ -168,14 +168,14 @@ def kill_after_first_checkpoint(launched: Launched, checkpoint: Path, max_steps:
     wait_for(checkpoint, launched)
     kill(launched)
     assert launched.proc.returncode == -signal.SIGKILL
-    step = torch.load(checkpoint, weights_only=False)["step"]
+    step = torch.load(checkpoint, weights_only=True)["step"]
     assert 0 < step < max_steps, f"the run got to step {step} of {max_steps} before it was killed"
     return step
 
 
 def weights(checkpoint: Path) -> dict[str, torch.Tensor]:
     """The method's tensors (its extra states, e.g. Refign's matcher fingerprint, are not weights)."""
-    state = method_state(torch.load(checkpoint, map_location="cpu", weights_only=False))
+    state = method_state(torch.load(checkpoint, map_location="cpu", weights_only=True))
     return {k: v for k, v in state.items() if torch.is_tensor(v)}
 
 

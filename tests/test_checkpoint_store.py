@@ -34,7 +34,7 @@ def resume_auto(task_root: Path, folder: Path) -> Path | None:
 
 def assert_holds(path: Path, step: int) -> None:
     """``path`` loads (as users load ``last.pt``) into the state saved at ``step``."""
-    loaded = torch.load(path, weights_only=False)
+    loaded = torch.load(path, weights_only=True)
     assert loaded["step"] == step
     assert torch.equal(loaded["segmentor"]["w"], fake_state(step)["segmentor"]["w"])
 
@@ -107,7 +107,7 @@ def flip_a_weight_bit(path: Path) -> None:
     data[data.find(fake_state(2)["segmentor"]["w"].numpy().tobytes()) + 100] ^= 0x10
     path.write_bytes(bytes(data))
     assert not torch.equal(
-        torch.load(path, weights_only=False)["segmentor"]["w"], fake_state(2)["segmentor"]["w"]
+        torch.load(path, weights_only=True)["segmentor"]["w"], fake_state(2)["segmentor"]["w"]
     )
 
 
