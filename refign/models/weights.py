@@ -13,6 +13,10 @@ class CheckpointError(RuntimeError):
     """A weight file that does not exist, cannot be read or does not fit the model."""
 
 
+class WeightsMismatchError(CheckpointError):
+    """A readable weight file whose tensors do not fit the model (missing, unexpected or mis-shaped keys)."""
+
+
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Tensors of a checkpoint file, unwrapping ``state_dict`` / ``model`` containers (Lightning, earlier
     refign checkpoints) or the ``segmentor`` entry of a refign training checkpoint."""
@@ -55,7 +59,7 @@ def load_strict(module: nn.Module, state: dict[str, torch.Tensor], source: str, 
             if keys
         ]
         where = f" ('{prefix}*')" if prefix else ""
-        raise CheckpointError(
+        raise WeightsMismatchError(
             f"weights in {source} do not fit {type(module).__name__}{where}: " + "; ".join(parts)
         )
     module.load_state_dict(state)
