@@ -143,8 +143,5 @@ def test_a_workers_error_is_one_line_naming_the_file(tmp_path):
     assert str(there.value).startswith(
         "Caught DatasetError in DataLoader worker process 0.\nOriginal Traceback"
     )
-    assert (
-        one_line(there.value)
-        == str(here.value)
-        == f"cannot read image {bad}: cannot identify image file '{bad}'"
-    )
+    assert one_line(there.value) == str(here.value)
+    assert str(here.value).startswith(f"cannot read image {bad}: ") and "\n" not in str(here.value)
