@@ -137,7 +137,7 @@ class FolderDataset(Dataset):
     def read_label(self, index: int, size: Sequence[int] | None) -> np.ndarray:
         """The label of sample ``index``, nearest-resized to ``size`` when given. A label whose size differs
         from its image's is refused: the official loaders resize each file to ``dims`` on its own, which
-        stretches such a label silently (or, at native size, crops it to nothing)."""
+        stretches such a label silently (or, at native size, crops it to nothing): docs/deviations.md#d2."""
         entry = self.entries[index]
         label, (ih, iw) = load_label(entry.semantic), image_size(entry.image)
         if label.shape[:2] != (ih, iw):
