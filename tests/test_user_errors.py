@@ -92,6 +92,21 @@ def test_every_entry_point_reports_an_unknown_key_in_one_line(module, tmp_path, 
     ]
 
 
+@pytest.mark.parametrize(
+    "args,line",
+    [
+        (["checkpoint={tmp}/none.pt"], "checkpoint not found: {tmp}/none.pt"),
+        ([], "Missing mandatory value: checkpoint (key checkpoint)"),
+    ],
+)
+def test_a_missing_file_or_value_is_one_line(args, line, tmp_path, monkeypatch, capsys):
+    args = [a.format(tmp=tmp_path) for a in args]
+    code, err = cli(
+        "evaluate", [*args, "trainer.device=cpu", f"hydra.run.dir={tmp_path}"], monkeypatch, capsys
+    )
+    assert (code, err) == (2, [f"refign.evaluate: error: {line.format(tmp=tmp_path)}", HINT])
+
+
 def test_an_unknown_group_option_lists_the_options(tmp_path, monkeypatch, capsys):
     code, err = cli("train", ["dataset=acdcx", f"hydra.run.dir={tmp_path}"], monkeypatch, capsys)
     assert (code, err[1:]) == (2, [HINT])
