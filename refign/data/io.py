@@ -50,10 +50,15 @@ def _reading(path: str | os.PathLike) -> Iterator[None]:
         raise DatasetError(f"cannot read image {path}: {err}") from err
 
 
-def _open(path, mode: str | None, size: Sequence[int] | None, resample: int) -> Image.Image:
+def open_image(path: str | os.PathLike, mode: str | None = None) -> Image.Image:
+    """The image at ``path``, decoded at its native size and converted to ``mode`` when given."""
     with _reading(path), Image.open(path) as img:
         img.load()
-        img = img.convert(mode) if mode else img
+        return img.convert(mode) if mode else img
+
+
+def _open(path, mode: str | None, size: Sequence[int] | None, resample: int) -> Image.Image:
+    img = open_image(path, mode)
     if size is not None and img.size != (size[1], size[0]):
         img = img.resize((size[1], size[0]), resample)
     return img
