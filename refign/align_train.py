@@ -11,11 +11,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from refign import build
+from refign.cli import entry_point
 from refign.engine import checkpoint, dist, resume
 from refign.engine.preemption import StopSignals
 from refign.engine.reproducibility import seed_everything
@@ -86,7 +86,7 @@ def format_metrics(metrics: dict[str, float], data_name: str) -> str:
     return "\n".join(lines)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="align_train")
+@entry_point("align_train")
 def main(cfg: DictConfig) -> None:
     run(cfg, Path(HydraConfig.get().runtime.output_dir))
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from refign import build
+from refign.cli import entry_point
 from refign.engine import dist, resume
 from refign.engine.preemption import StopSignals
 from refign.engine.reproducibility import deterministic_algorithms, import_targets, seed_everything
@@ -47,7 +47,7 @@ def train(cfg: DictConfig, run_dir: Path, info: dist.DistInfo) -> dict:
         trainer.close()
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@entry_point("train")
 def main(cfg: DictConfig) -> float:
     results = run(cfg, Path(HydraConfig.get().runtime.output_dir))
     return results.get("target", next(iter(results.values())))["mIoU"] if results else float("nan")

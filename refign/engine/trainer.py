@@ -28,6 +28,7 @@ from refign.engine.checkpoint_store import CheckpointStore
 from refign.engine.dist import DistInfo, all_gather_object, all_reduce_sum
 from refign.engine.loggers import MetricLogger
 from refign.engine.window import MetricWindow
+from refign.errors import check_number
 from refign.progress import progress_bar
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,23 @@ class TrainerConfig:
     num_workers: int = 0
     stop_signals: tuple[str, ...] = ("SIGTERM", "SIGUSR1", "SIGUSR2")
     requeue: bool = True
+
+    def __post_init__(self) -> None:
+        """Refuse a bad number before anything is built: ``max_steps=-5`` would otherwise "train" no step and
+        write a checkpoint. Cadences may be 0 (never)."""
+        for key, minimum, strict in (
+            ("max_steps", 0, True),
+            ("max_nonfinite_steps", 0, True),
+            ("eval_batch_size", 0, True),
+            ("log_every", 0, False),
+            ("image_every", 0, False),
+            ("eval_every", 0, False),
+            ("checkpoint_every", 0, False),
+            ("num_workers", 0, False),
+        ):
+            check_number(f"trainer.{key}", getattr(self, key), minimum, strict, whole=True)
+        if self.grad_clip is not None:
+            check_number("trainer.grad_clip", self.grad_clip, 0, False)
 
 
 def on_device(module: nn.Module, device: torch.device) -> nn.Module:

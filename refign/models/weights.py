@@ -11,6 +11,10 @@ from torch import nn
 from refign.safe_load import CheckpointError, load_torch
 
 
+class WeightsMismatchError(CheckpointError):
+    """A readable weight file whose tensors do not fit the model (missing, unexpected or mis-shaped keys)."""
+
+
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Tensors of a checkpoint file, unwrapping ``state_dict`` / ``model`` containers (Lightning, earlier
     refign checkpoints) or the ``segmentor`` entry of a refign training checkpoint. Read without running
@@ -49,7 +53,7 @@ def load_strict(module: nn.Module, state: dict[str, torch.Tensor], source: str, 
             if keys
         ]
         where = f" ('{prefix}*')" if prefix else ""
-        raise CheckpointError(
+        raise WeightsMismatchError(
             f"weights in {source} do not fit {type(module).__name__}{where}: " + "; ".join(parts)
         )
     module.load_state_dict(state)
