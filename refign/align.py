@@ -20,7 +20,6 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 
-import hydra
 import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
@@ -31,11 +30,11 @@ from refign import build
 from refign.alignment.pck import SparseEPE
 from refign.alignment.pictures import certainty_overlay, colour_wheel, epe_to_rgb, flow_to_rgb, gray, panel
 from refign.alignment.warp import warp
-from refign.data.io import load_image
+from refign.cli import entry_point
 from refign.engine import dist
 from refign.imaging import to_rgb_uint8
 from refign.inference import NORMALISE, resize_rgb
-from refign.media import IMAGE_SUFFIXES
+from refign.media import IMAGE_SUFFIXES, read_picture
 from refign.progress import progress_bar
 
 log = logging.getLogger("refign.align")
@@ -60,10 +59,10 @@ def file_pairs(target: str, reference: str, size: list[int] | None) -> Iterator[
     else:
         pairs = [(t.stem, t, r)]
     for name, tp, rp in pairs:
-        trg = load_image(tp)
+        trg = read_picture(tp)
         shape = tuple(size) if size else trg.shape[:2]
         yield name, {"image": NORMALISE({"image": resize_rgb(trg, shape)})["image"],
-                     "image_ref": NORMALISE({"image": resize_rgb(load_image(rp), shape)})["image"]}  # fmt: skip
+                     "image_ref": NORMALISE({"image": resize_rgb(read_picture(rp), shape)})["image"]}  # fmt: skip
 
 
 def dataset_pairs(cfg: DictConfig) -> Iterator[tuple[str, Pair]]:
@@ -164,7 +163,7 @@ def align_pairs(matcher, pairs, out_dir: Path, device: torch.device) -> dict:
     return summary
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="align")
+@entry_point("align")
 def main(cfg: DictConfig) -> None:
     run(cfg, Path(cfg.out_dir) if cfg.out_dir else Path(HydraConfig.get().runtime.output_dir))
 

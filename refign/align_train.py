@@ -11,12 +11,13 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from refign import build
-from refign.engine import checkpoint, dist
+from refign.cli import entry_point
+from refign.engine import checkpoint, dist, resume
+from refign.engine.preemption import StopSignals
 from refign.engine.reproducibility import seed_everything
 
 log = logging.getLogger("refign.align_train")
@@ -38,14 +39,17 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
 
 def train(cfg: DictConfig, run_dir: Path, info: dist.DistInfo) -> dict:
     """Resolve resume → seed → build → restore → fit → close, as ``refign.train`` does."""
-    runs_root = Path(cfg.paths.output_dir) / cfg.task_name / "runs"
-    resume_from, run_dir = checkpoint.resolve_resume(cfg.resume, runs_root, run_dir)
+    task_root = Path(cfg.paths.output_dir) / cfg.task_name
+    requested = OmegaConf.to_container(cfg, resolve=True)
+    start = resume.plan(cfg.resume, requested, task_root, run_dir, force=cfg.resume_force)
+    run_dir = start.run_dir
     seed_everything(cfg.seed + info.rank)
     trainer = build.build_matcher_trainer(cfg, build.build_matcher(cfg), run_dir, info)
     try:
-        if resume_from is not None:
-            trainer.restore(resume_from)
-        metrics = trainer.fit()
+        if start.state is not None:
+            trainer.restore(start.state, start.source)
+        with StopSignals(cfg.trainer.stop_signals) as stop:
+            metrics = trainer.fit(stop)
     finally:
         trainer.close()
     return {"metrics": metrics, "checkpoint": str(run_dir / "checkpoints" / checkpoint.LAST)}
@@ -82,7 +86,7 @@ def format_metrics(metrics: dict[str, float], data_name: str) -> str:
     return "\n".join(lines)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="align_train")
+@entry_point("align_train")
 def main(cfg: DictConfig) -> None:
     run(cfg, Path(HydraConfig.get().runtime.output_dir))
 

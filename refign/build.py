@@ -27,15 +27,12 @@ from refign.engine.dist import DistInfo
 from refign.engine.evaluator import segmentation_eval
 from refign.engine.loggers import MetricLogger
 from refign.engine.trainer import Trainer, TrainerConfig
+from refign.errors import ConfigError, check_number
 from refign.models.segmentor import Segmentor
-from refign.models.weights import CheckpointError, init_segmentor, load_strict
+from refign.models.weights import CheckpointError, WeightsMismatchError, init_segmentor, load_strict
 from refign.uda.base import UDAMethod
 
 log = logging.getLogger(__name__)
-
-
-class ConfigError(ValueError):
-    """A configuration whose parts cannot work together."""
 
 
 def instantiate(node, *args, **kwargs):
@@ -58,13 +55,15 @@ def build_segmentor(cfg: DictConfig) -> Segmentor:
     if cfg.get("init_weights"):
         try:
             fresh = init_segmentor(segmentor, cfg.init_weights)
-        except CheckpointError as err:
+        except WeightsMismatchError as err:
             # the usual cause: a dataset's shipped start (e.g. the synthetic benchmark's) with another model
-            raise CheckpointError(
+            raise WeightsMismatchError(
                 f"{err}. init_weights={cfg.init_weights} was saved from another model than the configured "
                 "backbone/head; point init_weights to weights of this model, or set init_weights=null "
                 "(fresh head, backbone from its own `pretrained` file)"
             ) from None
+        except CheckpointError as err:  # a missing or unreadable file: say which setting names it
+            raise CheckpointError(f"init_weights: {err}") from None
         log.info(
             "initialised the segmentor from %s%s", cfg.init_weights, f" ({len(fresh)} fresh)" * bool(fresh)
         )
@@ -391,14 +390,25 @@ def build_step_trainer(
     )
 
 
+def training_settings(cfg: DictConfig) -> TrainerConfig:
+    """The loop's settings (``TrainerConfig`` checks its numbers), with the learning rate, weight decay and
+    batch size checked too: a bad value is refused, naming its key, before anything is built or written."""
+    loop = TrainerConfig(**cfg.trainer)
+    check_number("optim.lr", cfg.optim.lr, 0, strict=True)
+    check_number("optim.weight_decay", cfg.optim.weight_decay, 0, strict=False)
+    check_number("dataset.batch_size", cfg.dataset.batch_size, 0, strict=True, whole=True)
+    return loop
+
+
 def build_trainer(cfg: DictConfig, run_dir: Path, info: DistInfo) -> Trainer:
     """A segmentation run: the method, its data, optimiser, schedule, logger and mIoU evaluation."""
+    loop = training_settings(cfg)
     method = build_method(cfg).to(info.device)  # before the optimiser, which picks its kernel by device
     source, target = build_train_sets(cfg)
     optimizer = build_optimizer(cfg, method)
     evaluation = build_segmentation_eval(cfg, info, "val")
     return Trainer(
-        TrainerConfig(**cfg.trainer),
+        loop,
         method,
         optimizer=optimizer,
         scheduler=build_schedule(cfg, optimizer),
@@ -471,6 +481,7 @@ def build_matcher_trainer(
     cfg: DictConfig, network: AlignmentNetwork, run_dir: Path, info: DistInfo
 ) -> Trainer:
     """Warp-consistency training of ``network`` for the selected stage, on the engine."""
+    loop = training_settings(cfg)
     stage = stage_cfg(cfg)
     pairs = WarpConsistencyPairs(
         instantiate(cfg.dataset.train),
@@ -486,7 +497,7 @@ def build_matcher_trainer(
         return step_loader(pairs, cfg.dataset.batch_size, info, cfg.seed, start, cfg.trainer.num_workers)
 
     return Trainer(
-        TrainerConfig(**cfg.trainer),
+        loop,
         method,
         optimizer=optimizer,
         scheduler=build_schedule(cfg, optimizer),

@@ -14,10 +14,10 @@ import sys
 import time
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from refign import build
+from refign.cli import entry_point
 from refign.data.check import (
     FileCheck,
     Problem,
@@ -118,7 +118,7 @@ def run(cfg: DictConfig) -> list[Report]:
     return reports
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="check_data")
+@entry_point("check_data")
 def main(cfg: DictConfig) -> None:
     if any(r.problems for r in run(cfg)):
         sys.exit(1)

@@ -22,7 +22,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
@@ -32,6 +31,7 @@ from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 
 from refign import build
 from refign.alignment.correlation import LocalCorrelation
+from refign.cli import entry_point
 from refign.engine.autocast_policy import cuda_autocast_policy
 from refign.engine.backward import LossBackward
 from refign.engine.dist import DistInfo
@@ -402,7 +402,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
     return result
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="estimate")
+@entry_point("estimate")
 def main(cfg: DictConfig) -> None:
     run(cfg, Path(HydraConfig.get().runtime.output_dir))
 

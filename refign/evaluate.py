@@ -10,11 +10,11 @@ import json
 import logging
 from pathlib import Path
 
-import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from refign import build
+from refign.cli import entry_point
 from refign.engine import dist
 
 log = logging.getLogger("refign.evaluate")
@@ -34,7 +34,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
         return results
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
+@entry_point("eval")
 def main(cfg: DictConfig) -> None:
     run(cfg, Path(HydraConfig.get().runtime.output_dir))
 

@@ -1,5 +1,6 @@
-"""A user's own files: which inputs a path names (image, folder of images, video), and reading and writing
-video frames with PyAV (FFmpeg in a binary wheel, ``av`` in requirements/base.txt)."""
+"""A user's own files: which inputs a path names (image, folder of images, video), reading a picture as a viewer
+shows it, and reading and writing video frames with PyAV (FFmpeg in a binary wheel, ``av`` in
+requirements/base.txt)."""
 
 from __future__ import annotations
 
@@ -8,39 +9,77 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageFile, ImageOps
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
+
+
+def _pillow_suffixes() -> tuple[str, ...]:
+    """Every suffix of a format Pillow decodes: its stub formats (HDF5, GRIB, BUFR, WMF: identified, not
+    decoded without a handler) and the videos (read by PyAV) left out."""
+    extensions = Image.registered_extensions()  # imports every plugin, which fills Image.OPEN
+    decodes = {
+        fmt
+        for fmt, (factory, _) in Image.OPEN.items()
+        if not (isinstance(factory, type) and issubclass(factory, ImageFile.StubImageFile))
+    }
+    return tuple(sorted(e for e, fmt in extensions.items() if fmt in decodes and e not in VIDEO_SUFFIXES))
+
+
+IMAGE_SUFFIXES = _pillow_suffixes()
+WHITE = (255, 255, 255)
 
 
 class InputError(OSError):
-    """A video that cannot be opened or decoded (the message names the file)."""
+    """An image or video that cannot be opened or decoded (the message names the file)."""
 
 
 def is_video(path: Path) -> bool:
     return path.suffix.lower() in VIDEO_SUFFIXES
 
 
-def list_inputs(path: str | Path) -> tuple[Path, list[Path]]:
-    """``(base, files)``: the image or video ``path`` names, or every image and video below a folder
-    (recursive, sorted); outputs are named by each file's path relative to ``base``."""
+def is_input(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES
+
+
+def list_inputs(path: str | Path) -> tuple[Path, list[Path], list[Path]]:
+    """``(base, files, left_out)``: the image or video ``path`` names, or every image and video below a folder
+    (recursive, sorted) and the folder's other files; outputs are named by each file's path relative to
+    ``base``."""
     path = Path(path).expanduser()
     if path.is_dir():
-        files = sorted(
-            p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES
-        )
+        found = sorted(p for p in path.rglob("*") if p.is_file())
+        files = [p for p in found if is_input(p)]
         if not files:
-            raise FileNotFoundError(
-                f"input={path}: no {'/'.join(IMAGE_SUFFIXES + VIDEO_SUFFIXES)} file below it"
-            )
-        return path, files
+            raise FileNotFoundError(f"input={path}: no image (any type Pillow reads) or video file below it")
+        return path, files, [p for p in found if not is_input(p)]
     if not path.is_file():
         raise FileNotFoundError(f"input={path}: no such file or folder")
-    if path.suffix.lower() not in IMAGE_SUFFIXES + VIDEO_SUFFIXES:
+    if not is_input(path):
         raise ValueError(
-            f"input={path}: not an image ({', '.join(IMAGE_SUFFIXES)}) or video ({', '.join(VIDEO_SUFFIXES)})"
+            f"input={path}: not an image type Pillow reads or a video ({', '.join(VIDEO_SUFFIXES)})"
         )
-    return path.parent, [path]
+    return path.parent, [path], []
+
+
+def read_picture(path: Path) -> np.ndarray:
+    """A user's picture as RGB uint8 (H, W, 3), as a viewer shows it: turned by its EXIF orientation (phone
+    photos store the sensor's rows), 16-bit grey scaled by 1/257 to 8 bits (Pillow's ``convert("RGB")`` clips
+    it at 255: nearly white), and transparency composited over white, as a browser shows it on a white page
+    (dropping the alpha would show whatever colour the transparent pixels happen to store). Pillow itself
+    reads 16-bit colour as 8-bit (the high byte) and maps palettes to their colours."""
+    try:
+        with Image.open(path) as img:
+            img = ImageOps.exif_transpose(img)
+            if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+                grey = np.clip(np.asarray(img, np.float64) / 257, 0, 255)
+                return np.repeat(np.rint(grey).astype(np.uint8)[..., None], 3, axis=2)
+            if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
+                rgba = img.convert("RGBA")
+                img = Image.alpha_composite(Image.new("RGBA", rgba.size, (*WHITE, 255)), rgba)
+            return np.asarray(img.convert("RGB"))
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise InputError(f"cannot read image {path}: {err}") from err
 
 
 def _av():

@@ -1,7 +1,8 @@
 """python -m refign.predict checkpoint=PATH [dataset=acdc|dark_zurich|synthetic] — prediction files;
 python -m refign.predict checkpoint=PATH input=IMAGE|FOLDER|VIDEO [out_dir=…] — predictions for your own files.
 
-With ``input=``: per image (a folder is searched recursively for jpg/png and videos), named after it and at
+With ``input=``: per image (a folder is searched recursively for every image type Pillow reads and for videos;
+its other files are named and counted as left out), named after it and at
 its own size, ``labelTrainIds/<name>.png``, ``color/<name>.png`` and ``overlay/<name>.png`` (the picture
 blended with the class colours, and a legend of the classes present); per video, ``overlay/<name>.mp4``
 (and every frame's PNGs with ``video_frames=true``). Pictures are brought to the scale the checkpoint was
@@ -21,11 +22,11 @@ import logging
 import sys
 from pathlib import Path
 
-import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from refign import build
+from refign.cli import entry_point
 from refign.engine import dist
 from refign.export import DEFAULT_FORMAT, SERVER_FORMATS, make_archive, predict_dataset
 from refign.predict_files import predict_inputs
@@ -73,7 +74,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
         return archives
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
+@entry_point("predict")
 def main(cfg: DictConfig) -> None:
     result = run(cfg, Path(cfg.out_dir) if cfg.out_dir else Path(HydraConfig.get().runtime.output_dir))
     if result.get("failed"):

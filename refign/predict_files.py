@@ -1,13 +1,16 @@
 """Predictions for a user's own images, folders and videos (``python -m refign.predict input=…``).
 
 Every output is named after its input's path relative to the input folder, so a folder tree comes back as
-the same tree under ``labelTrainIds/``, ``color/`` and ``overlay/``. A file that cannot be read is logged
+the same tree under ``labelTrainIds/``, ``color/`` and ``overlay/``; where two inputs differ only in their
+suffix (``g.jpg``, ``g.png``), their outputs keep it (``g.jpg.png``, ``g.png.png``) rather than overwrite one
+another. A file that cannot be read is logged
 with its path, skipped and counted; the caller turns a non-empty ``failed`` into a non-zero exit status.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -15,16 +18,21 @@ import torch
 from PIL import Image
 
 from refign.data.classes import NUM_CLASSES, colorize
-from refign.data.io import DatasetError, load_image
 from refign.export import COLOR, TRAINIDS
 from refign.inference import overlay, segment
-from refign.media import InputError, VideoWriter, is_video, list_inputs, read_frames, video_info
+from refign.media import (
+    InputError,
+    VideoWriter,
+    is_video,
+    list_inputs,
+    read_frames,
+    read_picture,
+    video_info,
+)
 from refign.progress import progress_bar
 
 log = logging.getLogger("refign.predict")
 OVERLAY = "overlay"
-# what an unreadable input raises (each names the file); errors of the model itself are not caught
-READ_ERRORS = (DatasetError, InputError)
 
 
 def save_outputs(out_dir: Path, name: Path, rgb: np.ndarray, pred: np.ndarray, alpha: float) -> None:
@@ -42,32 +50,40 @@ def save_outputs(out_dir: Path, name: Path, rgb: np.ndarray, pred: np.ndarray, a
 def predict_video(
     model: torch.nn.Module,
     path: Path,
-    name: Path,
+    stem: Path,
     out_dir: Path,
     device: torch.device,
     short_side: int,
     alpha: float,
     frames: bool,
 ) -> int:
-    """``overlay/<name>.mp4`` (the legend lists every class, so that all frames have one size) and, with
-    ``frames``, each frame's PNGs under ``<folder>/<name>/<index>.png``; returns the number of frames."""
+    """``overlay/<stem>.mp4`` (the legend lists every class, so that all frames have one size) and, with
+    ``frames``, each frame's PNGs under ``<folder>/<stem>/<index>.png``; returns the number of frames."""
     total, rate = video_info(path)
-    target = out_dir / OVERLAY / name.with_suffix(".mp4")
+    target = out_dir / OVERLAY / f"{stem}.mp4"
     target.parent.mkdir(parents=True, exist_ok=True)
     writer, n = VideoWriter(target, rate), 0
     try:
         for n, rgb in enumerate(
-            progress_bar(read_frames(path), total=total or None, desc=name.name, leave=False), 1
+            progress_bar(read_frames(path), total=total or None, desc=path.name, leave=False), 1
         ):
             pred = segment(model, rgb, short_side, device)
             writer.write(overlay(rgb, pred, alpha, list(range(NUM_CLASSES))))
             if frames:
-                save_outputs(out_dir, name.with_suffix("") / f"{n - 1:06d}.png", rgb, pred, alpha)
+                save_outputs(out_dir, stem / f"{n - 1:06d}.png", rgb, pred, alpha)
     finally:
         writer.close()
     if n == 0:
         raise InputError(f"{path}: no video frame could be decoded")
     return n
+
+
+def output_stems(files: list[Path], base: Path) -> dict[Path, Path]:
+    """Each input's output name without a suffix: its path relative to ``base`` less its suffix, or with it
+    where another input has the same path but another suffix."""
+    stems = {path: path.relative_to(base).with_suffix("") for path in files}
+    shared = {stem for stem, n in Counter(stems.values()).items() if n > 1}
+    return {path: path.relative_to(base) if stem in shared else stem for path, stem in stems.items()}
 
 
 def predict_inputs(
@@ -81,8 +97,15 @@ def predict_inputs(
     video_frames: bool = False,
 ) -> dict[str, list[Path]]:
     """Predict every image and video ``input_path`` names into ``out_dir``; returns the inputs ``written``
-    and those that ``failed``."""
-    base, files = list_inputs(input_path)
+    and those that ``failed``, and the folder's files that are neither (``left_out``)."""
+    base, files, left_out = list_inputs(input_path)
+    stems = output_stems(files, base)
+    if left_out:
+        log.warning(
+            "left out %d file(s) that are neither an image Pillow reads nor a video: %s",
+            len(left_out),
+            ", ".join(map(str, left_out)),
+        )
     taken = [
         out_dir / f
         for f in (TRAINIDS, COLOR, OVERLAY)
@@ -96,18 +119,18 @@ def predict_inputs(
     log.info("%d input(s) from %s, brought to a short side of %d px", len(files), input_path, short_side)
     written, failed = [], []
     for path in progress_bar(files, desc="predict", unit="file"):
-        name = path.relative_to(base)
+        stem = stems[path]
         try:
             if is_video(path):
-                n = predict_video(model, path, name, out_dir, device, short_side, alpha, video_frames)
-                log.info("%s: %d frames → %s", path, n, out_dir / OVERLAY / name.with_suffix(".mp4"))
+                n = predict_video(model, path, stem, out_dir, device, short_side, alpha, video_frames)
+                log.info("%s: %d frames → %s", path, n, out_dir / OVERLAY / f"{stem}.mp4")
             else:
-                rgb = load_image(path)
+                rgb = read_picture(path)
                 save_outputs(
-                    out_dir, name.with_suffix(".png"), rgb, segment(model, rgb, short_side, device), alpha
+                    out_dir, Path(f"{stem}.png"), rgb, segment(model, rgb, short_side, device), alpha
                 )
             written.append(path)
-        except READ_ERRORS as err:
+        except InputError as err:  # an unreadable input (named); errors of the model are not caught
             log.error("skipped %s: %s", path, err)
             failed.append(path)
     log.info(
@@ -117,4 +140,4 @@ def predict_inputs(
         out_dir,
         f"; {len(failed)} could not be read: " + ", ".join(map(str, failed)) if failed else "",
     )
-    return {"written": written, "failed": failed}
+    return {"written": written, "failed": failed, "left_out": left_out}

@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from refign import build
-from refign.engine import checkpoint, dist
+from refign.cli import entry_point
+from refign.engine import dist, resume
+from refign.engine.preemption import StopSignals
 from refign.engine.reproducibility import deterministic_algorithms, import_targets, seed_everything
 
 log = logging.getLogger("refign.train")
@@ -31,19 +32,22 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
 def train(cfg: DictConfig, run_dir: Path, info: dist.DistInfo) -> dict:
     """Resolve resume → seed → build → restore → fit → close. The trainer lives in this frame only, so that
     ``dist.session`` can free it before the process group goes (see there)."""
-    runs_root = Path(cfg.paths.output_dir) / cfg.task_name / "runs"
-    resume_from, run_dir = checkpoint.resolve_resume(cfg.resume, runs_root, run_dir)
+    task_root = Path(cfg.paths.output_dir) / cfg.task_name
+    requested = OmegaConf.to_container(cfg, resolve=True)
+    start = resume.plan(cfg.resume, requested, task_root, run_dir, force=cfg.resume_force)
+    run_dir = start.run_dir
     seed_everything(cfg.seed + info.rank)
     trainer = build.build_trainer(cfg, run_dir, info)
     try:
-        if resume_from is not None:
-            trainer.restore(resume_from)
-        return trainer.fit()
+        if start.state is not None:
+            trainer.restore(start.state, start.source)
+        with StopSignals(cfg.trainer.stop_signals) as stop:
+            return trainer.fit(stop)
     finally:
         trainer.close()
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@entry_point("train")
 def main(cfg: DictConfig) -> float:
     results = run(cfg, Path(HydraConfig.get().runtime.output_dir))
     return results.get("target", next(iter(results.values())))["mIoU"] if results else float("nan")

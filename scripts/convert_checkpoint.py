@@ -11,6 +11,12 @@
     # check the torchvision VGG-16 file of the aligner (and optionally write its conv layers only)
     python scripts/convert_checkpoint.py vgg pretrained_models/vgg16-397923af.pth
 
+    # a file refign refuses to read because its pickle needs other globals (the error names them): once you
+    # have inspected it and trust it, a copy with only tensors, numbers, strings and containers
+    python scripts/convert_checkpoint.py clean downloaded.ckpt clean.ckpt --trust-pickle
+
+Every file is read as refign reads it, without running code (docs/checkpoints.md#safe-loading), except with
+--trust-pickle (clean only), which unpickles SRC in full: that RUNS WHATEVER CODE THE FILE HOLDS.
 A file that does not fit stops with the offending keys listed; nothing is overwritten without --force.
 """
 
@@ -18,8 +24,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections import OrderedDict
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
@@ -30,6 +40,7 @@ from refign import build  # noqa: E402
 from refign.engine import checkpoint  # noqa: E402
 from refign.models.convert import check_vgg16, convert_mit, convert_refign  # noqa: E402
 from refign.models.weights import load_strict, read_state_dict  # noqa: E402
+from refign.safe_load import load_torch  # noqa: E402
 
 
 def save(obj: dict, out: Path, force: bool) -> None:
@@ -60,24 +71,76 @@ def refign_checkpoint(src: Path, overrides: list[str], drop_unmatched: bool) -> 
     return {**entries, "config": OmegaConf.to_container(cfg), "converted_from": str(src)}
 
 
+def plain_copy(obj: Any, where: str, dropped: list[str]) -> Any:
+    """``obj`` with only what ``torch.load(weights_only=True)`` reads without an allow-list: tensors (NumPy
+    arrays become tensors), numbers, strings, None, and dicts / lists / tuples of them. Anything else is left
+    out (None in a list or tuple, to keep the positions) and named in ``dropped``."""
+    if obj is None or isinstance(obj, torch.Tensor | str | int | float):
+        return obj
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray) and not obj.dtype.hasobject:
+        return torch.from_numpy(obj.copy())
+    if isinstance(obj, Mapping):
+        out = OrderedDict() if isinstance(obj, OrderedDict) else {}
+        for key, value in obj.items():
+            copy = plain_copy(value, f"{where}.{key}", dropped)
+            if copy is not None or value is None:
+                out[key] = copy
+        if isinstance(obj, OrderedDict) and isinstance(getattr(obj, "_metadata", None), dict):
+            out._metadata = plain_copy(obj._metadata, f"{where}._metadata", dropped)  # state-dict versions
+        return out
+    if isinstance(obj, list | tuple | np.ndarray):
+        items = [plain_copy(v, f"{where}[{i}]", dropped) for i, v in enumerate(obj)]
+        return tuple(items) if isinstance(obj, tuple) else items
+    dropped.append(f"{where} ({type(obj).__module__}.{type(obj).__qualname__})")
+    return None
+
+
+def clean_copy(src: Path, trust_pickle: bool) -> dict:
+    """A copy of ``src`` that loads without an allow-list. ``trust_pickle`` unpickles ``src`` in full."""
+    if trust_pickle:
+        print(f"--trust-pickle: unpickling {src} in full, which runs any code it holds", file=sys.stderr)
+        obj = torch.load(src, map_location="cpu", weights_only=False)
+    else:
+        obj = load_torch(src)
+    dropped: list[str] = []
+    copy = plain_copy(obj, "", dropped)
+    for entry in dropped:
+        print(f"left out: {entry.lstrip('.')}")
+    if not isinstance(copy, dict):
+        raise SystemExit(f"{src} holds a {type(obj).__name__}, not a dict of weights")
+    return copy
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("kind", choices=["mit", "refign", "vgg"])
+    p.add_argument("kind", choices=["mit", "refign", "vgg", "clean"])
     p.add_argument("src", type=Path)
     p.add_argument("out", type=Path, nargs="?")
     p.add_argument(
         "--drop-unmatched", action="store_true", help="drop official keys the model has no place for"
     )
     p.add_argument("--force", action="store_true", help="replace an existing output file")
+    p.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="clean only: unpickle SRC in full, RUNNING ANY CODE IT HOLDS; only for a file you inspected",
+    )
     args, overrides = p.parse_known_args(argv)
     overrides = [o for o in overrides if o != "--"]
     if args.kind != "vgg" and args.out is None:
         p.error(f"{args.kind} needs an output path")
+    if args.trust_pickle and args.kind != "clean":
+        p.error("--trust-pickle applies to 'clean' only: convert the clean copy afterwards")
     if args.kind == "mit":
         state = convert_mit(read_state_dict(args.src), str(args.src))
         save(state, args.out, args.force)
     elif args.kind == "refign":
         save(refign_checkpoint(args.src, overrides, args.drop_unmatched), args.out, args.force)
+    elif args.kind == "clean":
+        save(clean_copy(args.src, args.trust_pickle), args.out, args.force)
+        load_torch(args.out)  # the copy reads as refign reads files
     else:
         features = check_vgg16(read_state_dict(args.src), str(args.src))
         print(f"{args.src}: VGG-16 with all 13 conv layers ({len(features)} tensors)")

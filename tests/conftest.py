@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +76,37 @@ def matcher_file(tmp_path_factory) -> str:
     """One random-init matcher file per test session, for ``refign=on alignment.checkpoint=…`` on the synthetic
     benchmark (whose matcher is the CPU-scale one)."""
     return str(save_matcher(tmp_path_factory.mktemp("matcher") / "uawarpc_small.ckpt", seed=0))
+
+
+class Payload:
+    """What an attack on a weight file looks like: read with full pickle it runs code, here creating
+    ``marker``. ``torch.save`` and ``np.savez`` pickle it as a call of ``builtins.exec``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self) -> tuple:
+        return exec, (f"open({self.marker!r}, 'w').close()",)
+
+
+@dataclass
+class Poisoner:
+    """Poisoned files whose code, if it ever runs, creates ``marker`` (the tests assert it stays absent)."""
+
+    marker: Path
+
+    def payload(self) -> Payload:
+        return Payload(self.marker)
+
+    def torch_file(self, path: Path, content: dict | None = None) -> Path:
+        """``content`` (e.g. a real checkpoint) with the payload added, written by ``torch.save``."""
+        torch.save({**(content or {}), "payload": self.payload()}, path)
+        return path
+
+
+@pytest.fixture
+def poison(tmp_path) -> Poisoner:
+    return Poisoner(tmp_path / "payload_ran")
 
 
 def numpy_miou(pairs: list[tuple[np.ndarray, np.ndarray]], over_present: bool = False) -> float:

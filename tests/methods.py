@@ -57,16 +57,29 @@ class Launched(NamedTuple):
     log: Path
 
 
-def train_cli(*args: str, log: Path, torchrun: int = 0, max_restarts: int = 0, cwd: Path = ROOT) -> Launched:
+def train_cli(
+    *args: str,
+    log: Path,
+    torchrun: int = 0,
+    max_restarts: int = 0,
+    cwd: Path = ROOT,
+    env: dict[str, str] | None = None,
+) -> Launched:
     """Start ``python -m refign.train ARGS`` in ``cwd`` (under torchrun with that many processes when
     ``torchrun``, which restarts a failed worker group up to ``max_restarts`` times), its output going to
-    ``log``."""
+    ``log``; ``env`` is added to the environment."""
     launcher = [
         *("-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={torchrun}"),
         f"--max-restarts={max_restarts}",
     ]
     cmd = [sys.executable, *(launcher if torchrun else []), "-m", "refign.train", *args]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "1"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "OMP_NUM_THREADS": "1",
+        "HYDRA_FULL_ERROR": "1",
+        **(env or {}),
+    }
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "wb") as out:  # the child keeps its own copy of the descriptor
         proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -156,14 +169,14 @@ def kill_after_first_checkpoint(launched: Launched, checkpoint: Path, max_steps:
     wait_for(checkpoint, launched)
     kill(launched)
     assert launched.proc.returncode == -signal.SIGKILL
-    step = torch.load(checkpoint, weights_only=False)["step"]
+    step = torch.load(checkpoint, weights_only=True)["step"]
     assert 0 < step < max_steps, f"the run got to step {step} of {max_steps} before it was killed"
     return step
 
 
 def weights(checkpoint: Path) -> dict[str, torch.Tensor]:
     """The method's tensors (its extra states, e.g. Refign's matcher fingerprint, are not weights)."""
-    state = method_state(torch.load(checkpoint, map_location="cpu", weights_only=False))
+    state = method_state(torch.load(checkpoint, map_location="cpu", weights_only=True))
     return {k: v for k, v in state.items() if torch.is_tensor(v)}
 
 

@@ -6,13 +6,20 @@ import numpy as np
 import pytest
 import torch
 from omegaconf import open_dict
+from PIL import Image
 
 from refign import evaluate
 from refign.build import build_inference_model, build_segmentor
+from refign.cli import one_line
+from refign.data.datasets.cityscapes import Cityscapes
 from refign.data.io import DatasetError, load_image, load_label, require_dir
+from refign.data.loader import step_loader
+from refign.data.transforms import JointTransform
+from refign.engine.dist import DistInfo
 from refign.models.backbones import mit
 from refign.models.weights import CheckpointError, load_backbone_weights
 from refign.train import run
+from tests.data import trees
 
 B0 = dict(
     embed_dims=32,
@@ -98,3 +105,43 @@ def test_evaluate_rejects_a_checkpoint_of_another_model(tiny_cfg, tmp_path):
     torch.save({"state_dict": hrda.state_dict()}, path)  # a bare weight file, not a training checkpoint
     with pytest.raises(CheckpointError, match="not a refign training checkpoint"):
         build_inference_model(cfg)
+
+
+def test_a_label_of_another_size_is_refused_in_the_loader_naming_both_files(tmp_path):
+    """Not stretched to the image (dims set), nor cropped to nothing (native size)."""
+    root = trees.cityscapes(tmp_path / "Cityscapes")
+    ds = Cityscapes(root, "train", dims=(4, 8))
+    entry = ds.entries[1]
+    Image.new("L", (trees.W // 2, trees.H)).save(entry.semantic)
+    line = (
+        f"Cityscapes train: label {entry.semantic} is {trees.H}×{trees.W // 2} but its image {entry.image} "
+        f"is {trees.H}×{trees.W} (H×W); python -m refign.check_data lists every such file"
+    )
+    for dataset in (ds, Cityscapes(root, "train", transform=JointTransform(crop_size=(8, 12)))):
+        with pytest.raises(DatasetError) as err:
+            dataset[1]
+        assert str(err.value) == line
+    assert ds[0]["semantic"].shape == (4, 8)  # the others load as before
+
+
+def test_a_crop_of_no_pixels_is_refused():
+    with pytest.raises(ValueError, match=r"^crop_size=\[0, 64\]: must be \[height, width\], both > 0$"):
+        JointTransform(crop_size=[0, 64])
+
+
+def test_a_workers_error_is_one_line_naming_the_file(tmp_path):
+    """PyTorch re-raises a DataLoader worker's error with the worker's traceback in its message; the line the
+    entry points print is the worker's own message, the one the same read raises in this process."""
+    ds = Cityscapes(trees.cityscapes(tmp_path / "Cityscapes", {"train": 1}), "train")
+    bad = ds.entries[0].image
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    with pytest.raises(DatasetError) as here:
+        load_image(bad)
+    info = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+    with pytest.raises(DatasetError) as there:
+        next(step_loader(ds, 1, info, seed=0, start_step=0, num_workers=1))
+    assert str(there.value).startswith(
+        "Caught DatasetError in DataLoader worker process 0.\nOriginal Traceback"
+    )
+    assert one_line(there.value) == str(here.value)
+    assert str(here.value).startswith(f"cannot read image {bad}: ") and "\n" not in str(here.value)

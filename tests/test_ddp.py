@@ -67,8 +67,8 @@ def _worker(rank: int, world: int, port: int, cfg, out_dir) -> None:
     _join(rank, world, port)
     fit = Trainer.fit
 
-    def fit_and_dump(self):
-        result = fit(self)
+    def fit_and_dump(self, stop=None):
+        result = fit(self, stop)
         torch.save(self.method.state_dict(), out_dir / f"rank{rank}.pt")
         return result
 
@@ -203,14 +203,20 @@ def test_ddp_run_killed_after_a_checkpoint_resumes_bit_exactly(tmp_path):
     )
     final = first / "checkpoints" / "last.pt"
     assert out.count(f"resumed from {final} at step {step}") == 2  # both ranks
-    assert torch.load(final, weights_only=False)["step"] == 6
+    assert checkpoint.load(final)["step"] == 6
     assert_bit_equal(weights(straight / "checkpoints" / "last.pt"), weights(final))
+
+
+def newest_checkpoint(runs: Path) -> Path | None:
+    """The most recently written ``last.pt`` under a task's ``runs`` folder."""
+    found = list(runs.glob(f"*/checkpoints/{checkpoint.LAST}"))
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
 
 def newest_step(runs: Path) -> int:
     """The step of the newest checkpoint under a task's ``runs`` folder (0 before the first)."""
-    found = checkpoint.find_latest(runs)
-    return torch.load(found, weights_only=False)["step"] if found else 0
+    found = newest_checkpoint(runs)
+    return checkpoint.load(found)["step"] if found else 0
 
 
 @pytest.mark.slow
@@ -245,7 +251,7 @@ def test_torchrun_restarts_a_killed_rank_and_the_run_ends_bit_exactly(tmp_path):
         wait_until(lambda s=start: newest_step(runs) > s, f"a checkpoint after step {start}", launched)
         os.kill(rank1, signal.SIGKILL)
     out = finish(launched)
-    final = checkpoint.find_latest(runs)
+    final = newest_checkpoint(runs)
     resumed_at = [int(s) for s in re.findall(rf"resumed from {re.escape(str(final))} at step (\d+)", out)]
     assert len(resumed_at) == 4 and resumed_at[0] < resumed_at[2] < 12, out[-4000:]  # both ranks, twice
     assert newest_step(runs) == 12

@@ -8,18 +8,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
-from PIL import Image
+from PIL import ExifTags, Image
 
 from refign import build
 from refign.data.datasets.synthetic import SyntheticDataset
 from refign.engine import checkpoint
 from refign.evaluate import run as evaluate_run
 from refign.inference import segment
-from refign.media import VideoWriter, read_frames
+from refign.media import VideoWriter, read_frames, read_picture
 from refign.predict import run as predict_run
 from tests.conftest import compose_cfg, numpy_miou
 
@@ -149,3 +150,94 @@ def test_video_in_overlaid_video_out(synthetic, tmp_path):
 def test_the_scale_is_that_of_the_evaluated_images(overrides, short_side, inference):
     cfg = compose_cfg([*overrides, "checkpoint=unused"], "predict")
     assert build.evaluation_short_side(cfg.dataset) == short_side and cfg.model.inference == inference
+
+
+def predicted(result_dir: Path, name: str) -> np.ndarray:
+    return np.asarray(Image.open(result_dir / "labelTrainIds" / f"{name}.png"))
+
+
+def test_16_bit_pictures_predict_as_their_8_bit_versions(synthetic, tmp_path):
+    """Scaled by 1/257, not clipped at 255 (Pillow's convert("RGB") of a 16-bit grey PNG is nearly white)."""
+    overrides, cache = synthetic
+    rgb = benchmark_images(cache, 1)[0]
+    grey = np.asarray(Image.fromarray(rgb).convert("L"))
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(grey).save(folder / "grey8.png")
+    Image.fromarray(grey.astype(np.uint16) * 257).save(folder / "grey16.png")  # mode I;16
+    Image.fromarray(rgb).save(folder / "rgb8.png")
+    cv2.imwrite(str(folder / "rgb16.png"), rgb[..., ::-1].astype(np.uint16) * 257)  # 48-bit colour
+    assert Image.open(folder / "grey16.png").mode == "I;16"
+    np.testing.assert_array_equal(read_picture(folder / "grey16.png"), np.repeat(grey[..., None], 3, 2))
+    np.testing.assert_array_equal(read_picture(folder / "rgb16.png"), rgb)
+    predict_run(compose_cfg([*overrides, f"input={folder}"], "predict"), tmp_path / "out")
+    out = tmp_path / "out"
+    np.testing.assert_array_equal(predicted(out, "grey16"), predicted(out, "grey8"))
+    np.testing.assert_array_equal(predicted(out, "rgb16"), predicted(out, "rgb8"))
+    assert len(np.unique(predicted(out, "grey16"))) >= 3  # a scene, not one class of a white picture
+
+
+def test_an_exif_rotated_photo_predicts_as_its_upright_version(synthetic, tmp_path):
+    """A phone stores the sensor's rows and an EXIF orientation; the labels come out as a viewer shows it."""
+    overrides, cache = synthetic
+    upright = Image.fromarray(benchmark_images(cache, 1)[0])
+    folder = tmp_path / "in"
+    folder.mkdir()
+    upright.save(folder / "upright.jpg", quality=100, subsampling=0)
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = (
+        6  # "rotate 90° clockwise to view": the stored rows turned the other way
+    )
+    upright.transpose(Image.Transpose.ROTATE_90).save(
+        folder / "phone.jpg", quality=100, subsampling=0, exif=exif
+    )
+    assert Image.open(folder / "phone.jpg").size == (128, 256)  # stored on its side
+    predict_run(compose_cfg([*overrides, f"input={folder}"], "predict"), tmp_path / "out")
+    phone, straight = predicted(tmp_path / "out", "phone"), predicted(tmp_path / "out", "upright")
+    assert phone.shape == straight.shape == (128, 256)
+    assert (phone == straight).mean() > 0.99  # the same up to the JPEG coding of the turned blocks
+
+
+def test_every_image_type_pillow_reads_is_predicted_and_other_files_are_named(synthetic, tmp_path, caplog):
+    overrides, cache = synthetic
+    picture = Image.fromarray(benchmark_images(cache, 1)[0])
+    folder = tmp_path / "in"
+    folder.mkdir()
+    names = ["a.png", "b.webp", "c.bmp", "d.tif", "e.TIFF", "f.ppm", "g.jpg", "g.png"]
+    for name in names:
+        picture.save(folder / name, **({"lossless": True} if name.endswith(".webp") else {}))
+    (folder / "notes.txt").write_text("not a picture")
+    with caplog.at_level("WARNING", logger="refign.predict"):
+        result = predict_run(compose_cfg([*overrides, f"input={folder}"], "predict"), tmp_path / "out")
+    assert [p.name for p in result["written"]] == names and result["left_out"] == [folder / "notes.txt"]
+    assert (
+        f"left out 1 file(s) that are neither an image Pillow reads nor a video: {folder / 'notes.txt'}"
+        in caplog.messages
+    )
+    # one output per input: g.jpg and g.png keep their suffixes apart
+    written = sorted(p.name for p in (tmp_path / "out" / "labelTrainIds").iterdir())
+    assert written == ["a.png", "b.png", "c.png", "d.png", "e.png", "f.png", "g.jpg.png", "g.png.png"]
+    for name in ("b", "c", "d", "e", "f"):  # lossless types: the PNG's labels
+        np.testing.assert_array_equal(predicted(tmp_path / "out", name), predicted(tmp_path / "out", "a"))
+
+
+def test_transparency_is_composited_over_white(tmp_path):
+    """RGBA, grey + alpha and a palette with a transparent entry: a transparent pixel is white, an opaque one
+    its colour, a half-transparent one the blend (up to Pillow's rounding)."""
+    rgba = np.zeros((2, 3, 4), np.uint8)
+    rgba[..., :3] = (200, 100, 0)
+    rgba[..., 3] = [[0, 128, 255], [255, 255, 255]]
+    Image.fromarray(rgba).save(tmp_path / "rgba.png")
+    alpha = rgba[..., 3:] / 255
+    blend = rgba[..., :3] * alpha + 255 * (1 - alpha)
+    assert np.abs(read_picture(tmp_path / "rgba.png") - blend).max() <= 1
+    Image.fromarray(np.array([[50, 50]], np.uint8)).convert("LA").save(tmp_path / "la.png")
+    la = Image.open(tmp_path / "la.png")
+    la.putalpha(Image.fromarray(np.array([[0, 255]], np.uint8)))
+    la.save(tmp_path / "la.png")
+    np.testing.assert_array_equal(read_picture(tmp_path / "la.png"), [[[255] * 3, [50] * 3]])
+    palette = Image.new("P", (2, 1))
+    palette.putdata([0, 1])
+    palette.putpalette([255, 0, 0, 0, 255, 0])
+    palette.save(tmp_path / "p.png", transparency=0)
+    np.testing.assert_array_equal(read_picture(tmp_path / "p.png"), [[[255, 255, 255], [0, 255, 0]]])

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from refign.engine.checkpoint import load
+from refign.engine.checkpoint_store import sidecar
 from refign.train import run
 from tests.conftest import tiny_overrides
 from tests.methods import (
@@ -60,6 +61,9 @@ def test_resume_with_another_world_size_warns_and_uses_its_rank_state(tiny_cfg, 
     state = load(ckpt)
     state["rng"] = [state["rng"][0], {"not": "used by rank 0"}]  # as written by a 2-process run
     torch.save(state, ckpt)
+    sidecar(
+        ckpt.resolve()
+    ).unlink()  # edited by hand: its checksum no longer applies (a file without one loads)
     with caplog.at_level(logging.WARNING):
         run(tiny_cfg(*common, "trainer.max_steps=2", f"resume={ckpt}", n_train=4, n_val=2), tmp_path / "x")
     assert "random state of 2 rank(s), this run has 1" in caplog.text

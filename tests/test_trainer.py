@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -113,11 +114,80 @@ def test_a_non_finite_step_is_skipped_and_a_streak_stops_the_run(tmp_path):
     assert trainer.step == 4  # a lone bad step does not stop the run
 
     streak = make_trainer(tmp_path / "streak", Toy(nan_steps={2, 3, 4}), max_steps=10, max_nonfinite_steps=3)
-    with pytest.raises(NonFiniteLossError, match="3 consecutive non-finite losses by step 5"):
+    with pytest.raises(NonFiniteLossError, match="3 consecutive non-finite losses or gradients by step 5"):
         streak.fit()
     streak.close()
-    kept = checkpoint.load(tmp_path / "streak" / "checkpoints" / checkpoint.LAST)
-    assert kept["step"] == 5 and torch.allclose(kept["segmentor"]["weight"], hand_sgd([0, 1]), atol=1e-6)
+    # no good checkpoint was written before the streak; the diverged state has a file of its own
+    assert not (tmp_path / "streak" / "checkpoints" / checkpoint.LAST).exists()
+    diverged = checkpoint.load(tmp_path / "streak" / "checkpoints" / "diverged_0000005.pt")
+    assert diverged["step"] == 5 and torch.allclose(
+        diverged["segmentor"]["weight"], hand_sgd([0, 1]), atol=1e-6
+    )
+
+
+class InfGrad(torch.autograd.Function):
+    """Identity forward, an infinite gradient backward: a finite loss whose backward overflows."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * math.inf
+
+
+class Counting(Toy):
+    """The toy with BatchNorm statistics and a counter that every forward pass changes (as an EMA teacher's
+    update does), and an overflowing backward on ``inf_grad_steps``."""
+
+    def __init__(self, nan_steps=None, inf_grad_steps=()) -> None:
+        super().__init__(nan_steps)
+        self.norm = nn.BatchNorm1d(2)
+        self.register_buffer("passes", torch.zeros(()))
+        self.inf_grad_steps = set(inf_grad_steps)
+
+    def forward(self, batch, step, backward):
+        self.passes += 1
+        self.norm(torch.cat([batch["x"], 2 * batch["x"]]))  # moves the running statistics
+        if step in self.inf_grad_steps:
+            deliver = backward
+
+            def backward(name, loss, **kwargs):
+                deliver(name, InfGrad.apply(loss) if name == "b" else loss, **kwargs)
+
+        return super().forward(batch, step, backward)
+
+
+def test_a_step_with_finite_loss_but_non_finite_gradients_is_skipped_and_leaves_no_trace(tmp_path):
+    """The guard checks the gradients as a loss scaler does, and a skipped step's BatchNorm statistics and
+    forward-pass counters are restored: the run equals one that never saw step 1."""
+    bad = make_trainer(tmp_path / "bad", Counting(inf_grad_steps={1}), max_steps=3, log_every=3)
+    bad.fit()
+    bad.close()
+    assert torch.allclose(bad.method.net.weight.detach(), hand_sgd([0, 1, 2], skipped={1}), atol=1e-6)
+    assert float(bad.method.passes) == 2  # the skipped step's pass is undone
+    expected = Counting()  # the statistics of steps 0 and 2 only
+    for step in (0, 2):
+        expected.norm(torch.cat([inputs(step)["x"], 2 * inputs(step)["x"]]))
+    torch.testing.assert_close(bad.method.norm.running_mean, expected.norm.running_mean, rtol=0, atol=0)
+    torch.testing.assert_close(bad.method.norm.running_var, expected.norm.running_var, rtol=0, atol=0)
+    assert [x["train/loss"] for x in logged(tmp_path / "bad") if "train/loss" in x]  # logged as usual
+
+
+def test_the_last_step_is_saved_once(tmp_path, monkeypatch):
+    saved: list[int] = []
+    real_save = Trainer.save
+
+    def counting_save(self):
+        saved.append(self.step)
+        real_save(self)
+
+    monkeypatch.setattr(Trainer, "save", counting_save)
+    trainer = make_trainer(tmp_path, Toy(), max_steps=4, checkpoint_every=2)
+    trainer.fit()
+    trainer.close()
+    assert saved == [2, 4]
 
 
 def test_logging_checkpoint_and_evaluation_follow_their_cadences(tmp_path, monkeypatch):
@@ -126,7 +196,7 @@ def test_logging_checkpoint_and_evaluation_follow_their_cadences(tmp_path, monke
     trainer = make_trainer(
         tmp_path, Toy(), evaluations, max_steps=7, log_every=3, checkpoint_every=2, eval_every=4
     )
-    monkeypatch.setattr(Trainer, "save", lambda self, name=checkpoint.LAST: saved.append(self.step))
+    monkeypatch.setattr(Trainer, "save", lambda self: saved.append(self.step))
     results = trainer.fit()
     trainer.close()
     lines = logged(tmp_path)
@@ -145,9 +215,29 @@ def test_a_resumed_run_ends_where_the_uninterrupted_one_does(tmp_path):
     first.fit()
     first.close()
     second = make_trainer(tmp_path / "resumed", Toy(), max_steps=6)
-    second.restore(tmp_path / "resumed" / "checkpoints" / checkpoint.LAST)
+    path = tmp_path / "resumed" / "checkpoints" / checkpoint.LAST
+    second.restore(checkpoint.load(path), path)
     assert second.step == 3
     second.fit()
     second.close()
     assert torch.equal(second.method.net.weight, straight.method.net.weight)
     assert torch.allclose(second.method.net.weight.detach(), hand_sgd(list(range(6))), atol=1e-6)
+
+
+def test_best_is_the_checkpoint_with_the_highest_target_miou(tmp_path):
+    """``best.pt`` follows the target mIoU of the evaluations at checkpoint steps, and outlives the rotation
+    of the step files (``keep_checkpoints``)."""
+    scores = iter([5.0, 9.0, 7.0, 1.0])
+
+    def evaluate(model, autocast):
+        score = next(scores)
+        return {"target": {"mIoU": score}}, {"val/target/mIoU": score}
+
+    trainer = make_trainer(tmp_path, Toy(), max_steps=8, checkpoint_every=2, eval_every=2, keep_checkpoints=1)
+    trainer.evaluate = evaluate
+    trainer.fit()
+    trainer.close()
+    folder = tmp_path / "checkpoints"
+    assert os.readlink(folder / "best.pt") == "step_0000004.pt"  # the 9.0
+    assert checkpoint.load(folder / "best.pt")["step"] == 4
+    assert sorted(p.name for p in folder.glob("step_*.pt")) == ["step_0000004.pt", "step_0000008.pt"]

@@ -22,6 +22,7 @@ from refign.data.classes import IGNORE_INDEX, NUM_CLASSES
 from refign.data.datasets.base import FolderDataset
 from refign.data.io import DatasetError
 from refign.progress import progress_bar
+from refign.safe_load import load_npz
 
 # Images per split and condition as the datasets publish them.
 #   Cityscapes: cityscapes-dataset.com/dataset-overview (gtFine: 2975 train, 500 val, 1525 test).
@@ -310,8 +311,7 @@ def check_megadepth_scenes(title: str, root: Path, val_scenes: Sequence[str]) ->
     listed = present = 0
     for path in progress_bar(files, desc=title, leave=False, mininterval=1, disable=None):
         try:
-            with np.load(path, allow_pickle=True) as npz:
-                images = [p for p in npz["image_paths"] if p is not None]
+            images = [p for p in load_npz(path, ["image_paths"])["image_paths"] if p is not None]
         except (OSError, KeyError, ValueError) as err:
             report.problems.append(Problem("unreadable", f"{path}: {err}"))
             continue

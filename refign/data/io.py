@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 from PIL import Image
@@ -32,15 +33,32 @@ def load_label(path: str | os.PathLike, size: Sequence[int] | None = None) -> np
     return np.asarray(_open(path, None, size, Image.NEAREST))
 
 
-def _open(path, mode: str | None, size: Sequence[int] | None, resample: int) -> Image.Image:
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(H, W) of an image file, read from its header alone (nothing is decoded)."""
+    with _reading(path), Image.open(path) as img:
+        return img.height, img.width
+
+
+@contextlib.contextmanager
+def _reading(path: str | os.PathLike) -> Iterator[None]:
+    """A missing or unreadable file becomes a ``DatasetError`` naming it."""
     if not os.path.isfile(path):
         raise DatasetError(f"file not found: {path}")
     try:
-        with Image.open(path) as img:
-            img.load()
-            img = img.convert(mode) if mode else img
+        yield
     except (OSError, SyntaxError, ValueError) as err:
         raise DatasetError(f"cannot read image {path}: {err}") from err
+
+
+def open_image(path: str | os.PathLike, mode: str | None = None) -> Image.Image:
+    """The image at ``path``, decoded at its native size and converted to ``mode`` when given."""
+    with _reading(path), Image.open(path) as img:
+        img.load()
+        return img.convert(mode) if mode else img
+
+
+def _open(path, mode: str | None, size: Sequence[int] | None, resample: int) -> Image.Image:
+    img = open_image(path, mode)
     if size is not None and img.size != (size[1], size[0]):
         img = img.resize((size[1], size[0]), resample)
     return img

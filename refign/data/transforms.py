@@ -45,6 +45,9 @@ class JointTransform:
         flip_p: float = 0.0,
         rng: np.random.Generator | None = None,
     ) -> None:
+        if crop_size is not None and not (len(crop_size) == 2 and min(crop_size) > 0):
+            # a side of 0 would crop every sample to nothing (dataset.crop_size in the configs)
+            raise ValueError(f"crop_size={list(crop_size)}: must be [height, width], both > 0")
         self.crop_size = tuple(crop_size) if crop_size is not None else None
         self.cat_max_ratio = cat_max_ratio
         self.flip_p = flip_p

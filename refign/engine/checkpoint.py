@@ -19,73 +19,51 @@ from __future__ import annotations
 import logging
 import os
 import random
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from refign.engine.checkpoint_store import LAST as LAST  # the name the trainer and tests use
+from refign.engine.checkpoint_store import verify
 from refign.models.weights import CheckpointError, load_strict
+from refign.safe_load import load_torch
 
 log = logging.getLogger(__name__)
-LAST = "last.pt"
 FORMAT = 3
 
 
 def rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every generator's state as tensors and plain containers, so that a checkpoint loads with
+    ``weights_only=True``: NumPy's legacy tuple with its MT19937 key (624 uint32) as a list of ints."""
+    name, key, pos, has_gauss, gauss = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": (name, key.tolist(), int(pos), int(has_gauss), float(gauss)),
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore ``rng_state()``'s states (earlier checkpoints hold NumPy's key as an array: read the same)."""
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, key, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, np.asarray(key, dtype=np.uint32), pos, has_gauss, gauss))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_atomic(obj: dict, path: Path) -> None:
-    """Write to a temporary file in the same folder, then rename: a crash never leaves half a checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def load(path: str | os.PathLike) -> dict:
-    if not os.path.isfile(path):
-        raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # noqa: BLE001 - any failure to unpickle makes the file unusable
-        raise CheckpointError(f"cannot read checkpoint {path}: {err}") from err
-
-
-def resolve_resume(resume: str | None, runs_root: Path, run_dir: Path) -> tuple[Path | None, Path]:
-    """The checkpoint to resume from and the run directory to keep writing to (created here), for ``resume`` =
-    null (fresh run), ``auto`` (the newest ``last.pt`` under ``runs_root``, i.e. of this task) or a checkpoint
-    path."""
-    path: Path | None = None
-    if resume == "auto":
-        path = find_latest(runs_root)
-        if path is None:
-            log.info("resume=auto: no previous run under %s, starting fresh", runs_root)
-    elif resume not in (None, "", False):
-        path = Path(resume)
-    if path is not None and path.parent.name == "checkpoints":
-        run_dir = path.parent.parent
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return path, run_dir
-
-
-def find_latest(runs_root: Path) -> Path | None:
-    """The most recently written ``checkpoints/last.pt`` under ``runs_root`` (for ``resume=auto``)."""
-    candidates = list(runs_root.glob(f"*/checkpoints/{LAST}")) if runs_root.is_dir() else []
-    return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
+    """A checkpoint, read without running code (``refign.safe_load``; format-3 files of before the random
+    states became tensors and lists still load, through the allow-list's NumPy array entries), after its
+    checksum (``refign.engine.checkpoint_store.verify``)."""
+    verify(path)
+    return load_torch(path, what="checkpoint")
 
 
 # ---- the method's part of a checkpoint -------------------------------------------------------------------

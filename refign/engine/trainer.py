@@ -24,11 +24,13 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from refign.engine import checkpoint
+from refign.engine import checkpoint, preemption, resume
 from refign.engine.backward import LossBackward, MethodStep
+from refign.engine.checkpoint_store import CheckpointStore
 from refign.engine.dist import DistInfo, all_gather_object, all_reduce_sum
 from refign.engine.loggers import MetricLogger
 from refign.engine.window import MetricWindow
+from refign.errors import check_number
 from refign.progress import progress_bar
 
 log = logging.getLogger(__name__)
@@ -54,7 +56,8 @@ Evaluation = Callable[[nn.Module, Callable], tuple[dict, dict[str, float]]]
 
 
 class NonFiniteLossError(RuntimeError):
-    """Too many consecutive steps with a NaN/inf loss: the run stops (its last checkpoint is kept)."""
+    """Too many consecutive steps with a NaN/inf loss or gradient: the run stops. Its last good checkpoint is
+    kept as it was; the diverged state goes to a file of its own (``CheckpointStore.save_diverged``)."""
 
 
 @dataclass
@@ -69,6 +72,7 @@ class TrainerConfig:
     image_every: int = 0
     eval_every: int = 0
     checkpoint_every: int = 0
+    keep_checkpoints: int = 2
     max_nonfinite_steps: int = 5
     sync_batchnorm: bool = False
     find_unused_parameters: bool = False
@@ -76,6 +80,25 @@ class TrainerConfig:
     deterministic: bool = False
     eval_batch_size: int = 1
     num_workers: int = 0
+    stop_signals: tuple[str, ...] = ("SIGTERM", "SIGUSR1", "SIGUSR2")
+    requeue: bool = True
+
+    def __post_init__(self) -> None:
+        """Refuse a bad number before anything is built: ``max_steps=-5`` would otherwise "train" no step and
+        write a checkpoint. Cadences may be 0 (never)."""
+        for key, minimum, strict in (
+            ("max_steps", 0, True),
+            ("max_nonfinite_steps", 0, True),
+            ("eval_batch_size", 0, True),
+            ("log_every", 0, False),
+            ("image_every", 0, False),
+            ("eval_every", 0, False),
+            ("checkpoint_every", 0, False),
+            ("num_workers", 0, False),
+        ):
+            check_number(f"trainer.{key}", getattr(self, key), minimum, strict, whole=True)
+        if self.grad_clip is not None:
+            check_number("trainer.grad_clip", self.grad_clip, 0, False)
 
 
 def on_device(module: nn.Module, device: torch.device) -> nn.Module:
@@ -137,11 +160,17 @@ class Trainer:
         self.resolved_config = resolved_config
         self.checkpoint_extras = checkpoint_extras
         self.step = 0
+        self.saved_step = (
+            -1
+        )  # the step of the newest checkpoint this process wrote (no double save at the end)
+        self.store = CheckpointStore(self.run_dir / "checkpoints", keep_last=cfg.keep_checkpoints)
         dtype = PRECISIONS[self.precision]
         self.autocast = (
             (lambda: torch.autocast(dist_info.device.type, dtype=dtype)) if dtype else contextlib.nullcontext
         )
         self.scaler = torch.amp.GradScaler(dist_info.device.type, enabled=self.precision == "fp16")
+        # what a step changes besides the optimiser's parameters, restored where a step is skipped
+        self.step_state = method.step_state() if hasattr(method, "step_state") else list(method.buffers())
         self.model = self._wrap(method)
 
     def _wrap(self, method: nn.Module) -> nn.Module:
@@ -192,44 +221,93 @@ class Trainer:
         if self.dist.rank < len(rng):
             checkpoint.set_rng_state(rng[self.dist.rank])
 
-    def restore(self, path: Path) -> None:
-        """Continue from the checkpoint at ``path`` (``refign.engine.checkpoint.resolve_resume`` finds it)."""
-        self.load_state_dict(checkpoint.load(path), str(path))
-        log.info("resumed from %s at step %d", path, self.step)
+    def restore(self, state: dict, source: Path) -> None:
+        """Continue from a loaded checkpoint (``refign.engine.resume.plan`` finds and loads it)."""
+        self.load_state_dict(state, str(source))
+        self.saved_step = self.step
+        log.info("resumed from %s at step %d", source, self.step)
 
     def close(self) -> None:
         """Release what outlives the loop (the logger's files and wandb run); called whether ``fit`` ended or
         failed."""
         self.logger.close()
 
-    def save(self, name: str = checkpoint.LAST) -> None:
+    def save(self) -> None:
+        """Write the current state as the run's newest checkpoint (rank 0; a collective). A state that is not
+        known good is not written over the last good one: see ``_not_good``."""
+        reason = self._not_good()
+        if reason:
+            log.warning("step %d: not checkpointed, %s; the last good checkpoint stays", self.step, reason)
+            return
         state = self.state_dict()  # on every rank: it gathers their random states
         if self.dist.is_main:
-            checkpoint.save_atomic(state, self.run_dir / "checkpoints" / name)
+            self.store.save(state, self.step)
+        self.saved_step = self.step
+
+    def _not_good(self) -> str | None:
+        """Why the current state must not become the newest checkpoint: the latest steps were skipped for
+        non-finite values (the update before them may have blown the weights up with a finite loss), or a
+        weight or buffer is not finite. Reads the device (once per checkpoint); the same on every rank."""
+        streak = int(self.window.streak.item()) if hasattr(self, "window") else 0
+        if streak:
+            return f"the last {streak} step(s) were skipped for non-finite values"
+        tensors = [
+            t for t in self.method.state_dict().values() if torch.is_tensor(t) and t.is_floating_point()
+        ]
+        if tensors and not bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()):
+            return "a weight or buffer is NaN/inf"
+        return None
+
+    def _stop_diverged(self, worst_streak: int) -> None:
+        """Stop a run whose steps keep being skipped: the diverged state goes to a file of its own, the
+        checkpoints written since the last step with a finite loss are set aside (that step's update may be
+        the one that blew up), and the newest good checkpoint stays ``last.pt``."""
+        streak = int(self.window.streak.item())
+        state = self.state_dict()
+        where = "no checkpoint was kept"
+        if self.dist.is_main:
+            diverged = self.store.save_diverged(state, self.step)
+            self.store.discard_from(self.step - streak)
+            good = self.store.latest_intact()
+            kept = f"last good checkpoint: {good}" if good else "no good checkpoint to keep"
+            where = f"{kept}; the diverged state is in {diverged}"
+        raise NonFiniteLossError(
+            f"{worst_streak} consecutive non-finite losses or gradients by step {self.step}; {where}"
+        )
+
+    def _preempt(self, signal_name: str) -> None:
+        """Checkpoint the current step, requeue the Slurm job where configured, and stop the run."""
+        log.warning("%s received: stopping at step %d with a checkpoint", signal_name, self.step)
+        if self.saved_step != self.step:
+            self.save()
+        requeued = self.dist.is_main and self.cfg.requeue and preemption.requeue_slurm_job()
+        raise preemption.Preempted(signal_name, self.step, requeued)
 
     # ---- loop --------------------------------------------------------------------------------------------
     def train_step(self, batch: dict) -> tuple[dict[str, torch.Tensor | float], torch.Tensor, dict]:
         """One optimiser step; returns the logged scalars (device tensors, not read here), a device flag that
-        is 1 where the step was skipped for a non-finite loss, and the ``img/*`` panels.
+        is 1 where the step was skipped for a non-finite loss or gradient, and the ``img/*`` panels.
 
         Nothing here waits for the device (no ``.item()``, ``float()`` of a tensor or branch on a tensor's
         value): the host queues the next step while this one runs. The scalars are read every ``log_every``
         steps (``_log_window``).
         """
+        before = [t.clone() for t in self.step_state]
         backward = self.loss_backward(
             self.method.loss_names, type(self.method).__name__, self.scaler, self.dist.device.type
         )
         with self.autocast():
             out, last = self.model(batch, self.step, backward)  # every loss but the last back-propagated
         # After DDP's forward: the backward that all-reduces. Every rank back-propagates (DDP expects it); the
-        # step is skipped if any rank saw a non-finite loss.
+        # step is skipped if any rank saw a non-finite value.
         backward.backward_last(last)
         loss = sum(backward.losses.values())  # detached; NaN/inf where any loss was
-        skipped = all_reduce_sum((~torch.isfinite(loss)).float()).clamp(max=1)
+        skipped = all_reduce_sum(self._non_finite(loss)).clamp(max=1).reshape(())
         if self.cfg.grad_clip:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.method.parameters(), self.cfg.grad_clip)
         self._optimizer_step(skipped)
+        self._roll_back(before, skipped)
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         logged = {
@@ -241,6 +319,31 @@ class Trainer:
         logged["loss"] = loss
         images = {k: v for k, v in out.items() if k.startswith("img/")}
         return logged, skipped, images
+
+    def _non_finite(self, loss: torch.Tensor) -> torch.Tensor:
+        """1 on the device where the loss or (without the fp16 scaler) a gradient is NaN/inf.
+
+        A finite loss can still give non-finite gradients (an overflow in backward); the check is the one the
+        GradScaler makes, with a scale of 1. Under fp16 the scaler checks the gradients itself, and its
+        overflows are routine (it backs off its scale), so only the loss counts towards the guard there."""
+        flag = (~torch.isfinite(loss.detach())).float().reshape(1)
+        if self.scaler.is_enabled():
+            return flag
+        by_kind: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = {}
+        for p in self.method.parameters():
+            if p.grad is not None:
+                by_kind.setdefault((p.grad.device, p.grad.dtype), []).append(p.grad)
+        one = torch.ones(1, device=self.dist.device)
+        for grads in by_kind.values():  # leaves the gradients as they are (× 1); sets flag where non-finite
+            torch._amp_foreach_non_finite_check_and_unscale_(grads, flag, one)
+        return flag
+
+    def _roll_back(self, before: list[torch.Tensor], skipped: torch.Tensor) -> None:
+        """Undo, where the step was skipped, what its forward pass changed outside the optimiser: BatchNorm
+        statistics and the EMA teacher (``step_state``). On the device, without reading the flag."""
+        keep_old = skipped.bool()
+        for now, old in zip(self.step_state, before, strict=True):
+            now.copy_(torch.where(keep_old, old, now))
 
     def _optimizer_step(self, skipped: torch.Tensor) -> None:
         """The update, left out on the device where ``skipped`` is 1.
@@ -269,17 +372,13 @@ class Trainer:
         summary = self.window.read()
         if summary.skipped:
             log.warning(
-                "step %d: %d of the last %d steps had a non-finite loss and were skipped",
+                "step %d: %d of the last %d steps had a non-finite loss or gradient and were skipped",
                 self.step,
                 summary.skipped,
                 summary.steps,
             )
         if summary.worst_streak >= self.cfg.max_nonfinite_steps:
-            self.save()
-            raise NonFiniteLossError(
-                f"{summary.worst_streak} consecutive non-finite losses by step {self.step}; "
-                f"last good state kept in {self.run_dir / 'checkpoints'}"
-            )
+            self._stop_diverged(summary.worst_streak)
         means = summary.means | {"lr": self.optimizer.param_groups[0]["lr"]}
         if self.dist.device.type == "cuda":  # the GPU memory the run needs, as mmcv's logger reports it
             means["cuda_peak_gib"] = torch.cuda.max_memory_allocated(self.dist.device) / 2**30
@@ -291,9 +390,12 @@ class Trainer:
         """Whether a cadence of ``every`` steps (0: never) falls on ``step``."""
         return bool(every) and step % every == 0
 
-    def fit(self) -> dict:
-        """Train to ``max_steps``, then save and evaluate; returns the final evaluation."""
+    def fit(self, stop: preemption.StopSignals | None = None) -> dict:
+        """Train to ``max_steps``, then save and evaluate; returns the final evaluation. ``stop``: the signals
+        that end the run at a step boundary with a checkpoint (``refign.engine.preemption``)."""
         self.method.train()
+        if self.dist.is_main and self.resolved_config is not None:
+            resume.write_config_record(self.run_dir, self.resolved_config)
         batches = self.batches(self.step)
         bar = progress_bar(
             total=self.cfg.max_steps,
@@ -304,6 +406,9 @@ class Trainer:
         )
         self.window = MetricWindow(self.dist.device)
         while self.step < self.cfg.max_steps:
+            if stop is not None and self._stop_check_due() and stop.agreed(self.dist):
+                bar.close()
+                self._preempt(stop.received or "a stop signal on another rank")
             batch = {k: v.to(self.dist.device, non_blocking=True) for k, v in next(batches).items()}
             self.method.wants_images = self.dist.is_main and self._due(self.cfg.image_every, self.step + 1)
             logged, skipped, images = self.train_step(batch)
@@ -319,8 +424,14 @@ class Trainer:
             if self._due(self.cfg.eval_every, self.step) and self.step < self.cfg.max_steps:
                 self.run_eval()
         bar.close()
-        self.save()
+        if self.saved_step != self.step:
+            self.save()
         return self.run_eval()
+
+    def _stop_check_due(self) -> bool:
+        """Whether to look for a stop signal before this step: every step in one process (a host flag, no
+        device read); under DDP at logging steps, where the ranks agree on it with one collective."""
+        return not self.dist.distributed or self._due(self.cfg.log_every, self.step)
 
     def run_eval(self) -> dict:
         """Evaluate the method's inference network; log the scalars and write ``eval_<step>.json``."""
@@ -331,4 +442,7 @@ class Trainer:
         if self.dist.is_main:
             (self.run_dir / f"eval_{self.step:07d}.json").write_text(json.dumps(results, indent=1))
             log.info("step %d: %s", self.step, ", ".join(f"{k} {v:.2f}" for k, v in flat.items()))
+            score = results.get("target", {}).get("mIoU")  # the adapted domain's mIoU ranks checkpoints
+            if score is not None and self.saved_step == self.step:
+                self.store.mark_best(self.step, score)
         return results

@@ -8,20 +8,18 @@ import os
 import torch
 from torch import nn
 
+from refign.safe_load import CheckpointError, load_torch
 
-class CheckpointError(RuntimeError):
-    """A weight file that does not exist, cannot be read or does not fit the model."""
+
+class WeightsMismatchError(CheckpointError):
+    """A readable weight file whose tensors do not fit the model (missing, unexpected or mis-shaped keys)."""
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Tensors of a checkpoint file, unwrapping ``state_dict`` / ``model`` containers (Lightning, earlier
-    refign checkpoints) or the ``segmentor`` entry of a refign training checkpoint."""
-    if not os.path.isfile(path):
-        raise CheckpointError(f"weight file not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure means an unusable file
-        raise CheckpointError(f"cannot read weight file {path}: {err}") from err
+    refign checkpoints) or the ``segmentor`` entry of a refign training checkpoint. Read without running
+    code (``refign.safe_load``)."""
+    obj = load_torch(path)
     for key in ("state_dict", "model", "segmentor"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
@@ -55,7 +53,7 @@ def load_strict(module: nn.Module, state: dict[str, torch.Tensor], source: str, 
             if keys
         ]
         where = f" ('{prefix}*')" if prefix else ""
-        raise CheckpointError(
+        raise WeightsMismatchError(
             f"weights in {source} do not fit {type(module).__name__}{where}: " + "; ".join(parts)
         )
     module.load_state_dict(state)

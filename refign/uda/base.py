@@ -70,6 +70,12 @@ class UDAMethod(nn.Module):
         """One training step: each of ``loss_names`` handed to ``backward``; returns the logged scalars."""
         raise NotImplementedError
 
+    def step_state(self) -> list[torch.Tensor]:
+        """The tensors a step changes besides the optimiser's parameters (BatchNorm statistics, counters;
+        an EMA teacher in self-training methods): the engine restores them where it skips a step for a
+        non-finite loss or gradient, so that a skipped step leaves no trace."""
+        return list(self.buffers())
+
     def inference_model(self) -> Segmentor:
         """The network that is evaluated and exported (the student, as in the official code). It must be a
         submodule of the method: checkpoints store its weights apart from the training state."""

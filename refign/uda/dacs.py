@@ -125,6 +125,10 @@ class DACS(UDAMethod):
             self.imnet_backbone.eval()
         return self
 
+    def step_state(self) -> list[torch.Tensor]:
+        """Buffers and the teacher's parameters, which the EMA update at the start of a step changes."""
+        return [*super().step_state(), *self.teacher.parameters()]
+
     def inference_model(self) -> Segmentor:
         return self.teacher.model if self.eval_teacher else self.model
 

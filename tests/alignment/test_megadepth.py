@@ -51,6 +51,15 @@ def test_megadepth_pairs_layout_and_correspondences(megadepth_root):
     np.testing.assert_allclose(sample["corr_pts"].numpy(), [[24.0, 12.0]])
 
 
+def test_a_corrupt_megadepth_image_names_the_file(megadepth_root):
+    bad = megadepth_root / "Undistorted_SfM/0001/images/1.jpg"
+    bad.write_bytes(b"\xff\xd8\xff not a jpeg")
+    ds = MegaDepthPairs(megadepth_root, split="train", dims=(60, 80))
+    idx = next(i for i, it in enumerate(ds.items) if it[1].endswith("1.jpg"))
+    with pytest.raises(DatasetError, match=f"^cannot read image {bad}: "):
+        ds[idx]
+
+
 def test_megadepth_without_scene_info_names_the_path(tmp_path):
     with pytest.raises(DatasetError, match=str(tmp_path / "MegaDepth" / "scene_info")):
         MegaDepthPairs(tmp_path / "MegaDepth")

@@ -27,7 +27,7 @@ def test_stage_1_then_stage_2_then_refign_with_it(tmp_path):
     one = align_run(align_cfg(tmp_path, "stage=1", "seed=0", *TINY_ALIGN), tmp_path / "stage1")["checkpoint"]
     stage2 = align_cfg(tmp_path, "stage=2", "seed=1", f"alignment.checkpoint={one}", *TINY_ALIGN)
     two = align_run(stage2, tmp_path / "stage2")["checkpoint"]
-    checkpoints = [torch.load(p, weights_only=False) for p in (one, two)]
+    checkpoints = [torch.load(p, weights_only=True) for p in (one, two)]
     assert [c["stage"] for c in checkpoints] == [1, 2]
     first, second = (c["state_dict"] for c in checkpoints)
     # stage 2 started from stage 1's weights and took one Adam step, which moves no parameter by more than the

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
-from refign.data.io import DatasetError, load_image, load_label, require_dir
+from refign.data.io import DatasetError, image_size, load_image, load_label, require_dir
 from refign.data.transforms import JointTransform
 
 KEYS = ("image", "image_ref", "semantic")
@@ -135,8 +135,18 @@ class FolderDataset(Dataset):
         return label
 
     def read_label(self, index: int, size: Sequence[int] | None) -> np.ndarray:
+        """The label of sample ``index``, nearest-resized to ``size`` when given. A label whose size differs
+        from its image's is refused: the official loaders resize each file to ``dims`` on its own, which
+        stretches such a label silently (or, at native size, crops it to nothing): docs/deviations.md#d2."""
+        entry = self.entries[index]
+        label, (ih, iw) = load_label(entry.semantic), image_size(entry.image)
+        if label.shape[:2] != (ih, iw):
+            raise DatasetError(
+                f"{self.name} {self.split}: label {entry.semantic} is {label.shape[0]}×{label.shape[1]} but "
+                f"its image {entry.image} is {ih}×{iw} (H×W); python -m refign.check_data lists every such file"
+            )
         # The id mapping comes before any resize (nearest), as in the official loaders.
-        label = self.map_label(load_label(self.entries[index].semantic))
+        label = self.map_label(label)
         if size is not None and label.shape != tuple(size):
             label = np.asarray(Image.fromarray(label).resize((size[1], size[0]), Image.NEAREST))
         return label

@@ -14,20 +14,14 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from refign.data.io import DatasetError, require_dir
+from refign.data.io import DatasetError, open_image, require_dir
 from refign.imaging import normalize
+from refign.safe_load import load_npz
 
 log = logging.getLogger(__name__)
 # the official validation scenes (data_modules/datasets/lists/validation_scenes_MegaDepth.txt)
 VAL_SCENES = ["0121", "0168", "0175", "0178", "0181", "0185", "0186", "0217", "0223", "0229", "0271", "0285", "0286", "0294", "0303", "0349", "0387", "0412", "0443", "0482", "0768", "1001", "3346", "5014", "5018"]  # fmt: skip
 PAIR_SEED = 400
-
-
-def open_rgb(path: str | os.PathLike) -> Image.Image:
-    if not os.path.isfile(path):
-        raise DatasetError(f"file not found: {path}")
-    with Image.open(path) as img:
-        return img.convert("RGB")
 
 
 def to_tensor(img: Image.Image) -> torch.Tensor:
@@ -104,7 +98,7 @@ class MegaDepthPairs(Dataset):
     @staticmethod
     def _scene_pairs(path: Path, num: int, rng: np.random.RandomState) -> list:
         try:
-            info = np.load(path, allow_pickle=True)
+            info = load_npz(path, ["image_paths", "depth_paths", "points3D_id_to_2D", "overlap_matrix"])
             image_paths, depth_paths = info["image_paths"], info["depth_paths"]
             points, overlap = info["points3D_id_to_2D"], info["overlap_matrix"]
         except (OSError, KeyError, ValueError) as err:
@@ -129,8 +123,8 @@ class MegaDepthPairs(Dataset):
         common = sorted(set(pts_i) & set(pts_j))
         xy_i = np.array([pts_i[k] for k in common], dtype=np.float64).reshape(-1, 2)
         xy_j = np.array([pts_j[k] for k in common], dtype=np.float64).reshape(-1, 2)
-        img_i, xy_i = resize_with_points(open_rgb(self.root / path_i), xy_i, self.dims)
-        img_j, xy_j = resize_with_points(open_rgb(self.root / path_j), xy_j, self.dims)
+        img_i, xy_i = resize_with_points(open_image(self.root / path_i, "RGB"), xy_i, self.dims)
+        img_j, xy_j = resize_with_points(open_image(self.root / path_j, "RGB"), xy_j, self.dims)
         return {
             "image_ref": to_tensor(img_i),
             "image": to_tensor(img_j),
@@ -182,7 +176,7 @@ class CorrespondenceCsv(Dataset):
         return (self.image_dir if scene.strip() in ("/", ".", "") else self.image_dir / scene) / name
 
     def _load(self, scene: str, name: str, xs: str, ys: str) -> tuple[torch.Tensor, torch.Tensor]:
-        img = open_rgb(self.image_path(scene, name))
+        img = open_image(self.image_path(scene, name), "RGB")
         pts = np.stack(
             [np.array(xs.split(";"), dtype=np.float64), np.array(ys.split(";"), dtype=np.float64)], 1
         )

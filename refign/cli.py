@@ -1,0 +1,138 @@
+"""The entry points' command line: Hydra over ``conf/``, and a user's error reported as one line.
+
+Every ``python -m refign.<tool>`` is declared with ``@entry_point("<config>")`` in place of ``@hydra.main``. A
+user error — a missing or unreadable file, a bad key or value, a dataset or weight file that does not fit
+(``USER_ERRORS``) — is printed on stderr as one line naming the file or key, with a hint line, and the process
+exits with status 2 (``EXIT_USER_ERROR``; 1 stays "a tool's own finding", e.g. ``check_data``'s problems).
+``HYDRA_FULL_ERROR=1``, Hydra's own switch, shows the full traceback instead. Any other exception is a bug: it
+keeps its full traceback (exit status 1).
+
+Hydra prints its own errors (an unknown key, a missing group option) over several lines and exits 1 before the
+job runs; Hydra raises them instead when ``HYDRA_FULL_ERROR=1`` is set, so ``entry_point`` sets it while Hydra
+runs and reports them here. Inside a single run the job reports its error itself, before Hydra adds its
+"Error executing job" line; in a sweep (``-m``) the error reaches Hydra, which runs the other points first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import inspect
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, NoReturn
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import CompactHydraException
+from hydra.types import RunMode
+from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
+
+from refign.data.io import DatasetError
+from refign.media import InputError
+from refign.models.weights import CheckpointError
+
+EXIT_USER_ERROR = 2
+DEBUG_ENV = "HYDRA_FULL_ERROR"
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+# Errors of the input, not of the code. ValueError covers ConfigError and the constructors' checks of their
+# arguments, which name the key at fault.
+USER_ERRORS = (
+    ValueError,
+    DatasetError,
+    CheckpointError,
+    InputError,
+    FileNotFoundError,
+    FileExistsError,
+    IsADirectoryError,
+    NotADirectoryError,
+    PermissionError,
+    OmegaConfBaseException,
+    CompactHydraException,
+)
+# how torch's ExceptionWrapper re-raises an error of a DataLoader worker: its message holds the worker's traceback
+WORKER_TRACEBACK = "\nOriginal Traceback (most recent call last):"
+# set by ``entry_point`` while Hydra runs: a single run's job reports a user error itself
+_REPORTING: ContextVar[bool] = ContextVar("refign_reporting", default=False)
+
+
+def one_line(err: BaseException) -> str:
+    """The message of ``err`` on one line: a DataLoader worker's error without the worker's traceback, an
+    OmegaConf error with the key it concerns, a Hydra composition error with its cause or the group's options."""
+    text = str(err).strip()
+    if isinstance(err, OmegaConfBaseException):  # its message goes on with "full_key: …", "object_type=…"
+        return text.splitlines()[0] + (f" (key {err.full_key})" if err.full_key else "")
+    if WORKER_TRACEBACK in text:  # the traceback ends with "<module>.<Type>: <the worker's message>"
+        kind = type(err)
+        name = (
+            kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+        )
+        text = text.rpartition(f"\n{name}: ")[2]
+    line = " ".join(part.strip() for part in text.split("\n\n")[0].splitlines() if part.strip())
+    if isinstance(err, CompactHydraException) and isinstance(err.__cause__, OmegaConfBaseException):
+        line += f" ({one_line(err.__cause__)})"
+    if getattr(err, "options", None):  # hydra.errors.MissingConfigException: the group's choices
+        line += f" (available: {', '.join(err.options)})"
+    return line or type(err).__name__
+
+
+def report(prog: str, err: BaseException) -> NoReturn:
+    """Print ``err`` as one line and a hint; exit with ``EXIT_USER_ERROR``."""
+    print(f"{prog}: error: {one_line(err)}", file=sys.stderr)
+    print(f"({DEBUG_ENV}=1 shows the full traceback)", file=sys.stderr)
+    sys.exit(EXIT_USER_ERROR)
+
+
+@contextlib.contextmanager
+def _env(name: str, value: str) -> Iterator[None]:
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
+
+
+def entry_point(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Callable[[], Any]]:
+    """``hydra.main`` over ``conf/<config_name>.yaml`` for the task function it decorates, with user errors
+    reported as one line (see the module docstring)."""
+
+    def decorate(task: Callable[[DictConfig], Any]) -> Callable[[], Any]:
+        prog = f"refign.{Path(inspect.getfile(task)).stem}"
+
+        @functools.wraps(task)
+        def job(cfg: DictConfig) -> Any:
+            try:
+                return task(cfg)
+            except USER_ERRORS as err:
+                if _REPORTING.get() and HydraConfig.get().mode == RunMode.RUN:
+                    report(prog, err)
+                raise
+
+        # Hydra names the job (its log file) after the task's module: this one's, not ``__main__`` or cli
+        job.__module__ = prog
+        hydra_main = hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=config_name)(job)
+
+        @functools.wraps(task)
+        def main() -> Any:
+            if os.environ.get(DEBUG_ENV) == "1":
+                return hydra_main()
+            token = _REPORTING.set(True)
+            try:
+                with _env(DEBUG_ENV, "1"):  # Hydra raises its errors rather than printing them
+                    return hydra_main()
+            except USER_ERRORS as err:
+                report(prog, err)
+            finally:
+                _REPORTING.reset(token)
+
+        return main
+
+    return decorate

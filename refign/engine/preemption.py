@@ -1,0 +1,121 @@
+"""Stopping a run cleanly when the cluster asks: finish the step, write a checkpoint, requeue, exit.
+
+Slurm sends SIGTERM before it ends a job at its time limit or preempts it (then SIGKILL after ``KillWait``,
+30 s by default), and ``sbatch --signal=USR1@120`` sends SIGUSR1 a chosen time before the limit. Python's
+default for both is to die on the spot, losing every step since the last periodic checkpoint — up to
+``trainer.checkpoint_every`` steps, hours of GPU at the paper's cadence. Here the signal only sets a flag;
+the trainer reads it between steps, all ranks agree on the step to stop at, rank 0 writes the checkpoint, and
+the process exits with ``EXIT_PREEMPTED``. On Slurm, the job then asks to be requeued (``scontrol requeue``,
+as Lightning's ``SLURMEnvironment`` does), and the requeued job resumes the same run by itself
+(``refign.engine.resume``: ``SLURM_RESTART_COUNT`` > 0 makes ``resume=null`` act as ``resume=auto``).
+See docs/reliability.md#preemption.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import threading
+from types import FrameType, TracebackType
+
+import torch
+
+from refign.engine.dist import DistInfo, all_reduce_sum
+
+log = logging.getLogger(__name__)
+
+# EX_TEMPFAIL of sysexits.h: "a temporary failure, the user is invited to retry" — the run is intact and
+# continues with resume=auto (or by itself after a Slurm requeue).
+EXIT_PREEMPTED = 75
+
+
+class Preempted(SystemExit):
+    """The run stopped at a step boundary on a signal, after writing its checkpoint. A ``SystemExit`` with
+    code ``EXIT_PREEMPTED``: it ends the process (a whole ``-m`` sweep too) through every ``finally`` on its
+    way, which close the logger and the process group, and no entry point needs to handle it."""
+
+    def __init__(self, signal_name: str, step: int, requeued: bool) -> None:
+        super().__init__(EXIT_PREEMPTED)
+        self.signal_name, self.step, self.requeued = signal_name, step, requeued
+        then = "the Slurm job was requeued and resumes by itself" if requeued else "continue with resume=auto"
+        log.warning("stopped on %s at step %d, checkpoint written; %s", signal_name, step, then)
+
+
+class StopSignals:
+    """Catches the configured signals for the life of a ``with`` block and remembers the first one.
+
+    The handler does nothing but record the signal (nothing else is safe in a handler); ``pending`` is read by
+    the trainer between steps. Outside the main thread signal handlers cannot be installed (Python's rule):
+    the signals then keep their default action, and a warning says so.
+
+    Args:
+        names: e.g. ``["SIGTERM", "SIGUSR1"]`` (``trainer.stop_signals``); empty = nothing caught.
+    """
+
+    def __init__(self, names: list[str]) -> None:
+        unknown = [n for n in names if not hasattr(signal.Signals, n)]
+        if unknown:
+            raise ValueError(f"trainer.stop_signals: unknown signal(s) {unknown}; e.g. SIGTERM, SIGUSR1")
+        self.signals = [signal.Signals[n] for n in names]
+        self.received: str | None = None
+        self._previous: dict[signal.Signals, object] = {}
+
+    def _record(self, signum: int, frame: FrameType | None) -> None:
+        if self.received is None:
+            self.received = signal.Signals(signum).name
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is not threading.main_thread():
+            if self.signals:
+                log.warning("not the main thread: %s keep their default action", self.names)
+            return self
+        for sig in self.signals:
+            self._previous[sig] = signal.signal(sig, self._record)
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, err: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    @property
+    def names(self) -> list[str]:
+        return [s.name for s in self.signals]
+
+    def agreed(self, dist_info: DistInfo) -> bool:
+        """Whether any rank received a stop signal: the same answer on every rank (a collective under DDP,
+        so every rank must call it at the same step)."""
+        if not dist_info.distributed:
+            return self.received is not None
+        flag = torch.tensor(float(self.received is not None), device=dist_info.device)
+        return bool(all_reduce_sum(flag).item())
+
+
+def slurm_job_id() -> str | None:
+    """The id ``scontrol requeue`` takes: ``<array job>_<task>`` for an array task, else ``SLURM_JOB_ID``."""
+    array_job = os.environ.get("SLURM_ARRAY_JOB_ID")
+    if array_job is not None and "SLURM_ARRAY_TASK_ID" in os.environ:
+        return f"{array_job}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+    return os.environ.get("SLURM_JOB_ID")
+
+
+def requeue_slurm_job() -> bool:
+    """Ask Slurm to requeue this job (rank 0 only); False, with the reason logged, where that fails or the
+    process is not a Slurm job."""
+    job = slurm_job_id()
+    if job is None:
+        return False
+    try:
+        done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        log.error("could not requeue Slurm job %s: %s", job, err)
+        return False
+    if done.returncode != 0:
+        log.error("scontrol requeue %s failed (rc %d): %s", job, done.returncode, done.stderr.strip())
+        return False
+    log.info("requeued Slurm job %s", job)
+    return True
