@@ -24,12 +24,13 @@ class UDAMethod(nn.Module):
     The engine calls ``method(batch, step, backward)`` once per optimiser step (through DDP when
     distributed). The method hands each loss to ``backward(name, loss)`` as soon as it is computed, in the
     order ``loss_names`` declares, and the engine back-propagates it at once: each student pass's
-    activations are freed before the next pass runs, as in the official steps (docs/self-training.md#one-
-    backward-per-loss). A loss that a later one back-propagates through as well is handed over with
-    ``retain_graph=True`` (the source loss before DAFormer's feature distance). The returned dict holds only
-    detached scalars and panels, which are logged: the engine refuses a returned tensor that requires grad
-    (a loss kept out of ``backward`` would keep its pass alive). A method therefore never calls
-    ``Tensor.backward`` itself, nor touches the optimiser, AMP, DDP or checkpoint files.
+    activations are freed before the next pass runs, as in the official steps
+    (docs/self-training.md#one-backward-per-loss). A loss that a later one back-propagates through as well
+    is handed over with ``retain_graph=True`` (the source loss before DAFormer's feature distance). The
+    returned dict holds only detached scalars and panels, which are logged: the engine refuses a returned
+    tensor that requires grad (a loss kept out of ``backward`` would keep its pass alive). A method
+    therefore never calls ``Tensor.backward`` itself, nor touches the optimiser, AMP, DDP or checkpoint
+    files.
 
     Batch keys (tensors already on the right device): ``image_src`` (B,3,H,W) normalised, ``semantic_src``
     (B,H,W) int64 train ids with 255 = ignore, and for adaptation methods ``image_trg`` (B,3,H,W) plus

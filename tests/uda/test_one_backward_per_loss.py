@@ -1,5 +1,5 @@
-"""One backward per loss against the summed single backward it replaced (docs/self-training.md#one-backward-
-per-loss): each student pass of DACS / HRDA (+ MIC) is freed before the next one runs; and, same seed, same
+"""One backward per loss against the summed single backward it replaced
+(docs/self-training.md#one-backward-per-loss): each student pass of DACS / HRDA (+ MIC) is freed before the next one runs; and, same seed, same
 data, the micro size, the weights differ only by the order in which each parameter's gradient contributions
 were summed.
 
