@@ -1,29 +1,16 @@
 """One backward per loss against the summed single backward it replaced
-(docs/self-training.md#one-backward-per-loss): each student pass of DACS / HRDA (+ MIC) is freed before the next one runs; and, same seed, same
-data, the micro size, the weights differ only by the order in which each parameter's gradient contributions
-were summed.
+(docs/self-training.md#one-backward-per-loss): each student pass of DACS / HRDA (+ MIC) is freed before the
+next one runs; and, same seed, same data, the micro size, the weights differ only by the order in which each
+parameter's gradient contributions were summed.
 
 Float addition is commutative but not associative: where a parameter gets at most two non-zero
 contributions the two steps are bit-identical, and that is every family as configured at the micro size
 (the feature distance finds no thing-class cell in the micro crops, the young teacher's confidence stays
 below τ = 0.968, so MIC's and the mixed target pixels' weight is 0). ``NONZERO`` makes every loss term
-non-zero. Then one step differs by rounding (≤ 4e-12 measured), and 20 steps grow it: AdamW divides each
-gradient by its own running magnitude, so where a gradient sits at rounding level the order decides the
-sign of a learning-rate-sized step, and flipped pseudo-labels (argmax) and BatchNorm statistics carry it on.
-Measured on this project's 2-core CPU (2026-12-06), 20 steps, largest difference of any tensor of the
-method's state and the weights beyond 1e-5 + 1e-4·|w|:
-
-| family | largest | beyond |
-|---|---|---|
-| DAFormer | 6.3e-3 (a BatchNorm running variance) | 4798 of 57550 |
-| HRDA | 3.5e-5 | 11 of 61524 |
-| DAFormer + Refign | 1.5e-5 | 5 of 57550 |
-| HRDA + Refign | 3.4e-5 | 10 of 61524 |
-| DAFormer + MIC | 2.2e-4 | 17 of 57550 |
-| HRDA + Refign + MIC | 3.5e-5 | 8 of 61524 |
-
-The slow test checks those with a margin (they depend on the CPU's kernels); the fast ones check the
-bit-identity as configured and the rounding of one step.
+non-zero. Then one step differs by rounding (≤ 4e-12 measured), and 20 steps grow it (AdamW, pseudo-labels,
+BatchNorm statistics): the per-family measurements, on this project's 2-core CPU, are the table in
+docs/self-training.md#one-backward-per-loss. The slow test checks them with a margin (they depend on the
+CPU's kernels); the fast ones check the bit-identity as configured and the rounding of one step.
 """
 
 from __future__ import annotations
