@@ -356,10 +356,15 @@ def build_batches(cfg: DictConfig, source: Dataset, target: Dataset | None, info
 
 
 def build_logger(
-    cfg: DictConfig, run_dir: Path, info: DistInfo, job_type: str, optimizer: torch.optim.Optimizer
+    cfg: DictConfig,
+    run_dir: Path,
+    info: DistInfo,
+    job_type: str,
+    optimizer: torch.optim.Optimizer | None = None,
 ) -> MetricLogger:
     """``metrics.jsonl`` in the run directory, plus wandb when ``logger.wandb`` is set: named, grouped and
-    tagged as its sweep point (``refign.engine.wandb_run.identity``), ``job_type`` the entry point."""
+    tagged as its sweep point (``refign.engine.wandb_run.identity``), ``job_type`` the entry point; the
+    dashboard shows ``optimizer``'s learning rates."""
     wandb = cfg.logger.wandb
     init = OmegaConf.to_container(wandb, resolve=True) | identity(cfg, job_type) if wandb else None
     resolved = OmegaConf.to_container(cfg, resolve=True)

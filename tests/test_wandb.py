@@ -10,6 +10,7 @@ import json
 import re
 import shlex
 import struct
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,11 +18,12 @@ from pathlib import Path
 import pytest
 from wandb.proto import wandb_internal_pb2
 
+from refign import evaluate
 from refign.engine.checkpoint import load
 from refign.engine.wandb_run import RUN_FILE
 from refign.train import run
 from refign.uda.source_only import SourceOnly
-from tests.conftest import CONF_DIR, tiny_overrides
+from tests.conftest import CONF_DIR, compose_cfg, tiny_overrides
 from tests.methods import METHODS, MICRO, assert_bit_equal, finish, interrupted_at_step, train_cli, weights
 
 ROOT = Path(CONF_DIR).parent
@@ -40,6 +42,8 @@ def records(path: Path) -> Iterator[wandb_internal_pb2.Record]:
             pos += BLOCK - pos % BLOCK
             continue
         _, length, kind = struct.unpack("<IHB", data[pos : pos + HEADER])
+        if pos + HEADER + length > len(data):  # still being written
+            return
         chunks += data[pos + HEADER : pos + HEADER + length]
         pos += HEADER + length
         if kind in (1, 4):  # a full record, or the last piece of one
@@ -66,12 +70,24 @@ def items(updates) -> dict:
     return {".".join(u.nested_key) or u.key: json.loads(u.value_json) for u in updates}
 
 
+def finished_records(folder: Path, timeout: float = 60) -> list[wandb_internal_pb2.Record]:
+    """The records of an offline run once its ``exit`` record is written: ``run.finish()`` returns before
+    wandb's service has flushed the file."""
+    path, deadline = next(folder.glob("run-*.wandb")), time.monotonic() + timeout
+    while True:
+        found = list(records(path))
+        if any(r.WhichOneof("record_type") == "exit" for r in found):
+            return found
+        assert time.monotonic() < deadline, f"{path} has no exit record after {timeout} s"
+        time.sleep(0.05)
+
+
 def offline_runs(run_dir: Path) -> list[OfflineRun]:
     """The offline runs written under ``run_dir/wandb``, oldest first."""
     found = []
     for folder in sorted((run_dir / "wandb").glob("offline-run-*")):
         offline = OfflineRun(folder)
-        for record in records(next(folder.glob("run-*.wandb"))):
+        for record in finished_records(folder):
             kind = record.WhichOneof("record_type")
             if kind == "run":
                 offline.run = record.run
@@ -159,7 +175,7 @@ def test_a_resumed_run_continues_its_wandb_run_and_logs_each_step_once(
     records = jsonl(run_dir)
     assert [r["step"] for r in records if "train/loss" in r] == [1, 2, 3, 4, 5, 6]
     assert [r["step"] for r in records] == sorted(r["step"] for r in records)
-    assert "continues at step 4; dropped 1 record(s)" in caplog.text
+    assert "continues at step 4; dropped 1 record(s) of later steps" in caplog.text
 
 
 # ---- what the dashboard shows; nothing else changes ----------------------------------------------------------
@@ -195,9 +211,16 @@ def test_dashboard_content_and_the_run_is_the_same_without_wandb(tiny_cfg, tmp_p
     assert dash.summary["last/val/target/mIoU_step"] == 4
     assert [row["train/nonfinite_steps"] for row in dash.history if "train/loss" in row] == [0, 1, 1, 1]
     lrs = {k for row in dash.history for k in row if k.startswith("train/lr/")}
-    assert lrs == {
-        f"train/lr/{part}_{kind}" for part in ("backbone", "head") for kind in ("decay", "no_decay")
-    }
+    assert lrs == {f"train/lr/{part}_{kind}" for part in ("backbone", "head") for kind in ("weight", "bias")}
+
+    # refign.evaluate logger=wandb: a run of job type "evaluate" with the checkpoint's mIoU
+    ckpt = f"checkpoint={tmp_path / 'wandb' / 'checkpoints' / 'last.pt'}"
+    evaluate.run(
+        compose_cfg([*tiny_overrides(tmp_path, 4, 2), ckpt, "logger=wandb"], "eval"), tmp_path / "eval"
+    )
+    (evaluation,) = offline_runs(tmp_path / "eval")
+    assert evaluation.run.job_type == "evaluate"
+    assert evaluation.summary["last/val/target/mIoU"] == final["target"]["mIoU"]
 
 
 # ---- the scripts' tables -----------------------------------------------------------------------------------

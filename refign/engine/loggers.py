@@ -84,8 +84,8 @@ class MetricLogger:
         tmp.write_text("".join(f"{line}\n" for line in kept))
         os.replace(tmp, self.path)
         log.warning(
-            "%s: the run continues at step %d; dropped %d record(s) after it (the interrupted attempt's, "
-            "written again now)",
+            "%s: the run continues at step %d; dropped %d record(s) of later steps (an interrupted "
+            "attempt's, written again now)",
             self.path,
             self.start_step,
             len(lines) - len(kept),
