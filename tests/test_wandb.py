@@ -19,10 +19,14 @@ import pytest
 from wandb.proto import wandb_internal_pb2
 
 from refign import evaluate
+from refign.align_train import run as align_run
 from refign.engine.checkpoint import load
+from refign.engine.loggers import MetricLogger
 from refign.engine.wandb_run import RUN_FILE
 from refign.train import run
 from refign.uda.source_only import SourceOnly
+from tests.alignment.test_align_resume import TINY as ALIGN_TINY
+from tests.alignment.test_align_train import align_cfg
 from tests.conftest import CONF_DIR, compose_cfg, tiny_overrides
 from tests.methods import METHODS, MICRO, assert_bit_equal, finish, interrupted_at_step, train_cli, weights
 
@@ -153,6 +157,16 @@ def test_sweep_points_are_named_by_their_overrides_in_one_group_with_tags(tmp_pa
     assert len({offline_runs(p)[0].run.display_name for p in points}) == 2
 
 
+def test_a_matcher_training_is_an_align_train_run(tmp_path, offline):
+    """``refign.align_train logger=wandb``: job type ``align_train``, tagged with data and stage;
+    its flat PCK results log as scalars (no per-class table)."""
+    align_run(align_cfg(tmp_path, *ALIGN_TINY, "trainer.max_steps=2", "logger=wandb"), tmp_path / "run")
+    (matcher,) = offline_runs(tmp_path / "run")
+    assert matcher.run.job_type == "align_train" and matcher.run.display_name == "align_train"
+    assert set(matcher.run.tags) == {"synthetic", "stage1"}  # + the matcher's choice in a Hydra job
+    assert logged_steps([matcher], "val/synthetic/pck5") == [2]
+
+
 # ---- one run per training ----------------------------------------------------------------------------------
 def test_a_resumed_run_continues_its_wandb_run_and_logs_each_step_once(
     tiny_cfg, tmp_path, offline, monkeypatch, caplog
@@ -176,6 +190,24 @@ def test_a_resumed_run_continues_its_wandb_run_and_logs_each_step_once(
     assert [r["step"] for r in records if "train/loss" in r] == [1, 2, 3, 4, 5, 6]
     assert [r["step"] for r in records] == sorted(r["step"] for r in records)
     assert "continues at step 4; dropped 1 record(s) of later steps" in caplog.text
+
+
+def test_metrics_file_of_a_resumed_run_drops_later_and_cut_records(tmp_path, caplog):
+    """Resumed at step 3: the interrupted attempt's records of steps 4-5 and a line cut by the kill go, the
+    rest keeps its order, and the new records follow."""
+    lines = [json.dumps({"step": s, "train/loss": s}) for s in (1, 2, 3, 3, 4, 5)] + ['{"step": 6, "tr']
+    (tmp_path / "metrics.jsonl").write_text("\n".join(lines))
+    logger = MetricLogger(tmp_path, enabled=True)
+    logger.resume(3, None)  # a checkpoint from before the logger kept a state
+    logger.log({"train/loss": 4.5}, 4)
+    assert [(r["step"], r["train/loss"]) for r in jsonl(tmp_path)] == [
+        (1, 1),
+        (2, 2),
+        (3, 3),
+        (3, 3),
+        (4, 4.5),
+    ]
+    assert "continues at step 3; dropped 3 record(s) of later steps" in caplog.text
 
 
 # ---- what the dashboard shows; nothing else changes ----------------------------------------------------------

@@ -133,7 +133,11 @@ class MetricLogger:
         if self.wandb is None:
             return
         self.wandb.log(scalars, step)
-        rows = [[name, c, iou] for name, r in results.items() for c, iou in r.get("per_class", {}).items()]
+        # segmentation results hold a per-class table per set; the matcher's are flat PCK/EPE figures
+        per_class = {
+            name: r["per_class"] for name, r in results.items() if isinstance(r, dict) and "per_class" in r
+        }
+        rows = [[name, c, iou] for name, table in per_class.items() for c, iou in table.items()]
         if rows:
             self.wandb.log_table("val/per_class", ["set", "class", "IoU"], rows, step)
         summary = {}
