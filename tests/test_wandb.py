@@ -182,7 +182,12 @@ def test_a_resumed_run_continues_its_wandb_run_and_logs_each_step_once(
     run(tiny_cfg(*common, resume, n_train=4, n_val=2), tmp_path / "unused")
 
     first, second = offline_runs(run_dir)
-    assert first.run.run_id == second.run.run_id
+    assert (
+        first.run.run_id
+        == second.run.run_id
+        == load(run_dir / "checkpoints" / "last.pt")["logger"]["wandb"]["id"]
+    )
+    assert first.run.display_name == second.run.display_name
     assert logged_steps([first], "train/loss") == [1, 2, 3, 4, 5]
     assert logged_steps([second], "train/loss") == [6]  # 5 was sent before the interruption
     assert logged_steps([first, second], "val/target/mIoU") == [3, 6]

@@ -101,8 +101,8 @@ class WandbRun:
 
     def state_dict(self) -> dict[str, Any]:
         """Plain values (the checkpoint loads with ``weights_only=True``)."""
-        return {"id": self.id, "name": self.init.get("name"), "group": self.init.get("group"),
-                "last_step": self.last_step}  # fmt: skip
+        named = {k: self.init.get(k) for k in ("name", "group")}
+        return {"id": self.id, **named, "last_step": self.last_step}
 
     def resume(self, state: dict | None) -> None:
         """Continue the run of a restored checkpoint's ``state`` (or of the run folder)."""
@@ -179,8 +179,8 @@ def logger_defaults(root: Path) -> dict[str, Any]:
 def log_table(
     key: str, columns: list[str], rows: list[list], out_dir: Path, root: Path, group: str | None = None
 ) -> Path:
-    """A results table as a wandb run of its own (``job_type="table"``), offline unless ``WANDB_MODE`` or
-    the logger's config says otherwise; returns the run's local folder. ``scripts/bench_refign.py --wandb``
+    """A results table as a wandb run of its own (``job_type="table"``), in the logger's mode and project
+    (``conf/logger/wandb.yaml``: offline); returns the run's local folder. ``scripts/bench_refign.py --wandb``
     and ``scripts/ablation_table.py --wandb``: the README's tables as a dashboard panel, beside the sweep's
     runs when ``group`` is the sweep's."""
     import wandb
