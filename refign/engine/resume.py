@@ -81,11 +81,14 @@ def differences(stored: dict, requested: dict) -> dict[str, tuple[Any, Any]]:
     def resumable(key: str) -> bool:
         return any(key == r or key.startswith(f"{r}.") for r in RESUMABLE)
 
-    missing = object()
+    # a key absent on one side and null on the other is no difference: a newer version's key whose default
+    # (null) keeps the old behaviour, e.g. ``ablation_row`` in runs from before it
     return {
         k: (a.get(k), b.get(k))
         for k in sorted(set(a) | set(b))
-        if not resumable(k) and a.get(k, missing) != b.get(k, missing)
+        if not resumable(k)
+        and (k in a and k in b or a.get(k) is not None or b.get(k) is not None)
+        and a.get(k) != b.get(k)
     }
 
 
