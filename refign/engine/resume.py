@@ -81,14 +81,10 @@ def differences(stored: dict, requested: dict) -> dict[str, tuple[Any, Any]]:
     def resumable(key: str) -> bool:
         return any(key == r or key.startswith(f"{r}.") for r in RESUMABLE)
 
-    # a key absent on one side and null on the other is no difference: a newer version's key whose default
-    # (null) keeps the old behaviour, e.g. ``ablation_row`` in runs from before it
+    # a key absent on one side is read as null: a newer version's key whose default (null) keeps the old
+    # behaviour, e.g. ``ablation_row`` in runs from before it, is no difference
     return {
-        k: (a.get(k), b.get(k))
-        for k in sorted(set(a) | set(b))
-        if not resumable(k)
-        and (k in a and k in b or a.get(k) is not None or b.get(k) is not None)
-        and a.get(k) != b.get(k)
+        k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if not resumable(k) and a.get(k) != b.get(k)
     }
 
 
