@@ -31,6 +31,7 @@ from refign.engine.wandb_run import identity
 from refign.errors import ConfigError, check_number
 from refign.models.segmentor import Segmentor
 from refign.models.weights import CheckpointError, WeightsMismatchError, init_segmentor, load_strict
+from refign.safe_load import UnsafeFileError
 from refign.uda.base import UDAMethod
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,8 @@ def build_segmentor(cfg: DictConfig) -> Segmentor:
                 "backbone/head; point init_weights to weights of this model, or set init_weights=null "
                 "(fresh head, backbone from its own `pretrained` file)"
             ) from None
+        except UnsafeFileError:
+            raise  # refused unread: its message names the file and how to convert it
         except CheckpointError as err:  # a missing or unreadable file: say which setting names it
             raise CheckpointError(f"init_weights: {err}") from None
         log.info(
