@@ -27,9 +27,11 @@ from refign.engine.dist import DistInfo
 from refign.engine.evaluator import segmentation_eval
 from refign.engine.loggers import MetricLogger
 from refign.engine.trainer import Trainer, TrainerConfig
+from refign.engine.wandb_run import identity
 from refign.errors import ConfigError, check_number
 from refign.models.segmentor import Segmentor
 from refign.models.weights import CheckpointError, WeightsMismatchError, init_segmentor, load_strict
+from refign.safe_load import UnsafeFileError
 from refign.uda.base import UDAMethod
 
 log = logging.getLogger(__name__)
@@ -62,6 +64,8 @@ def build_segmentor(cfg: DictConfig) -> Segmentor:
                 "backbone/head; point init_weights to weights of this model, or set init_weights=null "
                 "(fresh head, backbone from its own `pretrained` file)"
             ) from None
+        except UnsafeFileError:
+            raise  # refused unread: its message names the file and how to convert it
         except CheckpointError as err:  # a missing or unreadable file: say which setting names it
             raise CheckpointError(f"init_weights: {err}") from None
         log.info(
@@ -353,11 +357,20 @@ def build_batches(cfg: DictConfig, source: Dataset, target: Dataset | None, info
     return batches
 
 
-def build_logger(cfg: DictConfig, run_dir: Path, info: DistInfo) -> MetricLogger:
-    """``metrics.jsonl`` in the run directory, plus wandb when ``logger.wandb`` is set."""
-    wandb = cfg.get("logger", {}).get("wandb")
+def build_logger(
+    cfg: DictConfig,
+    run_dir: Path,
+    info: DistInfo,
+    job_type: str,
+    optimizer: torch.optim.Optimizer | None = None,
+) -> MetricLogger:
+    """``metrics.jsonl`` in the run directory, plus wandb when ``logger.wandb`` is set: named, grouped and
+    tagged as its sweep point (``refign.engine.wandb_run.identity``), ``job_type`` the entry point; the
+    dashboard shows ``optimizer``'s learning rates."""
+    wandb = cfg.logger.wandb
+    init = OmegaConf.to_container(wandb, resolve=True) | identity(cfg, job_type) if wandb else None
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    return MetricLogger(run_dir, info.is_main, OmegaConf.to_container(wandb) if wandb else None, resolved)
+    return MetricLogger(run_dir, info.is_main, init, resolved, optimizer)
 
 
 def build_optimizer(cfg: DictConfig, method: torch.nn.Module) -> torch.optim.Optimizer:
@@ -416,7 +429,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, info: DistInfo) -> Trainer:
         evaluate=evaluation,
         dist_info=info,
         run_dir=run_dir,
-        logger=build_logger(cfg, run_dir, info),
+        logger=build_logger(cfg, run_dir, info, "train", optimizer),
         resolved_config=OmegaConf.to_container(cfg, resolve=True),
     )
 
@@ -505,7 +518,7 @@ def build_matcher_trainer(
         evaluate=build_matcher_eval(cfg, info),
         dist_info=info,
         run_dir=run_dir,
-        logger=build_logger(cfg, run_dir, info),
+        logger=build_logger(cfg, run_dir, info, "align_train", optimizer),
         resolved_config=OmegaConf.to_container(cfg, resolve=True),
         # the matcher's own state dict under the official top-level names, as before the engine ran it:
         # ``alignment.checkpoint=<this file>`` and ``read_state_dict`` read it directly

@@ -21,7 +21,6 @@ import inspect
 import os
 import sys
 from collections.abc import Callable, Iterator
-from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -56,8 +55,14 @@ USER_ERRORS = (
 )
 # how torch's ExceptionWrapper re-raises an error of a DataLoader worker: its message holds the worker's traceback
 WORKER_TRACEBACK = "\nOriginal Traceback (most recent call last):"
-# set by ``entry_point`` while Hydra runs: a single run's job reports a user error itself
-_REPORTING: ContextVar[bool] = ContextVar("refign_reporting", default=False)
+
+
+class _Reporting:
+    """Whether ``entry_point`` is running Hydra in this process: a single run's job then reports a user error
+    itself. A class attribute, not a ``ContextVar``: the parallel sweep launcher (joblib) pickles the job, and
+    a class pickles by reference where a ``ContextVar`` cannot be pickled at all."""
+
+    on = False
 
 
 def one_line(err: BaseException) -> str:
@@ -112,7 +117,7 @@ def entry_point(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Cal
             try:
                 return task(cfg)
             except USER_ERRORS as err:
-                if _REPORTING.get() and HydraConfig.get().mode == RunMode.RUN:
+                if _Reporting.on and HydraConfig.get().mode == RunMode.RUN:
                     report(prog, err)
                 raise
 
@@ -124,14 +129,14 @@ def entry_point(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Cal
         def main() -> Any:
             if os.environ.get(DEBUG_ENV) == "1":
                 return hydra_main()
-            token = _REPORTING.set(True)
+            before, _Reporting.on = _Reporting.on, True
             try:
                 with _env(DEBUG_ENV, "1"):  # Hydra raises its errors rather than printing them
                     return hydra_main()
             except USER_ERRORS as err:
                 report(prog, err)
             finally:
-                _REPORTING.reset(token)
+                _Reporting.on = before
 
         return main
 

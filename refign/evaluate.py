@@ -24,13 +24,17 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
     """Build the inference network and the split's evaluation → evaluate → write ``eval.json``."""
     with dist.session(cfg.trainer.device) as info:
         model = build.build_inference_model(cfg).to(info.device)
-        results, _ = build.build_segmentation_eval(cfg, info, cfg.split, required=True)(model)
+        results, flat = build.build_segmentation_eval(cfg, info, cfg.split, required=True)(model)
         if info.is_main:
             out_dir.mkdir(parents=True, exist_ok=True)
             (out_dir / "eval.json").write_text(json.dumps(results, indent=1))
             for name, r in results.items():
                 conds = ", ".join(f"{c} {v:.2f}" for c, v in r.get("per_condition", {}).items())
                 print(f"{name}-{cfg.split} mIoU: {r['mIoU']:.2f}" + (f"  ({conds})" if conds else ""))
+        if cfg.logger.wandb:  # a wandb run of job type "evaluate": the scalars, per-class table and summary
+            logger = build.build_logger(cfg, out_dir, info, "evaluate")
+            logger.log_eval(results, flat, 0)
+            logger.close()
         return results
 
 

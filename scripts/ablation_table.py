@@ -2,16 +2,19 @@
 
     python -m refign.train -m refign=on +ablation=row1,row2,row3,row4,row5,row6 seed=0,1,2 task_name=ablation
     python scripts/ablation_table.py outputs/ablation/multirun/<date>      # one or more sweep folders
+    python scripts/ablation_table.py outputs/ablation/multirun/<date> --wandb   # also as a wandb table run
 
 Runs are recognised by their own ``.hydra/overrides.yaml`` (not by the sweep's folder names), so several sweeps
 (e.g. the seeds run on different days) can be combined; a run without an evaluation file yet is reported as
 unfinished and left out. The minutes per run are the time between the run's config dump and its last
-evaluation file.
+evaluation file. ``--wandb`` logs the table as a wandb run (offline) in the group of the sweep's wandb runs
+(their ``wandb_run.json``), so that it sits beside them on the dashboard.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -19,6 +22,8 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchmark  # noqa: E402
+
+from refign.engine.wandb_run import RUN_FILE  # noqa: E402
 
 # What each row adds, in the paper's order (README "Ablation")
 ROWS = {
@@ -61,10 +66,18 @@ def collect(sweeps: list[Path]) -> tuple[dict[str, list[dict]], dict[str, list[f
     return dict(sorted(results.items(), key=lambda kv: order.index(kv[0]))), times
 
 
+def wandb_group(sweeps: list[Path]) -> str | None:
+    """The wandb group the sweeps' runs were logged in, when they share one (None: no wandb runs, or several
+    groups)."""
+    groups = {json.loads(f.read_text()).get("group") for sweep in sweeps for f in sweep.rglob(RUN_FILE)}
+    return groups.pop() if len(groups) == 1 else None
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sweeps", nargs="+", type=Path, help="sweep folders (searched recursively for runs)")
     p.add_argument("--out", type=Path, default=None, help="also write the table here (markdown)")
+    p.add_argument("--wandb", action="store_true", help="also log the table as a wandb run (offline)")
     args = p.parse_args(argv)
     results, times = collect(args.sweeps)
     seeds = {name: len(runs) for name, runs in results.items()}
@@ -74,6 +87,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     if args.out is not None:
         args.out.write_text(text + "\n")
+    if args.wandb:
+        folder = args.out.parent if args.out is not None else args.sweeps[0]
+        benchmark.log_wandb_table("ablation", results, times, folder, wandb_group(args.sweeps))
 
 
 if __name__ == "__main__":

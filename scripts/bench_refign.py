@@ -5,6 +5,7 @@ DAFormer + MIC (± Refign).
     python scripts/bench_refign.py --rows daformer daformer_refign --seeds 0
     python scripts/bench_refign.py --rows daformer daformer_mic daformer_refign daformer_refign_mic
     python scripts/bench_refign.py --seeds 0 -- dataset.benchmark_seed=1   # another draw of the benchmark
+    python scripts/bench_refign.py --wandb                  # the table also as a wandb run (offline)
 
 Every row starts from the shipped source-only segmentor (``init_weights``, the benchmark's analogue of the
 paper's pretrained weights) and trains the benchmark's 1000 steps; ``refign=on`` aligns with the shipped
@@ -41,9 +42,11 @@ def main() -> None:
     p.add_argument("--seeds", nargs="+", default=["0", "1", "2"])
     p.add_argument("--jobs", default="1")
     p.add_argument("--out", default=str(benchmark.ROOT / "outputs" / "bench_refign"))
+    p.add_argument("--wandb", action="store_true", help="also log the table as a wandb run (offline)")
     args, common = p.parse_known_args()
     common = [c for c in common if c != "--"]
-    argv = ["--seeds", *args.seeds, "--out", args.out, "--jobs", args.jobs, "--common", *common]
+    argv = ["--seeds", *args.seeds, "--out", args.out, "--jobs", args.jobs, *["--wandb"] * args.wandb]
+    argv += ["--common", *common]
     for row in args.rows:
         argv += ["--row", row, *ROWS[row]]
     benchmark.main(argv)

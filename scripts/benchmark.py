@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # --wandb imports refign's wandb helpers
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -39,6 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--common", nargs="*", default=[], help="overrides applied to every row")
     p.add_argument("--out", type=Path, default=ROOT / "outputs" / "benchmark")
     p.add_argument("--jobs", type=int, default=1, help="training processes at once")
+    p.add_argument("--wandb", action="store_true", help="also log the table as a wandb run (offline)")
     return p.parse_args(argv)
 
 
@@ -81,12 +83,16 @@ def mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
 
 
-def table(results: dict[str, list[dict]], times: dict[str, list[float]]) -> str:
+def table_cells(
+    results: dict[str, list[dict]], times: dict[str, list[float]]
+) -> tuple[list[str], list[list]]:
+    """The table's column names and rows of cells (strings, as printed): the Markdown table and the wandb
+    table (``--wandb``) show the same cells."""
     conditions = sorted(
         {c for runs in results.values() for r in runs for c in r.get("target", {}).get("per_condition", {})}
     )
     head = ["method", "source-val", "target-val", *conditions, "min/run"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = []
     for name, runs in results.items():
         cells = [
             name,
@@ -96,8 +102,29 @@ def table(results: dict[str, list[dict]], times: dict[str, list[float]]) -> str:
         cells += [mean_std([r["target"]["per_condition"][c] for r in runs]) for c in conditions]
         known = [t for t in times[name] if t == t]  # NaN: a run finished before times were recorded
         cells.append(f"{statistics.mean(known) / 60:.1f}" if known else "–")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append(cells)
+    return head, rows
+
+
+def table(results: dict[str, list[dict]], times: dict[str, list[float]]) -> str:
+    """The Markdown table of ``table_cells``."""
+    head, rows = table_cells(results, times)
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    return "\n".join(lines + ["| " + " | ".join(cells) + " |" for cells in rows])
+
+
+def log_wandb_table(
+    key: str,
+    results: dict[str, list[dict]],
+    times: dict[str, list[float]],
+    out_dir: Path,
+    group: str | None = None,
+) -> None:
+    """``--wandb``: the table as a wandb run of its own (offline; ``wandb sync`` uploads it)."""
+    from refign.engine.wandb_run import log_table
+
+    folder = log_table(key, *table_cells(results, times), out_dir, ROOT, group)
+    print(f"wandb table run: {folder}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -115,6 +142,8 @@ def main(argv: list[str] | None = None) -> None:
     text = table(results, times)
     print(f"\nValidation mIoU (%), mean ± std over seeds {args.seeds}:\n\n{text}")
     (args.out / "table.md").write_text(text + "\n")
+    if args.wandb:
+        log_wandb_table(args.out.name, results, times, args.out)
 
 
 if __name__ == "__main__":

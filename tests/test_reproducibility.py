@@ -72,7 +72,7 @@ def test_deterministic_switch_holds_during_the_run_only(tiny_cfg, tmp_path, monk
     seen = {}
     fit = trainer_mod.Trainer.fit
 
-    def recording_fit(self):
+    def recording_fit(self, stop=None):
         seen.update(
             algorithms=torch.are_deterministic_algorithms_enabled(),
             warn_only=torch.is_deterministic_algorithms_warn_only_enabled(),

@@ -34,6 +34,7 @@ def test_differences_name_what_changed_and_leave_out_what_a_resume_may_change():
     }
     assert resume.differences(stored, asked) == {"optim.betas": ([0.9, 0.999], [0.9, 0.99]), "seed": (5, 0)}
     assert resume.differences(stored, {**stored, "new_key": 1}) == {"new_key": (None, 1)}
+    assert resume.differences(stored, {**stored, "new_key": None}) == {}  # a newer key at its null default
 
 
 def test_a_sweep_with_resume_auto_never_continues_another_runs_checkpoint(tiny_cfg, tmp_path, caplog):

@@ -81,11 +81,10 @@ def differences(stored: dict, requested: dict) -> dict[str, tuple[Any, Any]]:
     def resumable(key: str) -> bool:
         return any(key == r or key.startswith(f"{r}.") for r in RESUMABLE)
 
-    missing = object()
+    # a key absent on one side is read as null: a newer version's key whose default (null) keeps the old
+    # behaviour, e.g. ``ablation_row`` in runs from before it, is no difference
     return {
-        k: (a.get(k), b.get(k))
-        for k in sorted(set(a) | set(b))
-        if not resumable(k) and a.get(k, missing) != b.get(k, missing)
+        k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if not resumable(k) and a.get(k) != b.get(k)
     }
 
 

@@ -199,6 +199,7 @@ class Trainer:
             "step": self.step,
             "rng": all_gather_object(checkpoint.rng_state()),
             "config": self.resolved_config,
+            "logger": self.logger.state_dict(),
             **(self.checkpoint_extras() if self.checkpoint_extras else {}),
         }
 
@@ -208,6 +209,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         self.step = state["step"]
+        self.logger.resume(self.step, state.get("logger"))
         rng = state["rng"]
         if isinstance(rng, dict):  # a checkpoint from before per-rank states: the saving rank's only
             rng = [rng]
@@ -383,7 +385,7 @@ class Trainer:
         if self.dist.device.type == "cuda":  # the GPU memory the run needs, as mmcv's logger reports it
             means["cuda_peak_gib"] = torch.cuda.max_memory_allocated(self.dist.device) / 2**30
         bar.set_postfix({k: f"{v:.3g}" for k, v in means.items() if k.startswith("loss")})
-        self.logger.log({f"train/{k}": v for k, v in means.items()}, self.step)
+        self.logger.log({f"train/{k}": v for k, v in means.items()}, self.step, skipped=summary.skipped)
 
     @staticmethod
     def _due(every: int, step: int) -> bool:
@@ -438,7 +440,7 @@ class Trainer:
         if self.evaluate is None:
             return {}
         results, flat = self.evaluate(self.method.inference_model(), self.autocast)
-        self.logger.log(flat, self.step)
+        self.logger.log_eval(results, flat, self.step)
         if self.dist.is_main:
             (self.run_dir / f"eval_{self.step:07d}.json").write_text(json.dumps(results, indent=1))
             log.info("step %d: %s", self.step, ", ".join(f"{k} {v:.2f}" for k, v in flat.items()))

@@ -104,8 +104,10 @@ def test_ablation_rows_set_the_official_switches():
     }
     with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
         for row, values in expected.items():
-            r = compose("train", overrides=["refign=on", "uda=daformer", f"+ablation=row{row}"]).refine
+            cfg = compose("train", overrides=["refign=on", "uda=daformer", f"+ablation=row{row}"])
+            r = cfg.refine
             assert (r.use_align, r.disable_m, r.disable_p, r.gamma, r.adapt_to_ref) == values, row
+            assert cfg.ablation_row == row  # a config value a dashboard groups by
 
 
 def test_refign_training_steps_log_refinement_statistics_and_panels(tiny_cfg, matcher_file, tmp_path):
