@@ -221,9 +221,11 @@ def test_dashboard_content_and_the_run_is_the_same_without_wandb(tiny_cfg, tmp_p
     non-finite counter; the weights and ``metrics.jsonl`` (but for times) equal those of ``logger=local``."""
     real_forward = SourceOnly.forward
 
-    def nan_at_step_2(self, batch, step):
-        out = real_forward(self, batch, step)
-        return out | {"loss_src": out["loss_src"] * float("nan")} if step == 1 else out
+    def nan_at_step_2(self, batch, step, backward):
+        def poisoned(name, loss, **kwargs):
+            backward(name, loss * float("nan"), **kwargs)
+
+        return real_forward(self, batch, step, poisoned if step == 1 else backward)
 
     monkeypatch.setattr(SourceOnly, "forward", nan_at_step_2)
     common = ["trainer.max_steps=4", "trainer.eval_every=2"]
