@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from refign import build
 from refign.cli import entry_point
@@ -33,8 +33,7 @@ def train(cfg: DictConfig, run_dir: Path, info: dist.DistInfo) -> dict:
     """Resolve resume → seed → build → restore → fit → close. The trainer lives in this frame only, so that
     ``dist.session`` can free it before the process group goes (see there)."""
     task_root = Path(cfg.paths.output_dir) / cfg.task_name
-    requested = OmegaConf.to_container(cfg, resolve=True)
-    start = resume.plan(cfg.resume, requested, task_root, run_dir, force=cfg.resume_force)
+    start = resume.plan(cfg, task_root, run_dir)
     run_dir = start.run_dir
     seed_everything(cfg.seed + info.rank)
     trainer = build.build_trainer(cfg, run_dir, info)

@@ -53,9 +53,9 @@ def test_bf16_autocasts_the_step_and_keeps_fp32_weights(tiny_cfg, tmp_path, monk
         outputs.append(out)
         return out
 
-    def fit_from_a_copy_of_the_start(self):
+    def fit_from_a_copy_of_the_start(self, stop=None):
         initial.update(copy.deepcopy(self.method.model.state_dict()))
-        return real_fit(self)
+        return real_fit(self, stop)
 
     monkeypatch.setattr(Segmentor, "forward", recorded_forward)
     monkeypatch.setattr(Trainer, "fit", fit_from_a_copy_of_the_start)

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from omegaconf import DictConfig, OmegaConf
+
 from refign.engine import checkpoint
 from refign.engine.checkpoint_store import CheckpointStore
 from refign.models.weights import CheckpointError
@@ -158,27 +160,32 @@ def requeued_by_slurm() -> bool:
     return int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0
 
 
-def plan(resume: str | None, requested: dict, task_root: Path, run_dir: Path, force: bool) -> ResumePlan:
-    """The checkpoint (loaded) and run folder for ``resume`` = null (fresh), ``auto`` (the newest run of the
-    same configuration under ``task_root``) or a path; the run folder is created."""
+def plan(cfg: DictConfig, task_root: Path, run_dir: Path) -> ResumePlan:
+    """The checkpoint (loaded) and run folder for ``cfg.resume`` = null (fresh), ``auto`` (the newest run of
+    the same configuration under ``task_root``) or a path; the run folder is created. The configuration is
+    resolved only to resume: a fresh run's build checks it first, with errors that name the key at fault."""
+    resume = cfg.resume
     if resume in (None, "", False) and requeued_by_slurm():
         log.info(
             "requeued Slurm job (SLURM_RESTART_COUNT=%s): resume=auto", os.environ["SLURM_RESTART_COUNT"]
         )
         resume = "auto"
-    path: Path | None = None
+    if resume in (None, "", False):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return ResumePlan(None, None, run_dir)
+    requested = OmegaConf.to_container(cfg, resolve=True)
     if resume == "auto":
         path = find_same_run(task_root, requested)
         if path is None:
             log.info("resume=auto: no previous run of this configuration under %s, starting fresh", task_root)
-    elif resume not in (None, "", False):
+            run_dir.mkdir(parents=True, exist_ok=True)
+            return ResumePlan(None, None, run_dir)
+    else:
         path = Path(resume)
-    state = None
-    if path is not None:
-        state = checkpoint.load(path)
-        check_same_config(state.get("config"), requested, path, force)
-        if path.parent.name == "checkpoints":
-            run_dir = path.parent.parent
+    state = checkpoint.load(path)
+    check_same_config(state.get("config"), requested, path, cfg.resume_force)
+    if path.parent.name == "checkpoints":
+        run_dir = path.parent.parent
     run_dir.mkdir(parents=True, exist_ok=True)
     return ResumePlan(state, path, run_dir)
 
