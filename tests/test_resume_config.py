@@ -12,7 +12,8 @@ import pytest
 from refign.engine import checkpoint, resume
 from refign.models.weights import CheckpointError
 from refign.train import run
-from tests.methods import METHODS, MICRO, assert_bit_equal, weights
+from tests.conftest import tiny_overrides
+from tests.methods import METHODS, MICRO, assert_bit_equal, finish, train_cli, weights
 
 
 def last_step(run_dir) -> int:
@@ -117,3 +118,35 @@ def test_resume_auto_passes_over_a_damaged_last_checkpoint_to_the_previous_intac
     )
     assert last_step(first) == last_step(direct) == 6
     assert_bit_equal(weights(first / "checkpoints" / "last.pt"), weights(direct / "checkpoints" / "last.pt"))
+
+
+def test_a_real_resume_auto_sweep_never_continues_another_run(tmp_path):
+    """The issue's commands through ``python -m refign.train -m``: after ``task_name=sw seed=5 optim.lr=0.01``,
+    the points of ``-m task_name=sw seed=0,1 resume=auto`` start fresh in their own folders; the same sweep
+    run again with more steps continues each point's own run."""
+    args = [*tiny_overrides(tmp_path, n_train=4, n_val=2), *METHODS["source_only"], *MICRO, "task_name=sw"]
+    unrelated = tmp_path / "outputs" / "sw" / "runs" / "unrelated"
+    finish(
+        train_cli(
+            *args,
+            "seed=5",
+            "optim.lr=0.01",
+            "trainer.max_steps=4",
+            f"hydra.run.dir={unrelated}",
+            log=tmp_path / "u.log",
+        )
+    )
+    first = tmp_path / "outputs" / "sw" / "multirun" / "first"
+    sweep = ["-m", *args, "seed=0,1", "resume=auto"]
+    finish(train_cli(*sweep, "trainer.max_steps=2", f"hydra.sweep.dir={first}", log=tmp_path / "first.log"))
+    points = sorted(p.parent.parent for p in first.glob("*/checkpoints/last.pt"))
+    assert len(points) == 2 and [p.name[:2] for p in points] == ["0_", "1_"]  # one folder per point
+    assert [last_step(p) for p in points] == [2, 2] and last_step(unrelated) == 4
+
+    again = tmp_path / "outputs" / "sw" / "multirun" / "again"
+    out = finish(
+        train_cli(*sweep, "trainer.max_steps=3", f"hydra.sweep.dir={again}", log=tmp_path / "again.log")
+    )
+    assert [last_step(p) for p in points] == [3, 3] and last_step(unrelated) == 4
+    assert not list(again.glob("*/checkpoints/last.pt"))
+    assert out.count("passed over") >= 3  # the unrelated run for both points, the other seed's point
