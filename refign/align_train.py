@@ -18,7 +18,7 @@ from refign import build
 from refign.cli import entry_point
 from refign.engine import checkpoint, dist, resume
 from refign.engine.preemption import StopSignals
-from refign.engine.reproducibility import seed_everything
+from refign.engine.reproducibility import seed_everything, task_session
 
 log = logging.getLogger("refign.align_train")
 
@@ -30,7 +30,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     """
     if cfg.mode not in ("train", "eval"):
         raise ValueError(f"mode must be 'train' or 'eval', got {cfg.mode!r}")
-    with dist.session(cfg.trainer.device) as info:
+    with task_session(cfg) as info:  # trainer.deterministic holds for the matcher too
         result = train(cfg, run_dir, info) if cfg.mode == "train" else evaluate(cfg, info)
         if info.is_main:
             print(format_metrics(result["metrics"], cfg.dataset.name))

@@ -12,7 +12,7 @@ from refign import build
 from refign.cli import entry_point
 from refign.engine import dist, resume
 from refign.engine.preemption import StopSignals
-from refign.engine.reproducibility import deterministic_algorithms, import_targets, seed_everything
+from refign.engine.reproducibility import seed_everything, task_session
 
 log = logging.getLogger("refign.train")
 
@@ -20,8 +20,7 @@ log = logging.getLogger("refign.train")
 def run(cfg: DictConfig, run_dir: Path) -> dict:
     """One training run. Its random state is a function of ``cfg.seed`` and the rank alone, whether it is the
     first run of its process or a later one (a sweep point), and nothing of it outlives the run."""
-    import_targets(cfg)  # before the seed: imports may draw from the global random streams
-    with dist.session(cfg.trainer.device) as info, deterministic_algorithms(cfg.trainer.deterministic):
+    with task_session(cfg) as info:
         results = train(cfg, run_dir, info)
         if info.is_main:
             for name, r in results.items():

@@ -14,6 +14,7 @@ import os
 import pytest
 import torch
 
+from refign.align_train import run as align_run
 from refign.engine import trainer as trainer_mod
 from refign.engine.reproducibility import CUBLAS_WORKSPACE, target_modules
 from refign.train import run
@@ -65,12 +66,12 @@ def test_target_modules_are_those_the_build_instantiates(tmp_path):
     assert len(modules) == len(set(modules))
 
 
-def test_deterministic_switch_holds_during_the_run_only(tiny_cfg, tmp_path, monkeypatch):
+@pytest.mark.parametrize("entry", ["train", "align_train"])  # align_train ignored the switch before
+def test_deterministic_switch_holds_during_the_run_only(tiny_cfg, tmp_path, monkeypatch, entry):
     cudnn = torch.backends.cudnn
     monkeypatch.setattr(cudnn, "benchmark", True)  # what the process had before the run
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
     seen = {}
-    fit = trainer_mod.Trainer.fit
 
     def recording_fit(self, stop=None):
         seen.update(
@@ -80,11 +81,26 @@ def test_deterministic_switch_holds_during_the_run_only(tiny_cfg, tmp_path, monk
             cudnn_deterministic=cudnn.deterministic,
             cublas=os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
         )
-        return fit(self)
+        raise KeyboardInterrupt  # what the trainer would do next is not this test's business
 
     monkeypatch.setattr(trainer_mod.Trainer, "fit", recording_fit)
-    cfg = tiny_cfg(*METHODS["dacs"], *MICRO, "trainer.max_steps=1", "trainer.deterministic=true", n_train=4)
-    run(cfg, tmp_path)
+    if entry == "train":
+        cfg = tiny_cfg(
+            *METHODS["dacs"], *MICRO, "trainer.max_steps=1", "trainer.deterministic=true", n_train=4
+        )
+        with pytest.raises(KeyboardInterrupt):
+            run(cfg, tmp_path)
+    else:
+        cfg = compose_cfg(
+            [
+                f"paths.output_dir={tmp_path}/out",
+                f"paths.cache_dir={tmp_path.parent}/align_cache",
+                "trainer.deterministic=true",
+            ],
+            "align_train",
+        )
+        with pytest.raises(KeyboardInterrupt):
+            align_run(cfg, tmp_path / "align")
     assert seen == {
         "algorithms": True,
         "warn_only": True,

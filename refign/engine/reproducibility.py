@@ -23,6 +23,9 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from refign.engine import dist
+from refign.engine.dist import DistInfo
+
 # cuBLAS needs a fixed workspace to be deterministic (CUDA >= 10.2); ":4096:8" is PyTorch's recommendation.
 CUBLAS_WORKSPACE = ":4096:8"
 
@@ -91,3 +94,14 @@ def deterministic_algorithms(enabled: bool) -> Iterator[None]:
     finally:
         torch.use_deterministic_algorithms(mode, warn_only=warn_only)
         cudnn.benchmark, cudnn.deterministic = benchmark, deterministic
+
+
+@contextlib.contextmanager
+def task_session(cfg: DictConfig) -> Iterator[DistInfo]:
+    """A training task's process set-up, the same for every entry point that trains (``refign.train``,
+    ``refign.align_train``): the configured modules imported before anything is seeded (imports may draw from
+    the global random streams), the distributed session, and ``trainer.deterministic`` for its duration. Each
+    entry point seeds after it has decided where the run continues from."""
+    import_targets(cfg)
+    with dist.session(cfg.trainer.device) as info, deterministic_algorithms(cfg.trainer.deterministic):
+        yield info
