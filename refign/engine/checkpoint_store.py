@@ -321,6 +321,14 @@ def _temp(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
+def write_text_atomic(path: Path, text: str) -> None:
+    """Replace ``path``'s text in one rename, so that a reader (or a kill) never sees half of it: the small
+    records beside a run (its configuration, ``metrics.jsonl`` cut at a resume, the wandb run's identity)."""
+    tmp = _temp(path)
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def _write_synced(path: Path, fill: Callable[[IO[bytes]], Any]) -> None:
     """Write ``path`` with ``fill`` and wait until its bytes are on the disk (``fsync``)."""
     with open(path, "wb") as f:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from refign.engine.checkpoint_store import write_text_atomic
 from refign.engine.wandb_run import WandbRun
 
 log = logging.getLogger(__name__)
@@ -80,9 +80,7 @@ class MetricLogger:
         kept = [line for line in lines if (step := _step_of(line)) is not None and step <= self.start_step]
         if len(kept) == len(lines):
             return
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        tmp.write_text("".join(f"{line}\n" for line in kept))
-        os.replace(tmp, self.path)
+        write_text_atomic(self.path, "".join(f"{line}\n" for line in kept))
         log.warning(
             "%s: the run continues at step %d; dropped %d record(s) of later steps (an interrupted "
             "attempt's, written again now)",

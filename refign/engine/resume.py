@@ -22,7 +22,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from refign.engine import checkpoint
-from refign.engine.checkpoint_store import CheckpointStore
+from refign.engine.checkpoint_store import CheckpointStore, write_text_atomic
 from refign.models.weights import CheckpointError
 
 log = logging.getLogger(__name__)
@@ -113,9 +113,7 @@ def write_config_record(run_dir: Path, config: dict) -> None:
     """Record the run's configuration beside its checkpoints (rank 0, when the run starts)."""
     folder = run_dir / "checkpoints"
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{CONFIG_RECORD}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(config, indent=1, default=str))
-    os.replace(tmp, folder / CONFIG_RECORD)
+    write_text_atomic(folder / CONFIG_RECORD, json.dumps(config, indent=1, default=str))
 
 
 def candidate_runs(task_root: Path) -> list[CheckpointStore]:

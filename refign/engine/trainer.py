@@ -160,9 +160,8 @@ class Trainer:
         self.resolved_config = resolved_config
         self.checkpoint_extras = checkpoint_extras
         self.step = 0
-        self.saved_step = (
-            -1
-        )  # the step of the newest checkpoint this process wrote (no double save at the end)
+        # the step of the newest checkpoint this process wrote (no double save at the end)
+        self.saved_step = -1
         self.store = CheckpointStore(self.run_dir / "checkpoints", keep_last=cfg.keep_checkpoints)
         dtype = PRECISIONS[self.precision]
         self.autocast = (

@@ -21,6 +21,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from refign.engine.checkpoint_store import write_text_atomic
 from refign.resolvers import short_dirname
 
 log = logging.getLogger(__name__)
@@ -137,9 +138,7 @@ class WandbRun:
         return self.run
 
     def _write_file(self) -> None:
-        tmp = self.file.with_name(f".{RUN_FILE}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self.state_dict()))
-        os.replace(tmp, self.file)
+        write_text_atomic(self.file, json.dumps(self.state_dict()))
 
     def log(self, data: dict[str, Any], step: int) -> None:
         """Send ``data`` at ``step`` unless an earlier attempt of this training sent that step already."""
