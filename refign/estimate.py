@@ -15,7 +15,6 @@ import contextlib
 import functools
 import json
 import logging
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -37,7 +36,7 @@ from refign.engine.backward import LossBackward
 from refign.engine.dist import DistInfo
 from refign.engine.live_memory import LiveMemory
 from refign.engine.reproducibility import import_targets
-from refign.engine.trainer import AUTO16, PRECISIONS, Trainer
+from refign.engine.step import AUTO16, PRECISIONS, TrainStep
 
 log = logging.getLogger("refign.estimate")
 # the matcher's local correlation: counted apart (see ``counted_by_part``) and added to the total
@@ -225,10 +224,10 @@ class CountedBackward(LossBackward):
 
 @contextlib.contextmanager
 def counted_by_part(
-    counter: FlopCounterMode, method: torch.nn.Module, trainer: Trainer
+    counter: FlopCounterMode, method: torch.nn.Module, step: TrainStep
 ) -> Iterator[dict[str, int]]:
     """FLOPs per part (filled in when the block exits): each network's forward, the backwards
-    (``CountedBackward``, set as the trainer's ``loss_backward`` for the block) and the rest of the step
+    (``CountedBackward``, set as the step's ``loss_backward`` for the block) and the rest of the step
     (losses, augmentation, refinement). Read from the counter's running total around the calls, because its
     own per-module split is unreliable here."""
 
@@ -259,13 +258,13 @@ def counted_by_part(
     handles += [
         m.register_forward_hook(correlation) for m in method.modules() if isinstance(m, LocalCorrelation)
     ]
-    trainer.loss_backward = functools.partial(CountedBackward, total=total, flops=flops)
+    step.loss_backward = functools.partial(CountedBackward, total=total, flops=flops)
     try:
         yield flops
     finally:
         for h in handles:
             h.remove()
-        del trainer.loss_backward
+        del step.loss_backward
     backward = flops.pop("backward", 0)
     correlation_flops = flops.pop("local correlation", 0)
     flops["rest of the forward"] = total() - backward - sum(flops.values())
@@ -279,14 +278,14 @@ def trace_step(cfg: DictConfig, precision: str) -> StepEstimate:
     start = time.perf_counter()
     cfg = traceable(cfg)
     info = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
-    with FakeTensorMode(allow_non_fake_inputs=True), tempfile.TemporaryDirectory() as tmp:
+    with FakeTensorMode(allow_non_fake_inputs=True):
         with HostFactories(), warnings.catch_warnings():
             # the EMA teacher and the ImageNet copy are deep copies: torch's Tensor.__deepcopy__ asks each
             # fake tensor for its data pointer, warns that this is a bug, and copies it correctly all the same
             warnings.filterwarnings("ignore", "Accessing the data pointer of FakeTensor", UserWarning)
             method = build.build_method(cfg, weight_files=False)
-        trainer = build.build_step_trainer(cfg, method, info, precision, Path(tmp))
-        trainer.method.train()
+        step = build.build_train_step(cfg, method, info, precision)
+        method.train()
         batch = fake_batch(cfg, build.method_class(cfg).needs_target)
         memory = LiveMemory()
         trained = {id(p) for p in method.parameters() if p.requires_grad}
@@ -295,13 +294,13 @@ def trace_step(cfg: DictConfig, precision: str) -> StepEstimate:
         memory.track(method.buffers(), "frozen")
         memory.track(batch.values(), "batch")
         policy = cuda_autocast_policy() if precision != "32" else contextlib.nullcontext()
-        with phase_hooks(memory, trainer.optimizer), policy, memory:
-            initialise_state(trainer.optimizer)
+        with phase_hooks(memory, step.optimizer), policy, memory:
+            initialise_state(step.optimizer)
             memory.reset_peak()
             before = memory.current
             flop_counter = StepFlops(custom_mapping={torch.ops.aten.convolution_backward: conv_backward_flop})
-            with flop_counter as counter, counted_by_part(counter, method, trainer) as parts:
-                trainer.train_step(batch)
+            with flop_counter as counter, counted_by_part(counter, method, step) as parts:
+                step(batch, 0)
     return StepEstimate(
         precision=precision,
         peak=memory.peak,

@@ -93,9 +93,7 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_row(
-    cfg: DictConfig, precision: str, info: DistInfo, steps: int, warmup: int, run_dir: Path, clock: str
-) -> dict:
+def time_row(cfg: DictConfig, precision: str, info: DistInfo, steps: int, warmup: int, clock: str) -> dict:
     """Steps per second and peak memory of ``steps`` training steps after ``warmup`` ones, by the wall clock
     or (``clock="cpu"``) by the CPU time of the process."""
     torch.manual_seed(0)
@@ -103,15 +101,16 @@ def time_row(
     method = build.build_method(cfg).to(info.device)
     with open_dict(cfg):
         cfg.trainer.max_steps = STEPS_PER_RUN
-    trainer = build.build_step_trainer(cfg, method, info, precision, run_dir)
-    trainer.method.train()
+    train_step = build.build_train_step(cfg, method, info, precision)
+    method.train()
     batch = random_batch(cfg, info.device, torch.Generator().manual_seed(0))
     if info.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(info.device)
 
+    index = iter(range(2**62))
+
     def step() -> None:
-        trainer.train_step(batch)
-        trainer.step += 1
+        train_step(batch, next(index))
 
     for _ in range(warmup):
         step()
@@ -193,7 +192,7 @@ def main() -> None:
             for row in args.rows:
                 cfg = compose_row(row, args.scale, Path(tmp), extra)
                 build.write_random_weights(cfg)
-                r = time_row(cfg, precision, info, args.steps, args.warmup, Path(tmp), args.clock)
+                r = time_row(cfg, precision, info, args.steps, args.warmup, args.clock)
                 results.append({"precision": precision, "row": row, **r})
                 print(f"{precision:>4} {row:>16}: {r['steps_per_s']:.3f} steps/s", flush=True)
                 gc.collect()

@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from refign import build  # noqa: E402
 from refign.engine.dist import DistInfo  # noqa: E402
-from refign.engine.trainer import Trainer  # noqa: E402
+from refign.engine.step import TrainStep  # noqa: E402
 from refign.estimate import aligning, trace_step, traceable  # noqa: E402
 
 LOCK = "/tmp/refign-heavy.lock"
@@ -90,15 +90,14 @@ def random_batch(cfg: DictConfig, needs_target: bool) -> dict[str, torch.Tensor]
     return batch
 
 
-def peak_rise(trainer: Trainer, batch: dict[str, torch.Tensor]) -> int:
+def peak_rise(step: TrainStep, batch: dict[str, torch.Tensor], index: int) -> int:
     """Bytes the peak resident set rises by during one real step, over the resident set before it (freed
     memory returned to the system first, so that it does not hide the step's own allocations)."""
     gc.collect()
     ctypes.CDLL("libc.so.6").malloc_trim(0)
     before = status_kib("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # the peak resident set starts again from now
-    trainer.train_step(batch)
-    trainer.step += 1
+    step(batch, index)
     return (status_kib("VmHWM") - before) * 1024
 
 
@@ -108,11 +107,11 @@ def measure(cfg: DictConfig) -> tuple[int, int]:
     random.seed(0)
     info = DistInfo(0, 1, 0, torch.device("cpu"))
     method = build.build_method(cfg, weight_files=False)
-    trainer = build.build_step_trainer(cfg, method, info, "32", Path("/nonexistent"))
-    trainer.method.train()
+    step = build.build_train_step(cfg, method, info, "32")
+    method.train()
     batch = random_batch(cfg, build.method_class(cfg).needs_target)
-    first = peak_rise(trainer, batch)  # also creates the optimiser's state and initialises the libraries
-    return first, peak_rise(trainer, batch)
+    first = peak_rise(step, batch, 0)  # also creates the optimiser's state and initialises the libraries
+    return first, peak_rise(step, batch, 1)
 
 
 def child(name: str) -> None:
