@@ -30,13 +30,13 @@ from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 
 from refign import build
 from refign.alignment.correlation import LocalCorrelation
-from refign.cli import entry_point
 from refign.engine.autocast_policy import cuda_autocast_policy
 from refign.engine.backward import LossBackward
 from refign.engine.dist import DistInfo
 from refign.engine.live_memory import LiveMemory
 from refign.engine.reproducibility import import_targets
 from refign.engine.step import AUTO16, PRECISIONS, TrainStep
+from refign.task import entry_point
 
 log = logging.getLogger("refign.estimate")
 # the matcher's local correlation: counted apart (see ``counted_by_part``) and added to the total

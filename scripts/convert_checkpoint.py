@@ -40,7 +40,7 @@ from refign import build  # noqa: E402
 from refign.engine import checkpoint  # noqa: E402
 from refign.models.convert import check_vgg16, convert_mit, convert_refign  # noqa: E402
 from refign.models.weights import load_strict, read_state_dict  # noqa: E402
-from refign.safe_load import load_torch  # noqa: E402
+from refign.utils.safe_load import load_torch  # noqa: E402
 
 
 def save(obj: dict, out: Path, force: bool) -> None:

@@ -12,7 +12,7 @@ import tqdm.std
 from hydra import compose, initialize_config_dir
 
 import refign
-from refign import progress
+from refign.utils import progress
 from tests.conftest import CONF_DIR
 from tests.methods import finish, train_cli
 
