@@ -93,6 +93,19 @@ def test_every_entry_point_reports_an_unknown_key_in_one_line(module, tmp_path, 
 
 
 @pytest.mark.parametrize(
+    "module,override",
+    [("align_train", "dataset.batch_size=2"), ("align_train", "align_data=megadepth"), ("check_data", "align_data=x")],
+)
+def test_an_override_of_a_renamed_key_names_the_new_one(module, override, tmp_path, monkeypatch, capsys):
+    """The matcher's data moved from ``dataset`` (``align_data=…``) to ``pairs``: the old spelling is refused,
+    and the line names the new key rather than only suggesting to add the old one with ``+``."""
+    code, err = cli(module, [override, f"hydra.run.dir={tmp_path}"], monkeypatch, capsys)
+    key = override.split("=")[0]
+    assert code == 2 and err[0].startswith(f"refign.{module}: error: Could not override '{key}'")
+    assert err[0].endswith(f"('{key.split('.')[0]}' is now 'pairs')")
+
+
+@pytest.mark.parametrize(
     "args,line",
     [
         (["checkpoint={tmp}/none.pt"], "checkpoint not found: {tmp}/none.pt"),
