@@ -94,7 +94,11 @@ def test_every_entry_point_reports_an_unknown_key_in_one_line(module, tmp_path, 
 
 @pytest.mark.parametrize(
     "module,override",
-    [("align_train", "dataset.batch_size=2"), ("align_train", "align_data=megadepth"), ("check_data", "align_data=x")],
+    [
+        ("align_train", "dataset.batch_size=2"),
+        ("align_train", "align_data=megadepth"),
+        ("check_data", "align_data=x"),
+    ],
 )
 def test_an_override_of_a_renamed_key_names_the_new_one(module, override, tmp_path, monkeypatch, capsys):
     """The matcher's data moved from ``dataset`` (``align_data=…``) to ``pairs``: the old spelling is refused,

@@ -113,9 +113,7 @@ def test_short_training_improves_pck(tmp_path):
     # the untrained matcher (``mode=eval`` would evaluate the shipped weights)
     before, _ = build_matcher_eval(cfg, DistInfo(0, 1, 0, torch.device("cpu")))(build_matcher(cfg))
     after = run(
-        align_cfg(
-            tmp_path, *common, "trainer.max_steps=60", "pairs.batch_size=1", "loss_weighting=intended"
-        ),
+        align_cfg(tmp_path, *common, "trainer.max_steps=60", "pairs.batch_size=1", "loss_weighting=intended"),
         tmp_path / "after",
     )
     assert Path(after["checkpoint"]).is_file()
