@@ -171,8 +171,10 @@ def test_a_missing_init_weights_file_is_called_missing(tmp_path):
 @pytest.mark.parametrize("dataset", ["synthetic", "acdc", "dark_zurich", "robotcar"])
 def test_every_scale_composes_with_every_dataset(dataset, scale):
     """``scale=…`` overrides the dataset's own (conf/train.yaml): with the synthetic scale a paper dataset
-    loads at its native size (its ``dims`` null), which an InterpolationKeyError refused before."""
-    resolved = OmegaConf.to_container(compose_cfg([f"dataset={dataset}", f"scale={scale}"]), resolve=True)
+    loads at its native size (its ``dims`` null), which an InterpolationKeyError refused before. Every scale
+    sets what the groups leave to it (``???``: steps, cadences, warm-up, MIC's blocks …)."""
+    cfg = compose_cfg([f"dataset={dataset}", f"scale={scale}"])
+    resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     if dataset != "synthetic":
         expected = {
             "synthetic": (None, None),

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 
 from refign.align_train import run
 from refign.alignment.network import build_alignment_network
@@ -60,6 +60,8 @@ def test_stage_configs_compose(tmp_path):
     syn = align_cfg(tmp_path)
     assert syn.alignment.pyramid._target_.endswith("PatchPyramid") and syn.alignment.checkpoint is None
     assert syn.loss_weighting == "intended" and stage_cfg(syn).max_steps < 10_000
+    # the values the trainer group leaves to a scale (???) are the matcher training's own
+    assert OmegaConf.missing_keys(one) == OmegaConf.missing_keys(syn) == set()
 
 
 class TinyPairs(torch.utils.data.Dataset):
