@@ -28,7 +28,7 @@ from omegaconf import DictConfig
 
 from refign import build
 from refign.alignment.oracle import GroundTruthFlow
-from refign.check_data import dataset_specs
+from refign.build import dataset_specs
 from refign.models.backbones import mit
 from refign.refine.pseudo_labeler import RefignPseudoLabeler
 from refign.uda.hrda import HRDA
