@@ -93,6 +93,23 @@ def test_every_entry_point_reports_an_unknown_key_in_one_line(module, tmp_path, 
 
 
 @pytest.mark.parametrize(
+    "module,override",
+    [
+        ("align_train", "dataset.batch_size=2"),
+        ("align_train", "align_data=megadepth"),
+        ("check_data", "align_data=x"),
+    ],
+)
+def test_an_override_of_a_renamed_key_names_the_new_one(module, override, tmp_path, monkeypatch, capsys):
+    """The matcher's data moved from ``dataset`` (``align_data=…``) to ``pairs``: the old spelling is refused,
+    and the line names the new key rather than only suggesting to add the old one with ``+``."""
+    code, err = cli(module, [override, f"hydra.run.dir={tmp_path}"], monkeypatch, capsys)
+    key = override.split("=")[0]
+    assert code == 2 and err[0].startswith(f"refign.{module}: error: Could not override '{key}'")
+    assert err[0].endswith(f"('{key.split('.')[0]}' is now 'pairs')")
+
+
+@pytest.mark.parametrize(
     "args,line",
     [
         (["checkpoint={tmp}/none.pt"], "checkpoint not found: {tmp}/none.pt"),
@@ -154,8 +171,10 @@ def test_a_missing_init_weights_file_is_called_missing(tmp_path):
 @pytest.mark.parametrize("dataset", ["synthetic", "acdc", "dark_zurich", "robotcar"])
 def test_every_scale_composes_with_every_dataset(dataset, scale):
     """``scale=…`` overrides the dataset's own (conf/train.yaml): with the synthetic scale a paper dataset
-    loads at its native size (its ``dims`` null), which an InterpolationKeyError refused before."""
-    resolved = OmegaConf.to_container(compose_cfg([f"dataset={dataset}", f"scale={scale}"]), resolve=True)
+    loads at its native size (its ``dims`` null), which an InterpolationKeyError refused before. Every scale
+    sets what the groups leave to it (``???``: steps, cadences, warm-up, MIC's blocks …)."""
+    cfg = compose_cfg([f"dataset={dataset}", f"scale={scale}"])
+    resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     if dataset != "synthetic":
         expected = {
             "synthetic": (None, None),
