@@ -32,7 +32,10 @@ class MixedBatch(NamedTuple):
     target: torch.Tensor  # the target images that were pseudo-labelled
     pseudo_label: torch.Tensor  # the teacher's hard labels on them
     pseudo_weight: torch.Tensor  # and their pixel weights (B, H, W)
-    labeler: PseudoLabels  # what the pseudo-labeler returned (its statistics and panel are logged)
+    # the pseudo-labeler's statistics and panel, which are logged; not its probabilities, which nothing after
+    # the mixing reads (kept, they would stay alive through the mixed pass: B × C × H × W fp32)
+    stats: dict
+    panel: np.ndarray | None
 
 
 def mix_panel(mixed: MixedBatch, masked: MaskedBatch | None = None) -> np.ndarray:
@@ -133,13 +136,24 @@ class DACS(UDAMethod):
         return self.teacher.model if self.eval_teacher else self.model
 
     # ---- pieces a subclass (HRDA) adapts ---------------------------------------------------------------
+    def student_forward(self, image: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The student's logits at the input resolution and the backbone features (for the feature
+        distance)."""
+        feats = self.model.backbone(image)
+        return resize(self.model.head(feats), image.shape[-2:]), feats
+
+    def output_loss(
+        self, logits: torch.Tensor, label: torch.Tensor, weight: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The CE of ``student_forward``'s outputs against ``label`` (pixel weights ``weight``)."""
+        return pixel_weighted_ce(resize(logits, label.shape[-2:]), label, weight)
+
     def segmentation_loss(
         self, image: torch.Tensor, label: torch.Tensor, weight: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Student CE on ``image`` and the backbone features it used (for the feature distance)."""
-        feats = self.model.backbone(image)
-        logits = resize(self.model.head(feats), label.shape[-2:])
-        return pixel_weighted_ce(logits, label, weight), feats
+        outputs, feats = self.student_forward(image)
+        return self.output_loss(outputs, label, weight), feats
 
     def imnet_input(self, image: torch.Tensor) -> torch.Tensor:
         """What the frozen backbone sees: the same input as the student features compared with it."""
@@ -164,7 +178,11 @@ class DACS(UDAMethod):
     @torch.no_grad()
     def mixed_batch(self, batch: dict[str, torch.Tensor]) -> MixedBatch:
         """Teacher pseudo-labels on the target, ClassMix with the source, strong augmentation."""
-        labels = self.pseudo_labeler(self.teacher.model, batch, want_panel=self.wants_images)
+        return self.mix(batch, self.pseudo_labeler(self.teacher.model, batch, want_panel=self.wants_images))
+
+    @torch.no_grad()
+    def mix(self, batch: dict[str, torch.Tensor], labels: PseudoLabels) -> MixedBatch:
+        """ClassMix of the source with the pseudo-labelled target images, strong augmentation."""
         images_trg, probs = labels.images, labels.probs
         pseudo, weight = confidence_weight(probs, self.threshold, self.ignore_top, self.ignore_bottom)
         n = images_trg.shape[0]  # a larger source batch mixes only its first n images (docs/quirks.md#q13)
@@ -176,7 +194,10 @@ class DACS(UDAMethod):
         image = strong_photometric(
             image, jitter_draw, blur_draw, self.jitter_s, self.jitter_p, self.blur, self.blur_sigma
         )
-        return MixedBatch(image, label, pixel_weight, weight.amax(), images_trg, pseudo, weight, labels)
+        q = weight.amax()
+        return MixedBatch(
+            image, label, pixel_weight, q, images_trg, pseudo, weight, labels.stats, labels.panel
+        )
 
     def source_losses(self, batch: dict[str, torch.Tensor], backward: Backward) -> None:
         """The source CE, back-propagated at once; with the feature distance, the source pass is kept
@@ -199,7 +220,7 @@ class DACS(UDAMethod):
             out["fdist_empty_steps"] = self.fdist_empty_steps.detach().clone()  # read at log steps only
         mixed = self.mixed_batch(batch)
         out["pseudo_weight"] = mixed.confident_fraction
-        out.update(mixed.labeler.stats)
+        out.update(mixed.stats)
         backward("mix", self.segmentation_loss(mixed.image, mixed.label, mixed.weight)[0])
         masked = None
         if self.mic is not None:  # --- MIC (mic=on, refign/uda/mic.py): last, after every other draw ---
@@ -214,6 +235,6 @@ class DACS(UDAMethod):
             backward("mic", self.mic.loss_weight * loss_mic)
         if self.wants_images:
             out["img/dacs"] = mix_panel(mixed, masked)
-            if mixed.labeler.panel is not None:
-                out["img/refign"] = mixed.labeler.panel
+            if mixed.panel is not None:
+                out["img/refign"] = mixed.panel
         return out

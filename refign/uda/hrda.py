@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from refign.models.hrda import HRDASegmentor, check_hrda_geometry, downscale
+from refign.models.hrda import HRDAOutput, HRDASegmentor, check_hrda_geometry, downscale
 from refign.models.segmentor import Segmentor
 from refign.uda.dacs import DACS
 from refign.uda.losses import pixel_weighted_ce
@@ -34,15 +34,18 @@ class HRDA(DACS):
         check_hrda_geometry(crop, model.hr_crop_size or (crop[0] // 2, crop[1] // 2), model.output_stride)
         self.hr_loss_weight = hr_loss_weight
 
-    def segmentation_loss(
-        self, image: torch.Tensor, label: torch.Tensor, weight: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def student_forward(self, image: torch.Tensor) -> tuple[HRDAOutput, list[torch.Tensor]]:
         out = self.model.forward_train(image)
+        return out, out.lr_feats
+
+    def output_loss(
+        self, out: HRDAOutput, label: torch.Tensor, weight: torch.Tensor | None = None
+    ) -> torch.Tensor:
         y1, y2, x1, x2 = out.box
         fused = pixel_weighted_ce(resize(out.fused, label.shape[-2:]), label, weight)
         crop_weight = weight[:, y1:y2, x1:x2] if weight is not None else None
         detail = pixel_weighted_ce(out.hr_logits, label[:, y1:y2, x1:x2], crop_weight)
-        return (1 - self.hr_loss_weight) * fused + self.hr_loss_weight * detail, out.lr_feats
+        return (1 - self.hr_loss_weight) * fused + self.hr_loss_weight * detail
 
     def imnet_input(self, image: torch.Tensor) -> torch.Tensor:
         return downscale(image)
