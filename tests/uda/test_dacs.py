@@ -1,7 +1,11 @@
+import copy
+
 import torch
 
 from refign.uda.dacs import DACS
 from refign.uda.pseudo_label import PseudoLabels
+from scripts.measure.official_step import build_method, compose, project_side
+from scripts.validate_estimate import random_batch
 from tests.uda.conftest import engine_step, tiny_segmentor, toy_batch, uda_kwargs
 
 
@@ -61,3 +65,20 @@ def test_fdist_without_thing_cells_counts_instead_of_nan():
     batch["semantic_src"][batch["semantic_src"] == 4] = 0
     out = engine_step(method, batch, step=0)
     assert out["loss_fdist"].item() == 0 and out["fdist_empty_steps"] == 1
+
+
+def test_a_skipped_step_leaves_the_method_as_it_was():
+    """Issue 26's guarantee on the real method and step (synthetic DAFormer): a non-finite source loss skips
+    the step, and its EMA teacher update and BatchNorm statistics are undone with the update — the whole
+    state, student, teacher and counters, equals the state before the step."""
+    cfg = compose("daformer")
+    method = build_method(cfg)
+    step = project_side(cfg, method)
+    batch = random_batch(cfg, needs_target=True)
+    step(batch, 0)
+    before = copy.deepcopy(method.state_dict())
+    batch["image_src"][0, 0, 0, 0] = float("nan")
+    step(batch, 1)  # α > 0: an EMA update that a kept step would make
+    after = method.state_dict()
+    assert [k for k in before if not torch.equal(before[k], after[k])] == []
+    assert any("running_mean" in k for k in before)  # BatchNorm statistics are among them
