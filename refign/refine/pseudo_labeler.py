@@ -117,6 +117,25 @@ class RefignPseudoLabeler(nn.Module):
         warped, valid = warp(logits_ref, flow, return_mask=True)
         return warped, valid, certainty
 
+    def refine(
+        self,
+        logits_trg: torch.Tensor,
+        logits_ref: torch.Tensor,
+        valid: torch.Tensor | None,
+        certainty: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """``refine`` with this labeler's options: the target probabilities fused with the (warped) reference
+        logits."""
+        return refine(
+            logits_trg,
+            logits_ref,
+            valid,
+            None if self.disable_p else certainty,
+            gamma=self.gamma,
+            disable_m=self.disable_m,
+            renormalize=self.renormalize,
+        )
+
     @torch.no_grad()
     def forward(
         self, teacher: nn.Module, batch: dict[str, torch.Tensor], want_panel: bool = False
@@ -132,15 +151,7 @@ class RefignPseudoLabeler(nn.Module):
         valid = certainty = None
         if self.use_align:
             logits_ref, valid, certainty = self.align(logits_ref, image_ref, image_trg, batch)
-        probs = refine(
-            logits_trg,
-            logits_ref,
-            valid,
-            None if self.disable_p else certainty,
-            gamma=self.gamma,
-            disable_m=self.disable_m,
-            renormalize=self.renormalize,
-        )
+        probs = self.refine(logits_trg, logits_ref, valid, certainty)
         before = logits_trg.argmax(1)
         # device tensors: the trainer reads them at its logging steps only (no host sync per step)
         stats = {

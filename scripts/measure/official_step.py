@@ -48,7 +48,6 @@ from refign.engine.dist import DistInfo
 from refign.engine.reproducibility import seed_everything
 from refign.estimate import aligning
 from refign.refine.pseudo_labeler import RefignPseudoLabeler
-from refign.refine.refiner import refine
 from refign.uda.dacs import DACS
 from refign.uda.pseudo_label import PseudoLabels, teacher_probs
 from refign.utils.imaging import resize
@@ -176,15 +175,7 @@ def refign_training_step(method: DACS, batch: dict[str, torch.Tensor], step: int
                 warped_m_logits_ref, warp_mask, warp_certs = labeler.align(
                     m_logits_ref, images_ref, images_trg, batch
                 )
-            m_probs_trg = refine(
-                m_logits_trg,
-                warped_m_logits_ref,
-                warp_mask,
-                None if labeler.disable_p else warp_certs,
-                gamma=labeler.gamma,
-                disable_m=labeler.disable_m,
-                renormalize=labeler.renormalize,
-            )
+            m_probs_trg = labeler.refine(m_logits_trg, warped_m_logits_ref, warp_mask, warp_certs)
         mixed = method.mix(batch, PseudoLabels(images_trg, m_probs_trg))
         mixed_img, mixed_lbl, mixed_weight = mixed.image, mixed.label, mixed.weight
         del mixed  # get_dacs_mix returns these three
