@@ -20,11 +20,12 @@ import functools
 import inspect
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 import hydra
+from hydra import initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import CompactHydraException
 from hydra.types import RunMode
@@ -103,6 +104,13 @@ def _env(name: str, value: str) -> Iterator[None]:
             os.environ.pop(name, None)
         else:
             os.environ[name] = old
+
+
+def compose(config_name: str, overrides: Sequence[str] = (), return_hydra_config: bool = False) -> DictConfig:
+    """``conf/<config_name>.yaml`` with ``overrides``, composed as its entry point composes it, for code that
+    runs outside one (the scripts, the tests, the assets' scores); ``return_hydra_config`` keeps ``hydra.*``."""
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+        return hydra.compose(config_name, list(overrides), return_hydra_config=return_hydra_config)
 
 
 def entry_point(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Callable[[], Any]]:

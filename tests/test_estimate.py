@@ -82,7 +82,7 @@ def test_estimate_is_within_20_percent_of_a_measured_step():
     """Synthetic DAFormer + Refign: the estimate of what a steady step adds to the networks, batch and
     optimiser state, against the rise of the resident set of the same real CPU step in a fresh process."""
     out = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "validate_estimate.py"), "synthetic_daformer_refign"],
+        [sys.executable, "-m", "scripts.measure.validate_estimate", "synthetic_daformer_refign"],
         capture_output=True,
         text=True,
         check=True,

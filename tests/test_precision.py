@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
+from refign.cli import compose
 from refign.engine.trainer import resolve_precision
 from tests.conftest import CONF_DIR
 
@@ -16,11 +16,10 @@ EXPERIMENTS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yam
 
 
 def test_every_experiment_asks_for_16_bit_mixed_precision_and_the_synthetic_scale_for_fp32():
-    with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
-        asked = {
-            name: compose("train", overrides=[f"experiment={name}"]).trainer.precision for name in EXPERIMENTS
-        }
-        synthetic = compose("train").trainer.precision
+    asked = {
+        name: compose("train", overrides=[f"experiment={name}"]).trainer.precision for name in EXPERIMENTS
+    }
+    synthetic = compose("train").trainer.precision
     assert len(asked) == 12 and set(asked.values()) == {"auto16"}
     assert synthetic == "32"
 

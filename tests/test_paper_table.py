@@ -1,26 +1,12 @@
-"""scripts/paper_scale_table.py: the dry runs and the estimates joined by experiment, and estimate_table's rows."""
+"""scripts/measure/paper_table.py: the dry runs and the estimates joined by experiment, the estimate-only rows
+and the traces shared between experiments."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
-SCRIPTS = Path(__file__).parents[1] / "scripts"
-
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-paper_scale_table = load_script("paper_scale_table")
-estimate_table = load_script("estimate_table")
-GIB = 2**30
+from scripts.measure import paper_table
+from scripts.measure.common import GIB
 
 
 def dry_run_row(name: str, evaluate_status: str = "ok") -> dict:
@@ -43,35 +29,28 @@ def traced(peak_gib: float, gflops: float, ratio: float | None) -> dict:
 
 
 def test_rows_join_measured_and_estimated_figures_by_experiment(tmp_path):
-    (tmp_path / "dry").mkdir()
-    (tmp_path / "est").mkdir()
     dry = [dry_run_row("acdc_refign_hrda_star"), dry_run_row("acdc_mic_hrda", evaluate_status="killed")]
-    (tmp_path / "dry" / "dry_run.json").write_text(json.dumps(dry))
-    estimates = [
-        estimate_table.row(
+    (tmp_path / "dry_run.json").write_text(json.dumps(dry))
+    estimates = {
+        "dark_zurich_refign_hrda_star": paper_table.estimate_row(
             "dark_zurich_refign_hrda_star",
             "acdc_refign_hrda_star",
             {"32": traced(22.71, 18696.2, 1.62), "bf16": traced(13.64, 18696.2, 1.62)},
         ),
-        estimate_table.row(
+        "acdc_mic_hrda": paper_table.estimate_row(
             "acdc_mic_hrda",
             "acdc_mic_hrda",
             {"32": traced(30.0, 20000, None), "bf16": traced(17.5, 20000, None)},
         ),
-    ]
-    (tmp_path / "est" / "estimate_table.json").write_text(json.dumps(estimates))
+    }
     names = ["acdc_mic_hrda", "acdc_refign_hrda_star", "dark_zurich_refign_hrda_star"]
-    text = paper_scale_table.table(
-        paper_scale_table.load(tmp_path / "dry" / "dry_run.json"),
-        paper_scale_table.load(tmp_path / "est" / "estimate_table.json"),
-        names,
-    )
+    text = paper_table.table(paper_table.load(tmp_path / "dry_run.json"), estimates, names)
     header, rule, *rows = text.splitlines()
-    assert header == paper_scale_table.HEADER and rule.count("---") == header.count(" | ") + 1
+    assert header == paper_table.HEADER and rule.count("---") == header.count(" | ") + 1
     cells = [[c.strip() for c in r.strip("|").split("|")] for r in rows]
     assert all(len(c) == header.count(" | ") + 1 for c in cells)
     mic, hrda_acdc, hrda_dz = cells
-    # measured only: the estimate's columns wait for estimate_table
+    # measured only: the estimate's columns wait for its estimate
     assert (
         hrda_acdc
         == ["acdc_refign_hrda_star", "1 (paper 2)", "ok", "242", "14.7 / 5.3", "1.23", "written"] + ["–"] * 3
@@ -84,3 +63,23 @@ def test_rows_join_measured_and_estimated_figures_by_experiment(tmp_path):
         and mic[6] == "–"
         and mic[7:] == ["30.0 / 17.5", "20,000", "– (no Refign)"]
     )
+    # the estimate-only row names the trace it shares
+    assert paper_table.estimate_only_row(estimates["dark_zurich_refign_hrda_star"]) == (
+        "| dark_zurich_refign_hrda_star (= acdc_refign_hrda_star) | 22.7 | 13.6 | 18,696 | 1.62× / 1.31× |"
+    )
+
+
+def test_an_experiment_with_the_networks_crop_and_batch_of_an_earlier_one_shares_its_trace(tmp_path):
+    """Dark Zurich's DAFormer composes ACDC's networks, crop and batch: its row is ACDC's stored estimate (no
+    estimate runs: both precisions' results are in the folder already)."""
+    for precision, peak in (("32", 7.5), ("bf16", 5.3)):
+        (tmp_path / f"acdc_refign_daformer_{precision}").mkdir()
+        result = traced(peak, 5512.0, 1.26)
+        (tmp_path / f"acdc_refign_daformer_{precision}" / "estimate.json").write_text(json.dumps(result))
+    rows = paper_table.estimate_rows(["acdc_refign_daformer", "dark_zurich_refign_daformer"], tmp_path)
+    assert rows["dark_zurich_refign_daformer"]["traced_as"] == "acdc_refign_daformer"
+    assert rows["dark_zurich_refign_daformer"]["peak_gib"] == {"32": 7.5, "bf16": 5.3}
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "acdc_refign_daformer_32",
+        "acdc_refign_daformer_bf16",
+    ]
