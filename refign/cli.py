@@ -118,7 +118,8 @@ def entry_point(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Cal
     reported as one line (see the module docstring)."""
 
     def decorate(task: Callable[[DictConfig], Any]) -> Callable[[], Any]:
-        prog = f"refign.{Path(inspect.getfile(task)).stem}"
+        file = Path(inspect.getfile(task))  # refign/train.py, or a package's refign/estimate/__main__.py
+        prog = f"refign.{file.parent.name if file.stem == '__main__' else file.stem}"
 
         @functools.wraps(task)
         def job(cfg: DictConfig) -> Any:

@@ -14,9 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch._subclasses.fake_tensor import FakeTensorMode
 
-from refign.engine.autocast_policy import cuda_autocast_policy
-from refign.engine.live_memory import LiveMemory
-from refign.estimate import HostFactories, StepFlops
+from refign.estimate.autocast import cuda_autocast_policy
+from refign.estimate.flops import StepFlops
+from refign.estimate.memory import LiveMemory
+from refign.estimate.trace import HostFactories
 from refign.models.backbones import mit
 from tests.test_official_numerics import MIT_B0
 

@@ -42,7 +42,7 @@ from omegaconf import DictConfig
 
 from refign import build
 from refign.engine.dist import DistInfo
-from refign.estimate import aligning, trace_step, traceable
+from refign.estimate.trace import aligning, trace_step, traceable
 from scripts.measure.common import GIB, compose_here, locked, random_batch, run_watched, training_step
 
 MMAP_THRESHOLD = 128 * 1024  # glibc's initial value, kept fixed
