@@ -109,10 +109,12 @@ def run_child(name: str, max_rss_gb: float, lock: Path | None) -> dict:
         cmd = [sys.executable, "-m", "scripts.measure.validate_estimate", "--child", name]
         env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD)}
         phase = run_watched(cmd, log, max_rss_gb * GIB, env=env)
-        out = log.read_text().strip().splitlines()
-    if phase.status != "ok" or not out:
+        text = log.read_text()
+    results = [line for line in text.splitlines() if line.startswith('{"name": ')]  # not its warnings
+    if phase.status != "ok" or not results:
+        print(text[-3000:], file=sys.stderr)  # the child's error
         return {"name": name, "error": phase.status}
-    return json.loads(out[-1])
+    return json.loads(results[-1])
 
 
 def main() -> None:
