@@ -26,6 +26,7 @@ from refign.engine import checkpoint
 from refign.engine.dist import DistInfo
 from refign.engine.evaluator import segmentation_eval
 from refign.engine.loggers import MetricLogger
+from refign.engine.step import TrainStep
 from refign.engine.trainer import Trainer, TrainerConfig
 from refign.engine.wandb_run import identity
 from refign.errors import ConfigError, check_number
@@ -383,23 +384,23 @@ def build_schedule(cfg: DictConfig, optimizer: torch.optim.Optimizer) -> torch.o
     return instantiate(cfg.schedule, optimizer, max_steps=cfg.trainer.max_steps)
 
 
-def build_step_trainer(
-    cfg: DictConfig, method: torch.nn.Module, info: DistInfo, precision: str, run_dir: Path
-) -> Trainer:
-    """A trainer for stepping ``method`` by hand (``train_step`` on batches the caller makes): the configured
-    optimiser and schedule, no data, no evaluation, no logs. The benchmarks and the memory estimate measure the
-    step that ``refign.train`` runs with it."""
+def build_train_step(
+    cfg: DictConfig, method: torch.nn.Module, info: DistInfo, precision: str | None = None
+) -> TrainStep:
+    """One optimiser step of ``method`` with the configured optimiser, schedule and ``trainer.*`` step options
+    (``precision`` overrides ``trainer.precision``): what both trainings run, and what the estimator and the
+    benchmarks call on batches they make."""
+    settings = TrainerConfig(**cfg.trainer)
     optimizer = build_optimizer(cfg, method)
-    return Trainer(
-        TrainerConfig(max_steps=cfg.trainer.max_steps, precision=precision, log_every=2**30),
+    return TrainStep(
         method,
-        optimizer=optimizer,
-        scheduler=build_schedule(cfg, optimizer),
-        batches=lambda _: iter(()),
-        evaluate=None,
-        dist_info=info,
-        run_dir=run_dir,
-        logger=MetricLogger(run_dir, enabled=False),
+        optimizer,
+        build_schedule(cfg, optimizer),
+        info,
+        precision=str(settings.precision) if precision is None else precision,
+        grad_clip=settings.grad_clip,
+        sync_batchnorm=settings.sync_batchnorm,
+        find_unused_parameters=settings.find_unused_parameters,
     )
 
 
@@ -418,18 +419,16 @@ def build_trainer(cfg: DictConfig, run_dir: Path, info: DistInfo) -> Trainer:
     loop = training_settings(cfg)
     method = build_method(cfg).to(info.device)  # before the optimiser, which picks its kernel by device
     source, target = build_train_sets(cfg)
-    optimizer = build_optimizer(cfg, method)
+    step = build_train_step(cfg, method, info)
     evaluation = build_segmentation_eval(cfg, info, "val")
     return Trainer(
         loop,
-        method,
-        optimizer=optimizer,
-        scheduler=build_schedule(cfg, optimizer),
+        step,
         batches=build_batches(cfg, source, target, info),
         evaluate=evaluation,
         dist_info=info,
         run_dir=run_dir,
-        logger=build_logger(cfg, run_dir, info, "train", optimizer),
+        logger=build_logger(cfg, run_dir, info, "train", step.optimizer),
         resolved_config=OmegaConf.to_container(cfg, resolve=True),
     )
 
@@ -504,21 +503,19 @@ def build_matcher_trainer(
         min_valid_fraction=cfg.min_valid_fraction,
     )
     method = MatcherTraining(network, stage.visibility_mask, cfg.loss_weighting).to(info.device)
-    optimizer = build_optimizer(cfg, method)
+    step = build_train_step(cfg, method, info)
 
     def batches(start: int) -> Iterator[dict]:
         return step_loader(pairs, cfg.dataset.batch_size, info, cfg.seed, start, cfg.trainer.num_workers)
 
     return Trainer(
         loop,
-        method,
-        optimizer=optimizer,
-        scheduler=build_schedule(cfg, optimizer),
+        step,
         batches=batches,
         evaluate=build_matcher_eval(cfg, info),
         dist_info=info,
         run_dir=run_dir,
-        logger=build_logger(cfg, run_dir, info, "align_train", optimizer),
+        logger=build_logger(cfg, run_dir, info, "align_train", step.optimizer),
         resolved_config=OmegaConf.to_container(cfg, resolve=True),
         # the matcher's own state dict under the official top-level names, as before the engine ran it:
         # ``alignment.checkpoint=<this file>`` and ``read_state_dict`` read it directly

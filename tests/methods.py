@@ -17,9 +17,9 @@ from typing import NamedTuple
 import pytest
 import torch
 
-from refign.engine import trainer as trainer_mod
 from refign.engine.backward import LossBackward
 from refign.engine.checkpoint import method_state
+from refign.engine.step import TrainStep
 from tests.conftest import CONF_DIR
 
 ROOT = Path(CONF_DIR).parent
@@ -193,7 +193,7 @@ def max_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> fl
 
 class SummedBackward(LossBackward):
     """The step as it was before one backward per loss: every loss kept, and their sum back-propagated once
-    after the forward (all passes alive together): a ``Trainer.loss_backward`` to compare against."""
+    after the forward (all passes alive together): a ``TrainStep.loss_backward`` to compare against."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -210,16 +210,16 @@ class SummedBackward(LossBackward):
 def interrupted_at_step(monkeypatch: pytest.MonkeyPatch, step: int) -> Iterator[None]:
     """Within the block, the trainer's ``step``-th step raises ``KeyboardInterrupt`` (as a Ctrl-C would),
     which the block must end with; afterwards the real step is back, so the run can be resumed."""
-    real_step = trainer_mod.Trainer.train_step
+    real_step = TrainStep.__call__
 
-    def dying_step(self, batch):
-        if self.step == step:
+    def dying_step(self, batch, index):
+        if index == step:
             raise KeyboardInterrupt
-        return real_step(self, batch)
+        return real_step(self, batch, index)
 
-    monkeypatch.setattr(trainer_mod.Trainer, "train_step", dying_step)
+    monkeypatch.setattr(TrainStep, "__call__", dying_step)
     try:
         with pytest.raises(KeyboardInterrupt):
             yield
     finally:
-        monkeypatch.setattr(trainer_mod.Trainer, "train_step", real_step)
+        monkeypatch.setattr(TrainStep, "__call__", real_step)

@@ -9,7 +9,7 @@ from torch import nn
 
 from refign.estimate.memory import LiveMemory
 from tests.methods import SummedBackward
-from tests.test_trainer import make_trainer
+from tests.test_trainer import make_step
 
 SIZES = {"a": 2**14, "b": 2**13}  # elements of each pass's input: the passes' activations differ in size
 DEPTH = 8  # tanh layers per pass, each keeping its output (one input's size) for the backward
@@ -42,39 +42,39 @@ class TwoPasses(nn.Module):
         return self.net
 
 
-def step_peak(tmp_path, method: nn.Module, summed: bool = False) -> int:
-    """Bytes live at the peak of one trainer step over those live before it (parameters, batch)."""
-    trainer = make_trainer(tmp_path, method)
+def step_peak(method: nn.Module, summed: bool = False) -> int:
+    """Bytes live at the peak of one training step over those live before it (parameters, batch)."""
+    step = make_step(method)
     if summed:
-        trainer.loss_backward = SummedBackward
+        step.loss_backward = SummedBackward
     batch = {name: torch.linspace(-1, 1, n) for name, n in SIZES.items()}
     memory = LiveMemory()
     memory.track([*method.parameters(), *batch.values()], "before")
     with memory:
         memory.reset_peak()
         before = memory.current
-        trainer.train_step(batch)
+        step(batch, 0)
     return memory.peak - before
 
 
-def test_a_step_holds_the_larger_pass_not_the_sum_of_both(tmp_path):
+def test_a_step_holds_the_larger_pass_not_the_sum_of_both():
     """The peak of a two-pass step is that of its larger pass alone (give or take the gradient's and the
     losses' few bytes); summed into one backward, as before, the smaller pass's activations stack on it."""
-    alone = {name: step_peak(tmp_path / name, TwoPasses((name,))) for name in SIZES}
-    both = step_peak(tmp_path / "both", TwoPasses())
-    summed = step_peak(tmp_path / "summed", TwoPasses(), summed=True)
+    alone = {name: step_peak(TwoPasses((name,))) for name in SIZES}
+    both = step_peak(TwoPasses())
+    summed = step_peak(TwoPasses(), summed=True)
     kept = {name: 4 * n * DEPTH for name, n in SIZES.items()}  # each pass's activations at its forward's end
     assert max(alone.values()) >= kept["a"] > kept["b"]
     assert abs(both - max(alone.values())) < 256, (both, alone)
     assert summed >= max(alone.values()) + kept["b"] // 2, (summed, alone, kept)
 
 
-def test_a_returned_loss_is_refused(tmp_path):
+def test_a_returned_loss_is_refused():
     """A loss returned instead of handed over would keep its pass alive: the step fails, naming it."""
-    trainer = make_trainer(tmp_path, TwoPasses(("a",), returned=True))
+    step = make_step(TwoPasses(("a",), returned=True))
     batch = {name: torch.ones(4) for name in SIZES}
     with pytest.raises(RuntimeError, match="TwoPasses returned 'b', a tensor that requires grad"):
-        trainer.train_step(batch)
+        step(batch, 0)
 
 
 @pytest.mark.parametrize(
@@ -84,14 +84,14 @@ def test_a_returned_loss_is_refused(tmp_path):
         (("a", "b", "c"), r"did not deliver its loss\(es\) \['c'\]"),
     ],
 )
-def test_losses_are_delivered_as_declared(tmp_path, declared, message):
+def test_losses_are_delivered_as_declared(declared, message):
     method = TwoPasses()
     method.loss_names = declared  # declared otherwise than the forward delivers
     with pytest.raises(RuntimeError, match=message):
-        make_trainer(tmp_path, method).train_step({name: torch.ones(4) for name in SIZES})
+        make_step(method)({name: torch.ones(4) for name in SIZES}, 0)
 
 
-def test_the_last_loss_cannot_keep_its_graph(tmp_path):
+def test_the_last_loss_cannot_keep_its_graph():
     """The last loss is back-propagated by the engine after the forward, with nothing left to use its graph."""
 
     class Retaining(TwoPasses):
@@ -100,4 +100,4 @@ def test_the_last_loss_cannot_keep_its_graph(tmp_path):
             return {}
 
     with pytest.raises(ValueError, match="Retaining's last loss 'a' cannot keep its graph"):
-        make_trainer(tmp_path, Retaining(("a",))).train_step({})
+        make_step(Retaining(("a",)))({}, 0)

@@ -32,7 +32,7 @@ from tests.methods import (
     weights,
     worker,
 )
-from tests.test_trainer import Toy, make_trainer
+from tests.test_trainer import Toy, make_step
 
 COMMON = [
     "trainer.max_steps=3",
@@ -123,13 +123,12 @@ def _toy_steps(info, out_dir: Path) -> None:
         rounds[0] += bucket.is_last()
         return default_hooks.allreduce_hook(None, bucket)
 
-    trainer = make_trainer(out_dir / f"rank{info.rank}", Toy(), dist_info=info, max_steps=3)
-    trainer.model.register_comm_hook(None, counted)
+    train_step = make_step(Toy(), info)
+    train_step.model.register_comm_hook(None, counted)
     for step in range(3):
-        trainer.train_step({"x": toy_rows(step)[info.rank : info.rank + 1]})
-        trainer.step += 1
+        train_step({"x": toy_rows(step)[info.rank : info.rank + 1]}, step)
     torch.save(
-        {"weight": trainer.method.net.weight.detach(), "rounds": rounds[0]}, out_dir / f"{info.rank}.pt"
+        {"weight": train_step.method.net.weight.detach(), "rounds": rounds[0]}, out_dir / f"{info.rank}.pt"
     )
 
 
@@ -146,10 +145,9 @@ def test_losses_back_propagated_one_by_one_all_reduce_once_per_step(tmp_path):
     r0, r1 = (torch.load(tmp_path / f"{r}.pt") for r in (0, 1))
     assert r0["rounds"] == r1["rounds"] == 3
     assert torch.equal(r0["weight"], r1["weight"])
-    single = make_trainer(tmp_path / "single", Toy(), max_steps=3)
+    single = make_step(Toy())
     for step in range(3):
-        single.train_step({"x": toy_rows(step).mean(0, keepdim=True)})
-        single.step += 1
+        single({"x": toy_rows(step).mean(0, keepdim=True)}, step)
     torch.testing.assert_close(r0["weight"], single.method.net.weight.detach(), rtol=1e-6, atol=1e-6)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from refign.engine.trainer import Trainer
+from refign.engine.step import TrainStep
 from refign.engine.window import MetricWindow
 from refign.train import run
 from refign.uda.source_only import SourceOnly
@@ -48,7 +48,7 @@ def count_in_hot_loop(monkeypatch) -> list[tuple[str, str]]:
     """Count conversions inside every training step and scalar accumulation (not in the logging step's
     window read, the checkpoints or the evaluation)."""
     calls: list[tuple[str, str]] = []
-    for owner, method in ((Trainer, "train_step"), (MetricWindow, "add")):
+    for owner, method in ((TrainStep, "__call__"), (MetricWindow, "add")):
         original = getattr(owner, method)
 
         def counted(self, *args, _original=original, **kwargs):

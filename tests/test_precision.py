@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from refign.cli import compose
-from refign.engine.trainer import resolve_precision
+from refign.engine.step import resolve_precision
 from tests.conftest import CONF_DIR
 
 EXPERIMENTS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))

@@ -17,6 +17,7 @@ from torch import nn
 from refign.engine import checkpoint
 from refign.engine.dist import DistInfo
 from refign.engine.loggers import MetricLogger
+from refign.engine.step import TrainStep
 from refign.engine.trainer import NonFiniteLossError, Trainer, TrainerConfig
 
 LR = 0.1
@@ -51,16 +52,21 @@ def inputs(step: int) -> dict[str, torch.Tensor]:
     return {"x": torch.tensor([[1.0 + step, -0.5 * step]])}
 
 
+def make_step(method: nn.Module, dist_info: DistInfo = CPU) -> TrainStep:
+    """The toy's step: SGD with momentum (state that must resume) at a constant learning rate."""
+    optimizer = torch.optim.SGD(method.parameters(), lr=LR, momentum=0.9)
+    return TrainStep(
+        method, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: 1.0), dist_info
+    )
+
+
 def make_trainer(
     run_dir: Path, method: Toy, evaluations: list[int] | None = None, dist_info: DistInfo = CPU, **cfg
 ) -> Trainer:
     run_dir.mkdir(parents=True, exist_ok=True)
-    optimizer = torch.optim.SGD(method.parameters(), lr=LR, momentum=0.9)  # momentum: state that must resume
     return Trainer(
         TrainerConfig(**{"max_steps": 4, "log_every": 1, **cfg}),
-        method,
-        optimizer=optimizer,
-        scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: 1.0),
+        make_step(method, dist_info),
         batches=lambda start: (inputs(step) for step in itertools.count(start)),
         evaluate=None if evaluations is None else record_evaluation(evaluations),
         dist_info=dist_info,

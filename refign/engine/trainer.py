@@ -1,4 +1,5 @@
-"""The method-agnostic training loop: devices, DDP, AMP, optimiser and schedule, checkpoints, evaluation, logs.
+"""The method-agnostic training loop: data, cadences, logs, checkpoints, evaluation, stop signals around the
+step (``refign.engine.step.TrainStep``: devices, DDP, AMP, the backward of each loss, optimiser and schedule).
 
 It knows three things about the method (an ``nn.Module``: ``refign.uda.base.UDAMethod``, or the matcher's
 ``MatcherTraining``): ``method(batch, step, backward)`` hands each loss to ``backward(name, loss)`` as soon
@@ -12,7 +13,6 @@ for segmentation, PCK for the matcher), so the engine knows neither tasks nor cl
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 from collections.abc import Callable, Iterator
@@ -21,36 +21,18 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from refign.engine import checkpoint, preemption, resume
-from refign.engine.backward import LossBackward, MethodStep
 from refign.engine.checkpoint_store import CheckpointStore
-from refign.engine.dist import DistInfo, all_gather_object, all_reduce_sum
+from refign.engine.dist import DistInfo, all_gather_object
 from refign.engine.loggers import MetricLogger
+from refign.engine.step import TrainStep
 from refign.engine.window import MetricWindow
 from refign.errors import check_number
 from refign.progress import progress_bar
 
 log = logging.getLogger(__name__)
-PRECISIONS = {"32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-# the paper scale's default (conf/scale/paper.yaml): 16-bit mixed precision as the official runs, resolved here
-AUTO16 = "auto16"
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto16`` → ``bf16`` on a CUDA device that supports it, ``fp16`` (with the GradScaler) on one that
-    does not, ``32`` on the CPU: a CPU's bfloat16 autocast is slower than fp32 on most CPUs and changes the
-    numbers, so CPU runs (dry runs, tests) stay in fp32 unless ``bf16`` is asked for by name. Any other
-    value is returned as it is."""
-    if precision != AUTO16:
-        return precision
-    if device.type != "cuda":
-        return "32"
-    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-
-
 # (model, autocast) -> (results, written to eval_<step>.json and returned by fit; scalars for the logger)
 Evaluation = Callable[[nn.Module, Callable], tuple[dict, dict[str, float]]]
 
@@ -101,22 +83,14 @@ class TrainerConfig:
             check_number("trainer.grad_clip", self.grad_clip, 0, False)
 
 
-def on_device(module: nn.Module, device: torch.device) -> nn.Module:
-    """``module`` on ``device``; one already there is returned as it is (``Module.to`` would swap every
-    parameter of a model built of fake tensors, as ``refign.estimate`` builds it, and fails)."""
-    tensors = [*module.parameters(), *module.buffers()]
-    if all(t.device == device or (device.index is None and t.device.type == device.type) for t in tensors):
-        return module
-    return module.to(device)
-
-
 class Trainer:
-    """Runs ``cfg.max_steps`` optimiser steps of ``method`` on batches from ``batches(start_step)``.
+    """Runs ``cfg.max_steps`` calls of ``train_step`` on batches from ``batches(start_step)``, with the
+    cadences around them: logs, panels, checkpoints, evaluation, stop signals.
 
     Args:
-        cfg: loop settings (steps, precision, cadences, DDP options).
-        method: the method (owns its networks and losses), following the contract above.
-        optimizer, scheduler: built over the method's trainable parameters.
+        cfg: loop settings (steps, cadences, checkpoints kept, the non-finite streak that stops a run).
+        train_step: one optimiser step of the method (``refign.engine.step.TrainStep``): the method, its
+            optimiser, schedule, loss scaler and autocast, all of which the checkpoints hold.
         batches: ``start_step -> iterator`` of the method's batches (tensors are moved to the device here).
         evaluate: run every ``eval_every`` steps and at the end; None = no evaluation.
         dist_info: rank, world size and device of this process.
@@ -126,17 +100,11 @@ class Trainer:
         checkpoint_extras: entries added to every checkpoint (e.g. the matcher's bare state dict).
     """
 
-    # makes each step's ``backward`` for the method; a subclass of LossBackward counts what the backwards do
-    # (``refign.estimate``) or sums the losses as before (the tests)
-    loss_backward: Callable[..., LossBackward] = LossBackward
-
     def __init__(
         self,
         cfg: TrainerConfig,
-        method: nn.Module,
+        train_step: TrainStep,
         *,
-        optimizer: torch.optim.Optimizer,
-        scheduler: torch.optim.lr_scheduler.LRScheduler,
         batches: Callable[[int], Iterator[dict]],
         evaluate: Evaluation | None,
         dist_info: DistInfo,
@@ -145,16 +113,12 @@ class Trainer:
         resolved_config: dict | None = None,
         checkpoint_extras: Callable[[], dict] | None = None,
     ) -> None:
-        if cfg.precision not in (*PRECISIONS, AUTO16):
-            raise ValueError(
-                f"trainer.precision must be one of {[*PRECISIONS, AUTO16]}, got {cfg.precision!r}"
-            )
-        self.precision = resolve_precision(cfg.precision, dist_info.device)
-        if self.precision != cfg.precision:
-            log.info("trainer.precision=%s on %s: %s", cfg.precision, dist_info.device, self.precision)
         self.cfg, self.dist = cfg, dist_info
-        self.method = on_device(method, dist_info.device)
-        self.optimizer, self.scheduler = optimizer, scheduler
+        self.train_step = train_step
+        self.method, self.optimizer = (
+            train_step.method,
+            train_step.optimizer,
+        )  # read by the loop and checkpoints
         self.batches, self.evaluate = batches, evaluate
         self.run_dir, self.logger = Path(run_dir), logger
         self.resolved_config = resolved_config
@@ -163,27 +127,6 @@ class Trainer:
         # the step of the newest checkpoint this process wrote (no double save at the end)
         self.saved_step = -1
         self.store = CheckpointStore(self.run_dir / "checkpoints", keep_last=cfg.keep_checkpoints)
-        dtype = PRECISIONS[self.precision]
-        self.autocast = (
-            (lambda: torch.autocast(dist_info.device.type, dtype=dtype)) if dtype else contextlib.nullcontext
-        )
-        self.scaler = torch.amp.GradScaler(dist_info.device.type, enabled=self.precision == "fp16")
-        # what a step changes besides the optimiser's parameters, restored where a step is skipped
-        self.step_state = method.step_state() if hasattr(method, "step_state") else list(method.buffers())
-        self.model = self._wrap(method)
-
-    def _wrap(self, method: nn.Module) -> nn.Module:
-        if not self.dist.distributed:
-            return MethodStep(method)
-        if self.cfg.sync_batchnorm:
-            if self.dist.device.type == "cuda":
-                method = nn.SyncBatchNorm.convert_sync_batchnorm(method)
-            else:
-                log.warning("trainer.sync_batchnorm ignored: SyncBatchNorm needs CUDA")
-        ids = [self.dist.device.index] if self.dist.device.type == "cuda" else None
-        return DistributedDataParallel(
-            MethodStep(method), device_ids=ids, find_unused_parameters=self.cfg.find_unused_parameters
-        )
 
     # ---- state -------------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -193,8 +136,8 @@ class Trainer:
         return {
             **checkpoint.method_entries(self.method),
             "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
+            "scheduler": self.train_step.scheduler.state_dict(),
+            "scaler": self.train_step.scaler.state_dict(),
             "step": self.step,
             "rng": all_gather_object(checkpoint.rng_state()),
             "config": self.resolved_config,
@@ -205,8 +148,8 @@ class Trainer:
     def load_state_dict(self, state: dict, source: str = "checkpoint") -> None:
         checkpoint.restore_method(self.method, state, source)
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
+        self.train_step.scheduler.load_state_dict(state["scheduler"])
+        self.train_step.scaler.load_state_dict(state["scaler"])
         self.step = state["step"]
         self.logger.resume(self.step, state.get("logger"))
         rng = state["rng"]
@@ -285,88 +228,6 @@ class Trainer:
         raise preemption.Preempted(signal_name, self.step, requeued)
 
     # ---- loop --------------------------------------------------------------------------------------------
-    def train_step(self, batch: dict) -> tuple[dict[str, torch.Tensor | float], torch.Tensor, dict]:
-        """One optimiser step; returns the logged scalars (device tensors, not read here), a device flag that
-        is 1 where the step was skipped for a non-finite loss or gradient, and the ``img/*`` panels.
-
-        Nothing here waits for the device (no ``.item()``, ``float()`` of a tensor or branch on a tensor's
-        value): the host queues the next step while this one runs. The scalars are read every ``log_every``
-        steps (``_log_window``).
-        """
-        before = [t.clone() for t in self.step_state]
-        backward = self.loss_backward(
-            self.method.loss_names, type(self.method).__name__, self.scaler, self.dist.device.type
-        )
-        with self.autocast():
-            out, last = self.model(batch, self.step, backward)  # every loss but the last back-propagated
-        # After DDP's forward: the backward that all-reduces. Every rank back-propagates (DDP expects it); the
-        # step is skipped if any rank saw a non-finite value.
-        backward.backward_last(last)
-        loss = sum(backward.losses.values())  # detached; NaN/inf where any loss was
-        skipped = all_reduce_sum(self._non_finite(loss)).clamp(max=1).reshape(())
-        if self.cfg.grad_clip:
-            self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.method.parameters(), self.cfg.grad_clip)
-        self._optimizer_step(skipped)
-        self._roll_back(before, skipped)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scheduler.step()
-        logged = {
-            k: v.detach() if torch.is_tensor(v) else v
-            for k, v in out.items()
-            if isinstance(v, float) or (torch.is_tensor(v) and v.numel() == 1)
-        }
-        logged |= {f"loss_{name}": value for name, value in backward.losses.items()}
-        logged["loss"] = loss
-        images = {k: v for k, v in out.items() if k.startswith("img/")}
-        return logged, skipped, images
-
-    def _non_finite(self, loss: torch.Tensor) -> torch.Tensor:
-        """1 on the device where the loss or (without the fp16 scaler) a gradient is NaN/inf.
-
-        A finite loss can still give non-finite gradients (an overflow in backward); the check is the one the
-        GradScaler makes, with a scale of 1. Under fp16 the scaler checks the gradients itself, and its
-        overflows are routine (it backs off its scale), so only the loss counts towards the guard there."""
-        flag = (~torch.isfinite(loss.detach())).float().reshape(1)
-        if self.scaler.is_enabled():
-            return flag
-        by_kind: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = {}
-        for p in self.method.parameters():
-            if p.grad is not None:
-                by_kind.setdefault((p.grad.device, p.grad.dtype), []).append(p.grad)
-        one = torch.ones(1, device=self.dist.device)
-        for grads in by_kind.values():  # leaves the gradients as they are (× 1); sets flag where non-finite
-            torch._amp_foreach_non_finite_check_and_unscale_(grads, flag, one)
-        return flag
-
-    def _roll_back(self, before: list[torch.Tensor], skipped: torch.Tensor) -> None:
-        """Undo, where the step was skipped, what its forward pass changed outside the optimiser: BatchNorm
-        statistics and the EMA teacher (``step_state``). On the device, without reading the flag."""
-        keep_old = skipped.bool()
-        for now, old in zip(self.step_state, before, strict=True):
-            now.copy_(torch.where(keep_old, old, now))
-
-    def _optimizer_step(self, skipped: torch.Tensor) -> None:
-        """The update, left out on the device where ``skipped`` is 1.
-
-        A fused optimiser (``optim.fused=true``, the default) takes the flag as its ``found_inf`` input and
-        leaves parameters, moments and step count untouched, without the host reading the flag. Under fp16 the
-        GradScaler does the same from the gradients, which a non-finite loss makes non-finite (and it backs
-        off its scale). A non-fused optimiser cannot skip on the device: there the host reads the flag, one
-        synchronisation per step.
-        """
-        if self.scaler.is_enabled():
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        elif all(group.get("fused") for group in self.optimizer.param_groups):
-            self.optimizer.found_inf = skipped
-            try:
-                self.optimizer.step()
-            finally:
-                del self.optimizer.found_inf
-        elif not skipped.item():
-            self.optimizer.step()
-
     def _log_window(self, bar: tqdm) -> None:
         """Log the window's means; warn about skipped steps; stop the run (keeping its last good state) once
         a streak of non-finite losses reached ``max_nonfinite_steps``."""
@@ -412,7 +273,7 @@ class Trainer:
                 self._preempt(stop.received or "a stop signal on another rank")
             batch = {k: v.to(self.dist.device, non_blocking=True) for k, v in next(batches).items()}
             self.method.wants_images = self.dist.is_main and self._due(self.cfg.image_every, self.step + 1)
-            logged, skipped, images = self.train_step(batch)
+            logged, skipped, images = self.train_step(batch, self.step)
             self.step += 1
             self.window.add(logged, skipped)
             bar.update(1)
@@ -438,7 +299,7 @@ class Trainer:
         """Evaluate the method's inference network; log the scalars and write ``eval_<step>.json``."""
         if self.evaluate is None:
             return {}
-        results, flat = self.evaluate(self.method.inference_model(), self.autocast)
+        results, flat = self.evaluate(self.method.inference_model(), self.train_step.autocast)
         self.logger.log_eval(results, flat, self.step)
         if self.dist.is_main:
             (self.run_dir / f"eval_{self.step:07d}.json").write_text(json.dumps(results, indent=1))

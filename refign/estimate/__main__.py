@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 
 from refign.cli import entry_point
 from refign.engine.reproducibility import import_targets
-from refign.engine.trainer import AUTO16, PRECISIONS
+from refign.engine.step import AUTO16, PRECISIONS
 from refign.estimate.report import refign_ratio, report
 from refign.estimate.trace import aligning, trace_step
 

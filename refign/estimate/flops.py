@@ -12,7 +12,7 @@ from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 
 from refign.alignment.correlation import LocalCorrelation
 from refign.engine.backward import LossBackward
-from refign.engine.trainer import Trainer
+from refign.engine.step import TrainStep
 
 # the matcher's local correlation: counted apart (see ``counted_by_part``) and added to the total
 CORRELATION = "matcher's local correlation"
@@ -78,7 +78,7 @@ def method_parts(method: torch.nn.Module) -> dict[str, list[torch.nn.Module]]:
 
 
 class CountedBackward(LossBackward):
-    """The trainer's ``backward``, each run's FLOPs added to ``flops['backward']``: a method back-propagates
+    """The step's ``backward``, each run's FLOPs added to ``flops['backward']``: a method back-propagates
     all but its last loss inside its forward, so the backward is not simply what follows the forward."""
 
     def __init__(self, *args, total: Callable[[], int], flops: dict[str, int], **kwargs) -> None:
@@ -93,10 +93,10 @@ class CountedBackward(LossBackward):
 
 @contextlib.contextmanager
 def counted_by_part(
-    counter: FlopCounterMode, method: torch.nn.Module, trainer: Trainer
+    counter: FlopCounterMode, method: torch.nn.Module, step: TrainStep
 ) -> Iterator[dict[str, int]]:
     """FLOPs per part (filled in when the block exits): each network's forward, the backwards
-    (``CountedBackward``, set as the trainer's ``loss_backward`` for the block) and the rest of the step
+    (``CountedBackward``, set as the step's ``loss_backward`` for the block) and the rest of the step
     (losses, augmentation, refinement). Read from the counter's running total around the calls, because its
     own per-module split is unreliable here."""
 
@@ -127,13 +127,13 @@ def counted_by_part(
     handles += [
         m.register_forward_hook(correlation) for m in method.modules() if isinstance(m, LocalCorrelation)
     ]
-    trainer.loss_backward = functools.partial(CountedBackward, total=total, flops=flops)
+    step.loss_backward = functools.partial(CountedBackward, total=total, flops=flops)
     try:
         yield flops
     finally:
         for h in handles:
             h.remove()
-        del trainer.loss_backward
+        del step.loss_backward
     backward = flops.pop("backward", 0)
     correlation_flops = flops.pop("local correlation", 0)
     flops["rest of the forward"] = total() - backward - sum(flops.values())

@@ -2,7 +2,7 @@
 
 The composed method (student, EMA teacher, frozen ImageNet copy, Refign's matcher, MIC, HRDA's views) is
 built of fake tensors (``FakeTensorMode``: shapes, dtypes and devices, no data), with random initialisation
-instead of its weight files, and the trainer's own ``train_step`` runs once on a fake batch of the
+instead of its weight files, and the training step itself (``TrainStep``) runs once on a fake batch of the
 configured size, after the optimiser's state has been created (a steady step, not the first).
 ``LiveMemory`` counts the bytes of live storages and ``StepFlops`` the FLOPs. Nothing is computed and no
 file is read, so a paper-scale step traces in seconds (4–15 s for the 12 experiments on 2 cores).
@@ -11,11 +11,9 @@ file is read, so a paper-scale step traces in seconds (4–15 s for the 12 exper
 from __future__ import annotations
 
 import contextlib
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, open_dict
@@ -107,14 +105,14 @@ def trace_step(cfg: DictConfig, precision: str) -> StepEstimate:
     start = time.perf_counter()
     cfg = traceable(cfg)
     info = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
-    with FakeTensorMode(allow_non_fake_inputs=True), tempfile.TemporaryDirectory() as tmp:
+    with FakeTensorMode(allow_non_fake_inputs=True):
         with HostFactories(), warnings.catch_warnings():
             # the EMA teacher and the ImageNet copy are deep copies: torch's Tensor.__deepcopy__ asks each
             # fake tensor for its data pointer, warns that this is a bug, and copies it correctly all the same
             warnings.filterwarnings("ignore", "Accessing the data pointer of FakeTensor", UserWarning)
             method = build.build_method(cfg, weight_files=False)
-        trainer = build.build_step_trainer(cfg, method, info, precision, Path(tmp))
-        trainer.method.train()
+        step = build.build_train_step(cfg, method, info, precision)
+        method.train()
         batch = fake_batch(cfg, build.method_class(cfg).needs_target)
         memory = LiveMemory()
         trained = {id(p) for p in method.parameters() if p.requires_grad}
@@ -123,13 +121,13 @@ def trace_step(cfg: DictConfig, precision: str) -> StepEstimate:
         memory.track(method.buffers(), "frozen")
         memory.track(batch.values(), "batch")
         policy = cuda_autocast_policy() if precision != "32" else contextlib.nullcontext()
-        with phase_hooks(memory, trainer.optimizer), policy, memory:
-            initialise_state(trainer.optimizer)
+        with phase_hooks(memory, step.optimizer), policy, memory:
+            initialise_state(step.optimizer)
             memory.reset_peak()
             before = memory.current
             flop_counter = StepFlops(custom_mapping={torch.ops.aten.convolution_backward: conv_backward_flop})
-            with flop_counter as counter, counted_by_part(counter, method, trainer) as parts:
-                trainer.train_step(batch)
+            with flop_counter as counter, counted_by_part(counter, method, step) as parts:
+                step(batch, 0)
     return StepEstimate(
         precision=precision,
         peak=memory.peak,

@@ -35,7 +35,7 @@ from omegaconf import DictConfig, open_dict
 
 from refign import build
 from refign.engine.dist import DistInfo, setup
-from scripts.measure.common import compose_here, random_batch, training_step
+from scripts.measure.common import compose_here, random_batch
 
 STEPS_PER_RUN = 40_000
 # the configuration of each method per scale: the official Cityscapes→ACDC experiments, or the synthetic
@@ -76,17 +76,18 @@ def time_row(cfg: DictConfig, precision: str, info: DistInfo, steps: int, warmup
     method = build.build_method(cfg).to(info.device)
     with open_dict(cfg):
         cfg.trainer.max_steps = STEPS_PER_RUN
-    step = training_step(cfg, method, info, precision)
+    step = build.build_train_step(cfg, method, info, precision)
+    method.train()
     batch = random_batch(cfg, torch.Generator().manual_seed(0), info.device)
     if info.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(info.device)
-    for _ in range(warmup):
-        step(batch)
+    for index in range(warmup):
+        step(batch, index)
     timer = time.process_time if clock == "cpu" else time.perf_counter
     synchronize(info.device)
     start = timer()
-    for _ in range(steps):
-        step(batch)
+    for index in range(warmup, warmup + steps):
+        step(batch, index)
     synchronize(info.device)
     elapsed = timer() - start
     if info.device.type == "cuda":

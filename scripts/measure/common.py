@@ -1,5 +1,5 @@
-"""What the measurement tools share: a configuration of this checkout, a random batch at its size, the training
-step on it, and a child process measured under a lock and a memory watchdog.
+"""What the measurement tools share: a configuration of this checkout, a random batch at its size, and a child
+process measured under a lock and a memory watchdog.
 
 The tools run from the repository root as modules (``python -m scripts.measure.<tool>``, as torchtitan runs
 its ``scripts/estimate``), so that they and the tests import this module by its package path.
@@ -13,10 +13,9 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,6 @@ from omegaconf import DictConfig
 
 from refign import build
 from refign.cli import compose
-from refign.engine.dist import DistInfo
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
@@ -57,21 +55,6 @@ def random_batch(
         :, 0, :h, :w
     ].long()
     return {k: v.to(device or "cpu") for k, v in batch.items()}
-
-
-def training_step(
-    cfg: DictConfig, method: torch.nn.Module, info: DistInfo, precision: str
-) -> Callable[[dict], None]:
-    """``refign.train``'s step on ``method`` (autocast, scaler, one backward per loss, optimiser and schedule),
-    callable on a batch the caller makes."""
-    trainer = build.build_step_trainer(cfg, method, info, precision, Path(tempfile.gettempdir()))
-    trainer.method.train()
-
-    def step(batch: dict) -> None:
-        trainer.train_step(batch)
-        trainer.step += 1
-
-    return step
 
 
 @contextmanager

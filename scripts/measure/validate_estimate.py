@@ -34,7 +34,6 @@ import random
 import re
 import sys
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -42,8 +41,9 @@ from omegaconf import DictConfig
 
 from refign import build
 from refign.engine.dist import DistInfo
+from refign.engine.step import TrainStep
 from refign.estimate.trace import aligning, trace_step, traceable
-from scripts.measure.common import GIB, compose_here, locked, random_batch, run_watched, training_step
+from scripts.measure.common import GIB, compose_here, locked, random_batch, run_watched
 
 MMAP_THRESHOLD = 128 * 1024  # glibc's initial value, kept fixed
 ALIGN_EVERY_STEP = ["refine.adapt_to_ref=false"]
@@ -60,14 +60,14 @@ def status_kib(key: str, pid: str = "self") -> int:
     return int(re.search(rf"{key}:\s+(\d+)", Path(f"/proc/{pid}/status").read_text()).group(1))
 
 
-def peak_rise(step: Callable[[dict], None], batch: dict[str, torch.Tensor]) -> int:
+def peak_rise(step: TrainStep, batch: dict[str, torch.Tensor], index: int) -> int:
     """Bytes the peak resident set rises by during one real step, over the resident set before it (freed
     memory returned to the system first, so that it does not hide the step's own allocations)."""
     gc.collect()
     ctypes.CDLL("libc.so.6").malloc_trim(0)
     before = status_kib("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # the peak resident set starts again from now
-    step(batch)
+    step(batch, index)
     return (status_kib("VmHWM") - before) * 1024
 
 
@@ -76,10 +76,12 @@ def measure(cfg: DictConfig) -> tuple[int, int]:
     torch.manual_seed(0)
     random.seed(0)
     info = DistInfo(0, 1, 0, torch.device("cpu"))
-    step = training_step(cfg, build.build_method(cfg, weight_files=False), info, "32")
+    method = build.build_method(cfg, weight_files=False)
+    step = build.build_train_step(cfg, method, info, "32")
+    method.train()
     batch = random_batch(cfg, torch.Generator().manual_seed(0))
-    first = peak_rise(step, batch)  # also creates the optimiser's state and initialises the libraries
-    return first, peak_rise(step, batch)
+    first = peak_rise(step, batch, 0)  # also creates the optimiser's state and initialises the libraries
+    return first, peak_rise(step, batch, 1)
 
 
 def child(name: str) -> None:

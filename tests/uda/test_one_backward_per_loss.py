@@ -23,7 +23,7 @@ import pytest
 import torch
 
 from refign.engine.backward import LossBackward
-from refign.engine.trainer import Trainer
+from refign.engine.step import TrainStep
 from refign.estimate.memory import LiveMemory
 from refign.train import run
 from refign.uda.dacs import DACS
@@ -97,7 +97,7 @@ def each_and_summed(cfg, run_dir, monkeypatch) -> tuple[dict, dict]:
     """The method's tensors after ``cfg``'s steps: one backward per loss, and the losses' sum in one."""
     run(cfg, run_dir / "each")
     with monkeypatch.context() as patch:
-        patch.setattr(Trainer, "loss_backward", SummedBackward)
+        patch.setattr(TrainStep, "loss_backward", SummedBackward)
         run(cfg, run_dir / "summed")
     return tuple(weights(run_dir / name / "checkpoints" / "last.pt") for name in ("each", "summed"))
 
