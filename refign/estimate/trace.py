@@ -11,12 +11,14 @@ file is read, so a paper-scale step traces in seconds (4–15 s for the 12 exper
 from __future__ import annotations
 
 import contextlib
+import copy
 import time
 import warnings
 from dataclasses import dataclass, field
 
 import torch
-from omegaconf import DictConfig, open_dict
+from hydra.utils import get_object
+from omegaconf import DictConfig, OmegaConf, open_dict
 from torch._subclasses.fake_tensor import FakeTensorMode, is_fake, unset_fake_temporarily
 from torch.overrides import TorchFunctionMode
 
@@ -78,6 +80,28 @@ class HostFactories(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
+def untrained(cfg: DictConfig) -> DictConfig:
+    """``cfg`` with every network at its random initialisation and no weight file read: a trace needs the
+    sizes only (and ``scripts/measure/validate_estimate.py`` memory, which the weights do not change).
+    Refign's matcher keeps its ``alignment.checkpoint``, without which the build refuses Refign, and is made
+    by ``random_matcher``, which does not read it."""
+    cfg = copy.deepcopy(cfg)
+    with open_dict(cfg):
+        for key in ("init_weights", "backbone.pretrained", "alignment.vgg_weights"):
+            if OmegaConf.select(cfg, key) is not None:
+                OmegaConf.update(cfg, key, None)
+        if OmegaConf.select(cfg, "alignment.checkpoint") is not None:
+            cfg.alignment.network = cfg.alignment._target_
+            cfg.alignment._target_ = f"{__name__}.random_matcher"
+    return cfg
+
+
+def random_matcher(network: str, checkpoint: str, **kwargs) -> torch.nn.Module:
+    """The matcher ``network`` (its factory's import path) makes from ``kwargs``, at its random
+    initialisation: ``checkpoint`` is not read."""
+    return get_object(network)(checkpoint=None, **kwargs)
+
+
 def traceable(cfg: DictConfig) -> DictConfig:
     """``cfg`` as the trace runs it: the fused AdamW of a GPU run, and the matcher's local correlation in
     PyTorch (the compiled ``spatial_correlation_sampler`` reads its inputs' data, which fake tensors do not
@@ -110,7 +134,7 @@ def trace_step(cfg: DictConfig, precision: str) -> StepEstimate:
             # the EMA teacher and the ImageNet copy are deep copies: torch's Tensor.__deepcopy__ asks each
             # fake tensor for its data pointer, warns that this is a bug, and copies it correctly all the same
             warnings.filterwarnings("ignore", "Accessing the data pointer of FakeTensor", UserWarning)
-            method = build.build_method(cfg, weight_files=False)
+            method = build.build_method(untrained(cfg))
         step = build.build_train_step(cfg, method, info, precision)
         method.train()
         batch = fake_batch(cfg, build.method_class(cfg).needs_target)

@@ -35,7 +35,7 @@ from omegaconf import DictConfig, open_dict
 
 from refign import build
 from refign.engine.dist import DistInfo, setup
-from scripts.measure.common import compose_here, random_batch
+from scripts.measure.common import compose_here, random_batch, write_random_weights
 
 STEPS_PER_RUN = 40_000
 # the configuration of each method per scale: the official Cityscapes→ACDC experiments, or the synthetic
@@ -160,7 +160,7 @@ def main() -> None:
                 continue
             for row in args.rows:
                 cfg = compose_row(row, args.scale, Path(tmp), extra)
-                build.write_random_weights(cfg)
+                write_random_weights(cfg)
                 r = time_row(cfg, precision, info, args.steps, args.warmup, args.clock)
                 results.append({"precision": precision, "row": row, **r})
                 print(f"{precision:>4} {row:>16}: {r['steps_per_s']:.3f} steps/s", flush=True)

@@ -1,5 +1,5 @@
-"""What the measurement tools share: a configuration of this checkout, a random batch at its size, and a child
-process measured under a lock and a memory watchdog.
+"""What the measurement tools share: a configuration of this checkout, random weight files where it expects
+the released ones, a random batch at its size, and a child process measured under a lock and a memory watchdog.
 
 The tools run from the repository root as modules (``python -m scripts.measure.<tool>``, as torchtitan runs
 its ``scripts/estimate``), so that they and the tests import this module by its package path.
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from refign import build
 from refign.cli import compose
@@ -37,6 +37,37 @@ def compose_here(config_name: str, overrides: Sequence[str]) -> DictConfig:
     """``compose`` with ``paths.root_dir`` at this checkout: its outputs and weight folders whatever the
     working directory."""
     return compose(config_name, [f"paths.root_dir={ROOT}", *overrides])
+
+
+def write_random_weights(cfg: DictConfig) -> list[Path]:
+    """Random-weight files at every weight path of ``cfg`` that does not exist yet (backbone ``pretrained``,
+    ``init_weights``, Refign's ``alignment.checkpoint``), in the formats their loaders accept; returns the
+    files written. For measuring time and memory at true size without the released weights (bench_step,
+    dry_run): a step's cost does not depend on the weights. Existing files are never touched."""
+    written = []
+
+    def missing(path) -> bool:
+        return bool(path) and not Path(path).exists()
+
+    def save(state: dict, path: str) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        torch.save(state, path)
+        written.append(Path(path))
+
+    if missing(cfg.backbone.get("pretrained")):
+        save(build.instantiate(cfg.backbone, pretrained=None).state_dict(), cfg.backbone.pretrained)
+    if missing(cfg.get("init_weights")):
+        fresh = cfg.copy()
+        with open_dict(fresh):
+            fresh.init_weights = None
+            fresh.backbone.pretrained = None
+        save(build.build_segmentor(fresh).state_dict(), cfg.init_weights)
+    if cfg.get("refign", {}).get("enabled") and missing(cfg.alignment.get("checkpoint")):
+        save(
+            {"state_dict": build.instantiate(cfg.alignment, checkpoint=None).state_dict()},
+            cfg.alignment.checkpoint,
+        )
+    return written
 
 
 def random_batch(

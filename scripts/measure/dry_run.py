@@ -36,8 +36,15 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from refign import build
-from scripts.measure.common import EXPERIMENTS, GIB, ROOT, compose_here, locked, run_watched
+from scripts.measure.common import (
+    EXPERIMENTS,
+    GIB,
+    ROOT,
+    compose_here,
+    locked,
+    run_watched,
+    write_random_weights,
+)
 
 
 class DryRunError(ValueError):
@@ -125,7 +132,7 @@ class DryRun:
                 f"{name}: pretrained file(s) not found: {listed} (download them, see docs/checkpoints.md, or "
                 f"pass --random-weights to measure with random weights)"
             )
-        for path in build.write_random_weights(cfg):
+        for path in write_random_weights(cfg):
             self.say(f"{name}: wrote random weights {path}")
         return cfg
 

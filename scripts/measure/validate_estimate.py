@@ -42,7 +42,7 @@ from omegaconf import DictConfig
 from refign import build
 from refign.engine.dist import DistInfo
 from refign.engine.step import TrainStep
-from refign.estimate.trace import aligning, trace_step, traceable
+from refign.estimate.trace import aligning, trace_step, traceable, untrained
 from scripts.measure.common import GIB, compose_here, locked, random_batch, run_watched
 
 MMAP_THRESHOLD = 128 * 1024  # glibc's initial value, kept fixed
@@ -76,7 +76,7 @@ def measure(cfg: DictConfig) -> tuple[int, int]:
     torch.manual_seed(0)
     random.seed(0)
     info = DistInfo(0, 1, 0, torch.device("cpu"))
-    method = build.build_method(cfg, weight_files=False)
+    method = build.build_method(untrained(cfg))
     step = build.build_train_step(cfg, method, info, "32")
     method.train()
     batch = random_batch(cfg, torch.Generator().manual_seed(0))
