@@ -14,15 +14,15 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from refign import build
-from refign.cli import entry_point
-from refign.engine import dist
+from refign.engine.reproducibility import task_session
+from refign.task import entry_point
 
 log = logging.getLogger("refign.evaluate")
 
 
 def run(cfg: DictConfig, out_dir: Path) -> dict:
     """Build the inference network and the split's evaluation → evaluate → write ``eval.json``."""
-    with dist.session(cfg.trainer.device) as info:
+    with task_session(cfg) as info:
         model = build.build_inference_model(cfg).to(info.device)
         results, flat = build.build_segmentation_eval(cfg, info, cfg.split, required=True)(model)
         if info.is_main:

@@ -6,19 +6,18 @@ its other files are named and counted as left out), named after it and at
 its own size, ``labelTrainIds/<name>.png``, ``color/<name>.png`` and ``overlay/<name>.png`` (the picture
 blended with the class colours, and a legend of the classes present); per video, ``overlay/<name>.mp4``
 (and every frame's PNGs with ``video_frames=true``). Pictures are brought to the scale the checkpoint was
-evaluated at (``refign.inference``; ``short_side=`` states another). A file that cannot be read is named,
+evaluated at (``refign.inference.segment``; ``short_side=`` states another). A file that cannot be read is named,
 skipped and counted; the others are written, and the exit status is 1.
 
 Without ``input=``, for every dataset under ``dataset.predict`` (ACDC / Dark Zurich: the hidden-label *test* split; synthetic:
 its labelled test split): trainId PNGs named after the inputs, colour PNGs and ``overview.png`` (image |
 ground truth where the split has labels | prediction) for viewing, and ``<name>_submission.zip`` in the
-test server's layout (``refign.export``). Upload the zip; the server's numbers are the paper's, the ones
+test server's layout (``refign.inference.export``). Upload the zip; the server's numbers are the paper's, the ones
 ``refign.evaluate`` prints are validation.
 """
 
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
 
@@ -26,18 +25,16 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from refign import build
-from refign.cli import entry_point
-from refign.engine import dist
-from refign.export import DEFAULT_FORMAT, SERVER_FORMATS, make_archive, predict_dataset
-from refign.predict_files import predict_inputs
-
-log = logging.getLogger("refign.predict")
+from refign.engine.reproducibility import task_session
+from refign.inference.export import export_datasets
+from refign.inference.files import predict_inputs
+from refign.task import entry_point
 
 
 def run(cfg: DictConfig, out_dir: Path) -> dict:
     """Predictions and one archive per dataset under ``out_dir``; returns the archives by dataset name.
     With ``input=``: the predictions of the user's files; returns ``{"written": [...], "failed": [...]}``."""
-    with dist.session(cfg.trainer.device) as info:
+    with task_session(cfg) as info:
         if info.distributed:
             raise RuntimeError("refign.predict runs on one process; launch it without torchrun")
         if cfg.input:
@@ -56,22 +53,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
         if not datasets:
             raise ValueError(f"dataset {cfg.dataset.name!r} has no 'predict' node (nothing to export)")
         model = build.build_inference_model(cfg).to(info.device)
-        archives = {}
-        for name, ds in datasets.items():
-            files = predict_dataset(
-                model, ds, out_dir / name, info.device, cfg.overwrite, cfg.overview_images
-            )
-            fmt = SERVER_FORMATS.get(type(ds).__name__, DEFAULT_FORMAT)
-            archives[name] = make_archive(files, fmt, out_dir / f"{name}_submission.zip", cfg.overwrite)
-            log.info(
-                "%s: %d predictions in %s, archive %s%s",
-                name,
-                len(files),
-                out_dir / name,
-                archives[name],
-                f" (upload it to {fmt.url})" * bool(fmt.url),
-            )
-        return archives
+        return export_datasets(model, datasets, out_dir, info.device, cfg.overwrite, cfg.overview_images)
 
 
 @entry_point("predict")

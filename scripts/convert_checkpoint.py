@@ -34,11 +34,11 @@ import torch
 from omegaconf import OmegaConf, open_dict
 
 from refign import build
-from refign.cli import compose
 from refign.engine import checkpoint
 from refign.models.convert import check_vgg16, convert_mit, convert_refign
 from refign.models.weights import load_strict, read_state_dict
-from refign.safe_load import load_torch
+from refign.task import compose
+from refign.utils.safe_load import load_torch
 
 
 def save(obj: dict, out: Path, force: bool) -> None:

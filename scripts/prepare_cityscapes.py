@@ -22,7 +22,7 @@ import numpy as np
 from cityscapesscripts.preparation.json2labelImg import json2labelImg
 from PIL import Image
 
-from refign.progress import progress_bar
+from refign.utils.progress import progress_bar
 
 NUM_CLASSES = 19
 POLYGONS = "_gtFine_polygons.json"

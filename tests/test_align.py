@@ -12,10 +12,10 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from refign.align import run
-from refign.build import ConfigError
 from refign.data.datasets.synthetic import SyntheticDataset
 from refign.data.io import load_image
-from refign.inference import NORMALISE
+from refign.inference.segment import NORMALISE
+from refign.utils.errors import ConfigError
 from tests.conftest import build_matcher, compose_cfg, save_matcher
 
 N, SIZE = 2, (64, 128)

@@ -11,8 +11,8 @@ import pytest
 import tqdm.std
 
 import refign
-from refign import progress
-from refign.cli import compose
+from refign.task import compose
+from refign.utils import progress
 from tests.methods import finish, train_cli
 
 

@@ -10,7 +10,6 @@ from PIL import Image
 
 from refign import evaluate
 from refign.build import build_inference_model, build_segmentor
-from refign.cli import one_line
 from refign.data.datasets.cityscapes import Cityscapes
 from refign.data.io import DatasetError, load_image, load_label, require_dir
 from refign.data.loader import step_loader
@@ -18,6 +17,7 @@ from refign.data.transforms import JointTransform
 from refign.engine.dist import DistInfo
 from refign.models.backbones import mit
 from refign.models.weights import CheckpointError, load_backbone_weights
+from refign.task import one_line
 from refign.train import run
 from tests.data import trees
 

@@ -10,7 +10,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigAttributeError
 
 from refign import build
-from refign.cli import compose
+from refign.task import compose
 from tests.conftest import CONF_DIR
 
 ROOT = Path(CONF_DIR).parent

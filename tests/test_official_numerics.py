@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from refign.imaging import resize
 from refign.models.backbones import mit
 from refign.models.heads.daformer import DAFormerHead
+from refign.utils.imaging import resize
 
 MIT_B0 = dict(
     embed_dims=32, num_layers=[2, 2, 2, 2], num_heads=[1, 2, 5, 8], sr_ratios=[8, 4, 2, 1], mlp_ratio=4

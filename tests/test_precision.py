@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from refign.cli import compose
 from refign.engine.step import resolve_precision
+from refign.task import compose
 from tests.conftest import CONF_DIR
 
 EXPERIMENTS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))

@@ -19,8 +19,8 @@ from refign import build
 from refign.data.datasets.synthetic import SyntheticDataset
 from refign.engine import checkpoint
 from refign.evaluate import run as evaluate_run
-from refign.inference import segment
-from refign.media import VideoWriter, read_frames, read_picture
+from refign.inference.media import VideoWriter, read_frames, read_picture
+from refign.inference.segment import segment
 from refign.predict import run as predict_run
 from tests.conftest import compose_cfg, numpy_miou
 

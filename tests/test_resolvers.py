@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from refign.resolvers import MAX_DIRNAME, short_dirname
+from refign.utils.resolvers import MAX_DIRNAME, short_dirname
 
 
 def test_short_override_lists_name_the_folder_as_they_are():

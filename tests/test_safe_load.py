@@ -30,7 +30,7 @@ from refign.engine import checkpoint
 from refign.models.backbones import mit
 from refign.models.convert import VGG16_CONVS
 from refign.models.weights import read_state_dict
-from refign.safe_load import CheckpointError, Unloaded, UnsafeFileError, load_npz, load_torch
+from refign.utils.safe_load import CheckpointError, Unloaded, UnsafeFileError, load_npz, load_torch
 from scripts.convert_checkpoint import main as convert_main
 from tests.conftest import build_matcher, compose_cfg, tiny_overrides
 from tests.data.test_convert import MIT_B0, to_segformer

@@ -1,5 +1,5 @@
 """A user's error reaches them as one line naming the key or file, exit status 2, nothing written; the full
-traceback under ``HYDRA_FULL_ERROR=1`` (refign/cli.py, docs/running.md#errors)."""
+traceback under ``HYDRA_FULL_ERROR=1`` (refign/task.py, docs/running.md#errors)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from refign.build import build_segmentor
-from refign.cli import EXIT_USER_ERROR
-from refign.errors import ConfigError
 from refign.models.weights import CheckpointError
+from refign.task import EXIT_USER_ERROR
 from refign.train import run
+from refign.utils.errors import ConfigError
 from tests.conftest import compose_cfg, tiny_overrides
 from tests.data import trees
 

@@ -9,7 +9,7 @@ from torch.utils.data import Dataset
 
 from refign.alignment.network import AlignmentNetwork
 from refign.alignment.pck import SparseEPE
-from refign.progress import progress_bar
+from refign.utils.progress import progress_bar
 
 
 def pad_pair(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -77,3 +77,26 @@ def identity_baseline(dataset: Dataset) -> dict:
         sample = dataset[i]
         metric.update_dense(torch.zeros_like(sample["flow"]), sample["flow"], sample["flow_valid"])
     return metric.compute()
+
+
+def pck_table(metrics: dict[str, float], data_name: str) -> str:
+    """PCK / AEPE overall and per condition as a table, then the certainty and speed figures."""
+    groups = [""] + sorted({k.split("/")[0] for k in metrics if "/" in k})
+    cols = ("pck1", "pck3", "pck5", "pck10", "aepe")
+    lines = [f"matcher on {data_name}: " + " | ".join(["split".ljust(8), *(c.upper() for c in cols)])]
+    for g in groups:
+        prefix = f"{g}/" if g else ""
+        if f"{prefix}pck5" in metrics:
+            cells = [f"{metrics[prefix + c]:6.2f}" for c in cols]
+            lines.append(" " * (len(data_name) + 13) + " | ".join([(g or "all").ljust(8), *cells]))
+    if "identity_pck5" in metrics:
+        lines.append(
+            f"identity (zero flow): PCK-5 {metrics['identity_pck5']:.2f}, AEPE {metrics['identity_aepe']:.2f}"
+        )
+    if "certain50_epe_ratio" in metrics:
+        lines.append(
+            f"certainty: EPE of the 50 % most certain pixels / EPE of all = {metrics['certain50_epe_ratio']:.3f} "
+            f"(Spearman certainty–EPE {metrics['spearman_cert_epe']:+.3f})"
+        )
+    lines.append(f"throughput: {metrics['pairs_per_s']:.1f} pairs/s")
+    return "\n".join(lines)

@@ -17,7 +17,7 @@ from torch import nn
 from refign.alignment.blocks import FlowDecoder, RefinementModule, UncertaintyModule, scaled
 from refign.alignment.correlation import GlobalCorrelation, LocalCorrelation
 from refign.alignment.warp import pixel_grid, scale_flow, warp
-from refign.imaging import resize
+from refign.utils.imaging import resize
 
 COARSE = 256  # side of the official coarse branch's images
 Level = tuple[torch.Tensor, torch.Tensor]  # (flow, log-variance)

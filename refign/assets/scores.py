@@ -13,9 +13,9 @@ from pathlib import Path
 import torch
 
 from refign import build
-from refign.cli import compose
 from refign.engine.dist import DistInfo
 from refign.engine.evaluator import evaluate as evaluate_segmentor
+from refign.task import compose
 
 ASSETS = Path(__file__).resolve().parent
 MANIFEST = ASSETS / "manifest.json"

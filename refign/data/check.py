@@ -21,8 +21,8 @@ from PIL import Image
 from refign.data.classes import IGNORE_INDEX, NUM_CLASSES
 from refign.data.datasets.base import FolderDataset
 from refign.data.io import DatasetError
-from refign.progress import progress_bar
-from refign.safe_load import load_npz
+from refign.utils.progress import progress_bar
+from refign.utils.safe_load import load_npz
 
 # Images per split and condition as the datasets publish them.
 #   Cityscapes: cityscapes-dataset.com/dataset-overview (gtFine: 2975 train, 500 val, 1525 test).

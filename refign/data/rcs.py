@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset
 
-from refign.progress import progress_bar
+from refign.utils.progress import progress_bar
 
 log = logging.getLogger(__name__)
 

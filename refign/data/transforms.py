@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from refign.data.classes import IGNORE_INDEX
-from refign.imaging import IMAGENET_MEAN, IMAGENET_STD
+from refign.utils.imaging import IMAGENET_MEAN, IMAGENET_STD
 
 IMAGE_KEYS = ("image", "image_ref")
 LABEL_KEYS = ("semantic", "semantic_ref", "flow_valid")

@@ -28,7 +28,7 @@ from torch import nn
 from refign.engine.checkpoint_store import LAST as LAST  # the name the trainer and tests use
 from refign.engine.checkpoint_store import verify
 from refign.models.weights import CheckpointError, load_strict
-from refign.safe_load import load_torch
+from refign.utils.safe_load import load_torch
 
 log = logging.getLogger(__name__)
 FORMAT = 3
@@ -59,7 +59,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def load(path: str | os.PathLike) -> dict:
-    """A checkpoint, read without running code (``refign.safe_load``; format-3 files of before the random
+    """A checkpoint, read without running code (``refign.utils.safe_load``; format-3 files of before the random
     states became tensors and lists still load, through the allow-list's NumPy array entries), after its
     checksum (``refign.engine.checkpoint_store.verify``)."""
     verify(path)

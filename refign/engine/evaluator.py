@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from refign.data.classes import CLASS_NAMES, IGNORE_INDEX
 from refign.engine.dist import DistInfo
 from refign.engine.metrics import ConfusionMatrix
-from refign.progress import progress_bar
+from refign.utils.progress import progress_bar
 
 
 def class_names(num_classes: int) -> list[str]:

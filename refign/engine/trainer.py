@@ -29,8 +29,8 @@ from refign.engine.dist import DistInfo, all_gather_object
 from refign.engine.loggers import MetricLogger
 from refign.engine.step import TrainStep
 from refign.engine.window import MetricWindow
-from refign.errors import check_number
-from refign.progress import progress_bar
+from refign.utils.errors import check_number
+from refign.utils.progress import progress_bar
 
 log = logging.getLogger(__name__)
 # (model, autocast) -> (results, written to eval_<step>.json and returned by fit; scalars for the logger)

@@ -22,7 +22,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from refign.engine.checkpoint_store import write_text_atomic
-from refign.resolvers import short_dirname
+from refign.utils.resolvers import short_dirname
 
 log = logging.getLogger(__name__)
 

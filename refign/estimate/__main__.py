@@ -12,11 +12,11 @@ from pathlib import Path
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from refign.cli import entry_point
 from refign.engine.reproducibility import import_targets
 from refign.engine.step import AUTO16, PRECISIONS
 from refign.estimate.report import refign_ratio, report
 from refign.estimate.trace import aligning, trace_step
+from refign.task import entry_point
 
 
 def run(cfg: DictConfig, out_dir: Path) -> dict:

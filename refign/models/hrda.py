@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from refign.imaging import resize
 from refign.models.heads.segformer import SegFormerHead
 from refign.models.segmentor import Segmentor, slide_windows
+from refign.utils.imaging import resize
 
 Box = tuple[int, int, int, int]  # y1, y2, x1, x2 in input pixels
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from refign.imaging import resize
+from refign.utils.imaging import resize
 
 
 def slide_windows(size: tuple[int, int], crop: tuple[int, int], stride: tuple[int, int]) -> list[tuple]:

@@ -8,7 +8,7 @@ import os
 import torch
 from torch import nn
 
-from refign.safe_load import CheckpointError, load_torch
+from refign.utils.safe_load import CheckpointError, load_torch
 
 
 class WeightsMismatchError(CheckpointError):
@@ -18,7 +18,7 @@ class WeightsMismatchError(CheckpointError):
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Tensors of a checkpoint file, unwrapping ``state_dict`` / ``model`` containers (Lightning, earlier
     refign checkpoints) or the ``segmentor`` entry of a refign training checkpoint. Read without running
-    code (``refign.safe_load``)."""
+    code (``refign.utils.safe_load``)."""
     obj = load_torch(path)
     for key in ("state_dict", "model", "segmentor"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):

@@ -15,10 +15,10 @@ from torch import nn
 
 from refign.alignment.warp import warp
 from refign.data.classes import colorize
-from refign.imaging import resize, to_rgb_uint8
 from refign.models.weights import CheckpointError, fingerprint
 from refign.refine.refiner import refine, trust_score
 from refign.uda.pseudo_label import PseudoLabels, teacher_probs
+from refign.utils.imaging import resize, to_rgb_uint8
 
 
 class RefignPseudoLabeler(nn.Module):

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils._python_dispatch import _disable_current_modes
 
-from refign.imaging import denormalize, gaussian_blur, normalize
+from refign.utils.imaging import denormalize, gaussian_blur, normalize
 
 EPS = 1e-6  # kornia 0.5.8 ``rgb_to_hsv``: saturation = delta / (max + eps)
 

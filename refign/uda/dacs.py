@@ -12,7 +12,6 @@ import numpy as np
 import torch
 
 from refign.data.classes import colorize
-from refign.imaging import resize, to_rgb_uint8
 from refign.models.segmentor import Segmentor
 from refign.uda.augment import strong_photometric
 from refign.uda.base import Backward, UDAMethod
@@ -22,6 +21,7 @@ from refign.uda.losses import pixel_weighted_ce
 from refign.uda.mic import MaskedBatch, MaskedImageConsistency
 from refign.uda.mix import class_masks, class_mix
 from refign.uda.pseudo_label import PseudoLabeler, PseudoLabels, TeacherSoftmax, confidence_weight
+from refign.utils.imaging import resize, to_rgb_uint8
 
 
 class MixedBatch(NamedTuple):

@@ -6,11 +6,11 @@ from collections.abc import Sequence
 
 import torch
 
-from refign.imaging import resize
 from refign.models.hrda import HRDASegmentor, check_hrda_geometry, downscale
 from refign.models.segmentor import Segmentor
 from refign.uda.dacs import DACS
 from refign.uda.losses import pixel_weighted_ce
+from refign.utils.imaging import resize
 
 
 class HRDA(DACS):

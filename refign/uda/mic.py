@@ -18,8 +18,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from refign.imaging import denormalize, normalize
 from refign.uda.augment import color_jitter, dacs_blur, random_order
+from refign.utils.imaging import denormalize, normalize
 
 # What is masked (official ``mask_mode``): ``target`` = the target images (``separatetrg[aug]``, MIC's own
 # default, e.g. GTA → Cityscapes); ``source_and_target`` = the first source image with its label and the first

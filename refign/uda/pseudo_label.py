@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from refign.imaging import resize
+from refign.utils.imaging import resize
 
 
 @dataclass

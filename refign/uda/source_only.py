@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from refign.imaging import resize
 from refign.uda.base import Backward, UDAMethod
 from refign.uda.losses import pixel_weighted_ce
+from refign.utils.imaging import resize
 
 
 class SourceOnly(UDAMethod):

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, open_dict
 
 from refign import build
-from refign.cli import compose
+from refign.task import compose
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from refign.cli import compose
+from refign.task import compose
 from scripts.measure.common import EXPERIMENTS, GIB, ROOT
 
 PRECISIONS = ("32", "bf16")
@@ -30,8 +30,8 @@ PRECISIONS = ("32", "bf16")
 SHAPE_KEYS = ("backbone", "head", "model", "uda", "mic", "refign", "refine", "alignment")
 DATA_KEYS = ("crop_size", "batch_size")
 HEADER = (
-    "| experiment | CPU batch | 2 steps | CPU s/step | CPU peak GiB train / eval | val mIoU | archive "
-    "| est. GPU peak GiB fp32 / bf16 | GFLOPs/step | Refign FLOP ratio (aligning / mean) |"
+    "| experiment | CPU batch | CPU s/step | CPU peak GiB train / eval | est. GPU peak GiB fp32 / bf16 "
+    "| GFLOPs/step | Refign FLOP ratio (aligning / mean) |"
 )
 ESTIMATE_HEADER = (
     "| experiment | peak GiB fp32 | peak GiB bf16 | GFLOPs/step | Refign FLOP ratio (aligning / mean) |"
@@ -108,23 +108,20 @@ def load(path: Path) -> dict[str, dict]:
 
 
 def measured_cells(row: dict | None) -> list[str]:
-    """batch, status, s/step (CPU seconds of the training process), peaks, mIoU, archive."""
+    """batch, s/step (CPU seconds of the training process; a phase that failed is named there), peaks."""
     if row is None:
-        return ["–"] * 6
+        return ["–"] * 3
     phases = row["phases"]
-    status = next((f"{p}: {v['status']}" for p, v in phases.items() if v["status"] != "ok"), "ok")
+    failed = [f"{p}: {v['status']}" for p, v in phases.items() if v["status"] != "ok"]
+    cpu = row.get("cpu_s_per_step")
 
     def peak(phase: str) -> str:
         return f"{phases[phase]['peak_gib']:.1f}" if phase in phases else "–"
 
-    cpu = row.get("cpu_s_per_step")
     return [
         " ".join([row["batch"], *row.get("overrides", [])]),  # the settings that made it fit, if any
-        status,
-        f"{cpu:.0f}" if cpu is not None else "–",
+        " ".join([f"{cpu:.0f}" if cpu is not None else "–", *(f"({f})" for f in failed)]),
         f"{peak('train')} / {peak('evaluate')}",
-        f"{row['miou']:.2f}" if row["miou"] is not None else "–",
-        "written" if row["archive"] else "–",
     ]
 
 
@@ -139,7 +136,7 @@ def estimated_cells(row: dict | None) -> list[str]:
 
 
 def table(dry_run: dict[str, dict], estimates: dict[str, dict], experiments: list[str]) -> str:
-    lines = [HEADER, "|" + "---|" * (HEADER.count(" | ") + 1)]
+    lines = [HEADER, "|" + " --- |" * (HEADER.count(" | ") + 1)]
     for name in experiments:
         cells = [name, *measured_cells(dry_run.get(name)), *estimated_cells(estimates.get(name))]
         lines.append(f"| {' | '.join(cells)} |")

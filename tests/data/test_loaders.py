@@ -14,7 +14,7 @@ from refign.data.datasets.nighttime_driving import NighttimeDriving
 from refign.data.datasets.robotcar import RobotCar
 from refign.data.io import DatasetError
 from refign.data.transforms import JointTransform
-from refign.imaging import IMAGENET_MEAN, IMAGENET_STD, denormalize
+from refign.utils.imaging import IMAGENET_MEAN, IMAGENET_STD, denormalize
 from tests.data import trees
 
 

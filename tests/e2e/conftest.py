@@ -14,9 +14,10 @@ from PIL import Image
 
 from refign import build, evaluate, predict, train
 from refign.data.classes import colorize
+from refign.drawing.labels import GAP
 from refign.engine import checkpoint
-from refign.export import GAP, OVERVIEW, TRAINIDS, png_name
-from refign.imaging import to_rgb_uint8
+from refign.inference.export import OVERVIEW, TRAINIDS, png_name
+from refign.utils.imaging import to_rgb_uint8
 from tests.conftest import compose_cfg, numpy_miou
 
 SYNTHETIC = [  # the data side, shared by train, evaluate and predict

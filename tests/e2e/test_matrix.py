@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 from refign import build
-from refign.build import ConfigError
 from refign.train import run
+from refign.utils.errors import ConfigError
 from tests.conftest import compose_cfg
 from tests.e2e.conftest import STEP, SYNTHETIC, paths, train_evaluate_predict
 

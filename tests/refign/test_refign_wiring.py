@@ -8,11 +8,12 @@ import pytest
 import torch
 
 from refign import build
-from refign.cli import compose
 from refign.engine.checkpoint import load
 from refign.models.weights import CheckpointError
 from refign.refine.pseudo_labeler import RefignPseudoLabeler
+from refign.task import compose
 from refign.train import run
+from refign.utils.errors import ConfigError
 
 
 def refign_cfg(tiny_cfg, *extra):
@@ -37,7 +38,7 @@ def test_refign_has_the_target_set_load_its_references(tiny_cfg, matcher_file):
 
 
 def test_refign_needs_a_fitting_aligner_checkpoint(tiny_cfg, tmp_path):
-    with pytest.raises(build.ConfigError, match="alignment.checkpoint"):
+    with pytest.raises(ConfigError, match="alignment.checkpoint"):
         build.build_method(refign_cfg(tiny_cfg, "alignment.checkpoint=null"))
     with pytest.raises(CheckpointError, match="not found"):
         build.build_method(refign_cfg(tiny_cfg, f"alignment.checkpoint={tmp_path}/nope.ckpt"))
@@ -61,7 +62,7 @@ def test_unequal_target_and_reference_sizes_fail_before_training(
         return sample
 
     monkeypatch.setattr(SyntheticDataset, "__getitem__", shrunk_ref)
-    with pytest.raises(build.ConfigError, match="equal size"):
+    with pytest.raises(ConfigError, match="equal size"):
         run(refign_cfg(tiny_cfg, f"alignment.checkpoint={matcher_file}", "trainer.max_steps=1"), tmp_path)
     assert not (tmp_path / "metrics.jsonl").exists()
 

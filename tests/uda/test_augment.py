@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from refign.imaging import denormalize
 from refign.uda import augment
+from refign.utils.imaging import denormalize
 
 
 def test_hsv_matches_colorsys():

@@ -15,10 +15,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from refign import build
-from refign.build import ConfigError
 from refign.data.classes import colorize
 from refign.engine.checkpoint import load
-from refign.imaging import to_rgb_uint8
 from refign.models.segmentor import Segmentor
 from refign.refine.pseudo_labeler import RefignPseudoLabeler
 from refign.refine.refiner import refine
@@ -27,6 +25,8 @@ from refign.uda.dacs import DACS
 from refign.uda.hrda import HRDA
 from refign.uda.mic import MaskedImageConsistency, block_mask
 from refign.uda.pseudo_label import confidence_weight
+from refign.utils.errors import ConfigError
+from refign.utils.imaging import to_rgb_uint8
 from tests.refign.test_refign_wiring import ShiftAligner
 from tests.uda.conftest import TinyBackbone, TinyHead, engine_step, tiny_segmentor, toy_batch, uda_kwargs
 from tests.uda.test_hrda import hrda_model

@@ -12,7 +12,7 @@ import math
 import torch
 
 from refign.alignment.warp import inbounds_mask, scale_flow, warp
-from refign.imaging import resize
+from refign.utils.imaging import resize
 
 Level = tuple[torch.Tensor, torch.Tensor]  # (flow (B,2,h,w), log-variance (B,1|2,h,w))
 LOG_2PI = math.log(2 * math.pi)

@@ -11,7 +11,7 @@ from torchvision.transforms import ColorJitter
 
 from refign.alignment.training.synthetic_warps import WarpConfig, random_flow
 from refign.alignment.warp import inbounds_mask, warp
-from refign.imaging import denormalize, gaussian_blur, normalize
+from refign.utils.imaging import denormalize, gaussian_blur, normalize
 
 
 class PhotometricAug:

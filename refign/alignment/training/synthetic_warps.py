@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from refign.alignment.warp import pixel_grid, warp
-from refign.imaging import gaussian_blur
+from refign.utils.imaging import gaussian_blur
 
 INVALID = -1e10
 

@@ -15,8 +15,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from refign.data.io import DatasetError, open_image, require_dir
-from refign.imaging import normalize
-from refign.safe_load import load_npz
+from refign.utils.imaging import normalize
+from refign.utils.safe_load import load_npz
 
 log = logging.getLogger(__name__)
 # the official validation scenes (data_modules/datasets/lists/validation_scenes_MegaDepth.txt)

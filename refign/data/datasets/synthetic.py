@@ -17,7 +17,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from refign.data.synthetic.generator import GENERATOR_VERSION, ViewConfig, generate
-from refign.progress import progress_bar
+from refign.utils.progress import progress_bar
 
 log = logging.getLogger(__name__)
 SPLITS = {"train": 0, "val": 1, "test": 2}

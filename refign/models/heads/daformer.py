@@ -12,7 +12,7 @@ import torch
 from mmcv.cnn import ConvModule, DepthwiseSeparableConvModule
 from torch import nn
 
-from refign.imaging import resize
+from refign.utils.imaging import resize
 
 
 class TokenMLP(nn.Module):

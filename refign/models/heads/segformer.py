@@ -12,8 +12,8 @@ import torch
 from mmcv.cnn import ConvModule
 from torch import nn
 
-from refign.imaging import resize
 from refign.models.heads.daformer import TokenMLP, classifier
+from refign.utils.imaging import resize
 
 
 class SegFormerHead(nn.Module):

@@ -1,4 +1,5 @@
-"""The entry points' command line: Hydra over ``conf/``, and a user's error reported as one line.
+"""How every entry point starts a task: Hydra over ``conf/``, a user's error reported as one line, and the
+trainings' one sequence (``fit``).
 
 Every ``python -m refign.<tool>`` is declared with ``@entry_point("<config>")`` in place of ``@hydra.main``. A
 user error — a missing or unreadable file, a bad key or value, a dataset or weight file that does not fit
@@ -33,7 +34,12 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from refign.data.io import DatasetError
-from refign.media import InputError
+from refign.engine import resume
+from refign.engine.dist import DistInfo
+from refign.engine.preemption import StopSignals
+from refign.engine.reproducibility import seed_everything
+from refign.engine.trainer import Trainer
+from refign.inference.media import InputError
 from refign.models.weights import CheckpointError
 
 EXIT_USER_ERROR = 2
@@ -150,3 +156,22 @@ def entry_point(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Cal
         return main
 
     return decorate
+
+
+def fit(
+    cfg: DictConfig, run_dir: Path, info: DistInfo, make_trainer: Callable[..., Trainer]
+) -> tuple[dict, Path]:
+    """A training task inside its ``task_session``: resolve resume (the run of the same configuration) → seed
+    → ``make_trainer(cfg, run_dir, info)`` → restore → fit under the stop signals → close, for both trainings.
+    Returns the final evaluation and the run folder (a resumed run continues its own). The trainer lives in
+    this frame only, so that ``dist.session`` can free it before the process group goes (see there)."""
+    start = resume.plan(cfg, Path(cfg.paths.output_dir) / cfg.task_name, run_dir)
+    seed_everything(cfg.seed + info.rank)
+    trainer = make_trainer(cfg, start.run_dir, info)
+    try:
+        if start.state is not None:
+            trainer.restore(start.state, start.source)
+        with StopSignals(cfg.trainer.stop_signals) as stop:
+            return trainer.fit(stop), start.run_dir
+    finally:
+        trainer.close()

@@ -18,21 +18,21 @@ look at.
 
 from __future__ import annotations
 
+import logging
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from refign.data.classes import colorize
-from refign.imaging import to_rgb_uint8
-from refign.progress import progress_bar
+from refign.drawing.labels import overview_row, save_overview
+from refign.utils.progress import progress_bar
 
+log = logging.getLogger("refign.predict")
 TRAINIDS, COLOR, OVERVIEW = "labelTrainIds", "color", "overview.png"
-GAP = 4  # white pixels between the overview's rows and tiles
 
 
 @dataclass(frozen=True)
@@ -64,30 +64,6 @@ def prepare_dir(path: Path, overwrite: bool) -> None:
         )
     (path / TRAINIDS).mkdir(parents=True, exist_ok=True)
     (path / COLOR).mkdir(parents=True, exist_ok=True)
-
-
-def overview_row(image: torch.Tensor, pred: np.ndarray, label: np.ndarray | None) -> np.ndarray:
-    """image | ground truth | prediction (the ground truth only when given), at the input image's size."""
-    rgb = to_rgb_uint8(image)
-    size = (rgb.shape[1], rgb.shape[0])
-
-    def fit(ids: np.ndarray) -> np.ndarray:  # nearest-neighbour resize of train ids (255 stays ignore)
-        return np.asarray(Image.fromarray(ids.astype(np.uint8), "L").resize(size, Image.NEAREST))
-
-    tiles = [rgb, *([colorize(fit(label))] if label is not None else []), colorize(fit(pred))]
-    gap = np.full((rgb.shape[0], GAP, 3), 255, np.uint8)
-    return np.concatenate([t for tile in tiles for t in (tile, gap)][:-1], axis=1)
-
-
-def save_overview(rows: list[np.ndarray], path: Path) -> Path:
-    """Stack the rows (padded white to the widest) into one PNG."""
-    width = max(r.shape[1] for r in rows)
-    parts = []
-    for row in rows:
-        pad = np.full((row.shape[0], width - row.shape[1], 3), 255, np.uint8)
-        parts += [np.concatenate([row, pad], axis=1), np.full((GAP, width, 3), 255, np.uint8)]
-    Image.fromarray(np.concatenate(parts[:-1], axis=0)).save(path)
-    return path
 
 
 @torch.no_grad()
@@ -135,3 +111,29 @@ def make_archive(files: list[Path], fmt: ServerFormat, archive: Path, overwrite:
                 zf.write(path, f"{folder}/{path.name}" if folder else path.name)
     tmp.replace(archive)
     return archive
+
+
+def export_datasets(
+    model: torch.nn.Module,
+    datasets: dict[str, Dataset],
+    out_dir: Path,
+    device: torch.device,
+    overwrite: bool,
+    overview_images: int,
+) -> dict[str, Path]:
+    """Each dataset's predictions under ``out_dir/<name>`` and its upload-ready archive
+    ``out_dir/<name>_submission.zip`` in its server's format; returns the archives by dataset name."""
+    archives = {}
+    for name, ds in datasets.items():
+        files = predict_dataset(model, ds, out_dir / name, device, overwrite, overview_images)
+        fmt = SERVER_FORMATS.get(type(ds).__name__, DEFAULT_FORMAT)
+        archives[name] = make_archive(files, fmt, out_dir / f"{name}_submission.zip", overwrite)
+        log.info(
+            "%s: %d predictions in %s, archive %s%s",
+            name,
+            len(files),
+            out_dir / name,
+            archives[name],
+            f" (upload it to {fmt.url})" * bool(fmt.url),
+        )
+    return archives

@@ -18,9 +18,9 @@ import torch
 from PIL import Image
 
 from refign.data.classes import NUM_CLASSES, colorize
-from refign.export import COLOR, TRAINIDS
-from refign.inference import overlay, segment
-from refign.media import (
+from refign.drawing.labels import overlay
+from refign.inference.export import COLOR, TRAINIDS
+from refign.inference.media import (
     InputError,
     VideoWriter,
     is_video,
@@ -29,7 +29,8 @@ from refign.media import (
     read_picture,
     video_info,
 )
-from refign.progress import progress_bar
+from refign.inference.segment import segment
+from refign.utils.progress import progress_bar
 
 log = logging.getLogger("refign.predict")
 OVERLAY = "overlay"

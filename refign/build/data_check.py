@@ -1,0 +1,119 @@
+"""The data check (``refign.check_data``): every dataset node a composition names, walked split by split
+through the dataset classes' own listings (``refign.data.check`` checks the files), and the matcher's data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydra.utils import get_class
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import Dataset
+
+from refign.build.common import instantiate
+from refign.data.check import (
+    FileCheck,
+    Problem,
+    Report,
+    check_folder_split,
+    check_megadepth_scenes,
+    check_pairs_csv,
+    check_synthetic,
+)
+from refign.data.datasets.base import FolderDataset
+from refign.data.datasets.megadepth import VAL_SCENES
+from refign.data.io import DatasetError
+
+NODES = ("train_source", "train_target", "val", "test", "predict")
+
+
+def dataset_specs(cfg: DictConfig) -> list[DictConfig]:
+    """Every dataset node of ``cfg.dataset`` (training, validation, test, predict), each once."""
+    specs, seen = [], set()
+    for node in NODES:
+        value = cfg.dataset.get(node)
+        for spec in ([value] if node.startswith("train") else (value or {}).values()) if value else []:
+            key = OmegaConf.to_yaml(spec, resolve=True)
+            if key not in seen:
+                seen.add(key)
+                specs.append(spec)
+    return specs
+
+
+def folder_targets(cfg: DictConfig, spec: DictConfig) -> list[tuple[str, list[str]]]:
+    """``(split, keys)`` to check for a real dataset's node: every file its split offers (ACDC's test
+    references too, which predict does not load); with ``splits=all`` every split of the dataset."""
+    cls: type[FolderDataset] = dataset_class(spec)
+    splits = list(cls.splits) if cfg.splits == "all" else [spec.split]
+    targets = []
+    for split in splits:
+        keys = list(cls.offered_keys(split))
+        if cls.keys_select_entries:  # RobotCar: references select the correspondence pairs instead
+            with_refs = split == spec.split and "image_ref" in spec.get("load_keys", ())
+            keys = ["image", "image_ref"] if with_refs else [k for k in keys if k != "image_ref"]
+        targets.append((split, keys))
+    return targets
+
+
+def check_dataset(cfg: DictConfig, spec: DictConfig, check: FileCheck, seen: set) -> list[Report]:
+    """The reports of one dataset node; ``seen`` holds the splits already checked (ACDC's val and test
+    nodes both read its val split)."""
+    cls = dataset_class(spec)
+    if not issubclass(cls, FolderDataset):  # the synthetic benchmark: generated, or read from its cache
+        dataset = build_dataset(spec)
+        return [check_synthetic(f"synthetic {dataset.domain} {dataset.split}", dataset)]
+    reports = []
+    for split, keys in folder_targets(cfg, spec):
+        if (key := (cls.name, str(spec.root), split, tuple(keys))) in seen:
+            continue
+        seen.add(key)
+        title = f"{cls.name} {split}" + " (pairs)" * ("image_ref" in keys and cls.keys_select_entries)
+        listing = build_listing(spec, split, keys)
+        reports.append(check_folder_split(cls, split, listing, check, keys, title=f"{title} [{spec.root}]"))
+    return reports
+
+
+def check_matching(cfg: DictConfig, check: FileCheck) -> list[Report]:
+    """The matcher's data of ``align_data=…``: MegaDepth scene info, and the csv test set."""
+    reports = []
+    train = cfg.dataset.get("train")
+    if train is not None and train._target_.endswith("MegaDepthPairs"):
+        reports.append(
+            check_megadepth_scenes(f"MegaDepth scene info [{train.root}]", Path(train.root), VAL_SCENES)
+        )
+    try:
+        dataset = build_dataset(cfg.dataset.eval)
+        reports.append(
+            check_pairs_csv(f"{cfg.dataset.name} matching test [{dataset.csv_path}]", dataset, check)
+        )
+    except DatasetError as err:
+        report = Report(f"{cfg.dataset.name} matching test")
+        report.problems.append(Problem("missing", str(err)))
+        reports.append(report)
+    return reports
+
+
+def build_dataset(spec: DictConfig) -> Dataset:
+    """One dataset node as configured (``refign.check_data``: the synthetic sets and matching csvs)."""
+    return instantiate(spec)
+
+
+def dataset_class(spec: DictConfig) -> type:
+    return get_class(spec._target_)
+
+
+def build_listing(spec: DictConfig, split: str, keys: list[str]):
+    """``conditions -> dataset``: a real dataset's split listed with the files of ``keys``, without the
+    loader's pairing check, resize or transform (``refign.check_data`` reports every gap itself)."""
+
+    def listing(conditions: list[str] | None) -> Dataset:
+        return instantiate(
+            spec,
+            split=split,
+            load_keys=keys,
+            conditions=conditions,
+            check_pairs=False,
+            dims=None,
+            transform=None,
+        )
+
+    return listing

@@ -1,0 +1,1 @@
+"""Pictures for people: segmentations with legends, overviews, flows and alignment panels."""
