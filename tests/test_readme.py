@@ -28,7 +28,6 @@ from omegaconf import DictConfig
 
 from refign import build
 from refign.alignment.oracle import GroundTruthFlow
-from refign.check_data import dataset_specs
 from refign.models.backbones import mit
 from refign.refine.pseudo_labeler import RefignPseudoLabeler
 from refign.uda.hrda import HRDA
@@ -244,7 +243,7 @@ def test_refign_command_starts(command, point, workspace, monkeypatch):
     elif (
         entry == "check_data"
     ):  # every folder it walks exists in the user's layout (the counts are the data's)
-        for spec in dataset_specs(cfg):
+        for spec in build.dataset_specs(cfg):
             assert "root" not in spec or Path(spec.root).is_dir(), spec.root
     elif entry == "align":  # the matcher, and without target/reference the dataset's pairs
         build.build_aligner(cfg)
