@@ -86,7 +86,7 @@ def test_the_heaviest_experiment_at_true_size(tmp_path):
     """Refign + MIC(HRDA) on a full-size tree (1024×2048 / 1080×1920) at batch 1 with the backbone's activations
     checkpointed (without, its first step passed the watchdog's 21 GiB on a 24 GiB machine), 2 steps: every
     phase runs, and evaluating needs no more memory than training (on a shared machine, run
-    ``flock /tmp/refign-heavy.lock make test-slow``)."""
+    ``flock LOCKFILE make test-slow``)."""
     tree = tmp_path / "tree"
     write_tree(tree, ["cityscapes", "acdc"], 2, eval_images=1, log=lambda _: None)
     argv = [
