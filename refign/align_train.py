@@ -22,7 +22,7 @@ from refign.task import entry_point, fit
 
 def run(cfg: DictConfig, run_dir: Path) -> dict:
     """Train the matcher (``mode=train``: ``refign.task.fit``) or evaluate it (``mode=eval``: seed → build
-    the configured matcher → PCK on ``dataset.eval``), then print the table. Returns the metrics and, after
+    the configured matcher → PCK on ``pairs.eval``), then print the table. Returns the metrics and, after
     training, ``checkpoint``: the run's ``last.pt``."""
     if cfg.mode not in ("train", "eval"):
         raise ValueError(f"mode must be 'train' or 'eval', got {cfg.mode!r}")
@@ -35,7 +35,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             network = build.build_matcher(cfg).to(info.device)
             metrics, result = build.build_matcher_eval(cfg, info)(network)[0], {}
         if info.is_main:
-            print(pck_table(metrics, cfg.dataset.name))
+            print(pck_table(metrics, cfg.pairs.name))
         return result | metrics
 
 

@@ -1,4 +1,4 @@
-"""python -m refign.check_data [dataset=acdc|dark_zurich|robotcar|synthetic] [align_data=megadepth|robotcar]
+"""python -m refign.check_data [dataset=acdc|dark_zurich|robotcar|synthetic] [pairs=megadepth|robotcar]
 [paths.data_root=…] — is the download complete and laid out right?
 
 Walks the splits the composition would load (``splits=all``: every split of each dataset it names) and
@@ -21,12 +21,11 @@ from refign.task import entry_point
 
 
 def run(cfg: DictConfig) -> list[Report]:
-    """Check every split of the dataset (or, with ``align_data=…``, the matcher's data), printing each
+    """Check every split of the dataset (or, with ``pairs=…``, the matcher's pairs), printing each
     report as it is done, then the summary line."""
     check = FileCheck(bool(cfg.decode), bool(cfg.label_values), int(cfg.workers))
     start, reports, seen = time.perf_counter(), [], set()
-    # align_data=… puts the matcher's train/eval pairs into the dataset node (segmentation data has no `eval`)
-    if cfg.dataset.get("eval") is not None:
+    if cfg.get("pairs") is not None:
         checks = iter(build.check_matching(cfg, check))
     else:
         checks = (r for spec in build.dataset_specs(cfg) for r in build.check_dataset(cfg, spec, check, seen))

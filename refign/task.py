@@ -20,6 +20,7 @@ import contextlib
 import functools
 import inspect
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -60,6 +61,9 @@ USER_ERRORS = (
     OmegaConfBaseException,
     CompactHydraException,
 )
+# Keys an entry point's configuration no longer has, and the key that took their place: for an override of the
+# old name Hydra suggests adding it with `+`, a key nothing would read.
+RENAMED = {"align_train": {"dataset": "pairs", "align_data": "pairs"}, "check_data": {"align_data": "pairs"}}
 # how torch's ExceptionWrapper re-raises an error of a DataLoader worker: its message holds the worker's traceback
 WORKER_TRACEBACK = "\nOriginal Traceback (most recent call last):"
 
@@ -92,9 +96,16 @@ def one_line(err: BaseException) -> str:
     return line or type(err).__name__
 
 
-def report(prog: str, err: BaseException) -> NoReturn:
-    """Print ``err`` as one line and a hint; exit with ``EXIT_USER_ERROR``."""
-    print(f"{prog}: error: {one_line(err)}", file=sys.stderr)
+def renamed(config_name: str, err: BaseException) -> str:
+    """`` ('<old>' is now '<new>')`` when ``err`` refuses an override of a renamed key (``RENAMED``), else ''."""
+    found = re.match(r"Could not override '(\w+)", str(err))
+    new = found and RENAMED.get(config_name, {}).get(found[1])
+    return f" ('{found[1]}' is now '{new}')" if new else ""
+
+
+def report(prog: str, err: BaseException, note: str = "") -> NoReturn:
+    """Print ``err`` as one line (then ``note``) and a hint; exit with ``EXIT_USER_ERROR``."""
+    print(f"{prog}: error: {one_line(err)}{note}", file=sys.stderr)
     print(f"({DEBUG_ENV}=1 shows the full traceback)", file=sys.stderr)
     sys.exit(EXIT_USER_ERROR)
 
@@ -149,7 +160,7 @@ def entry_point(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Cal
                 with _env(DEBUG_ENV, "1"):  # Hydra raises its errors rather than printing them
                     return hydra_main()
             except USER_ERRORS as err:
-                report(prog, err)
+                report(prog, err, renamed(config_name, err))
             finally:
                 _Reporting.on = before
 

@@ -103,7 +103,7 @@ def make_matcher(extra: list[str]) -> None:
     cmd = [
         "-m",
         "refign.align_train",
-        "align_data=synthetic",
+        "pairs=synthetic",
         "alignment.checkpoint=null",
         "seed=0",
         f"hydra.run.dir={run_dir}",

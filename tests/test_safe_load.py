@@ -466,7 +466,7 @@ def test_poisoned_scene_info_is_refused_by_the_loader_and_the_data_check(tmp_pat
     with pytest.raises(DatasetError) as err:
         MegaDepthPairs(tmp_path / "MegaDepth", split="train", scenes=["0015"])
     assert_refused(err, path, poison)
-    cfg = compose_cfg(["align_data=megadepth", f"paths.data_root={tmp_path}"], "check_data")
+    cfg = compose_cfg(["pairs=megadepth", f"paths.data_root={tmp_path}"], "check_data")
     problems = [p for p in check_data.run(cfg)[0].problems if p.kind == "unreadable"]
     assert len(problems) == 1 and str(path) in problems[0].message and "builtins.exec" in problems[0].message
     assert not poison.marker.exists()

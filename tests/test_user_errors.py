@@ -33,7 +33,10 @@ def cli(module: str, args: list[str], monkeypatch, capsys) -> tuple[int, list[st
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
     try:
         with pytest.raises(SystemExit) as done:
-            importlib.import_module(f"refign.{module}").main()
+            # an entry module's main, or a package's (``refign.estimate``: its ``__main__``)
+            entry = importlib.import_module(f"refign.{module}")
+            main = getattr(entry, "main", None) or importlib.import_module(f"refign.{module}.__main__").main
+            main()
     finally:
         GlobalHydra.instance().clear()
     return done.value.code, capsys.readouterr().err.splitlines()
@@ -90,6 +93,23 @@ def test_every_entry_point_reports_an_unknown_key_in_one_line(module, tmp_path, 
         "+trainer.max_stepz=3 (Key 'max_stepz' is not in struct (key trainer.max_stepz))",
         HINT,
     ]
+
+
+@pytest.mark.parametrize(
+    "module,override",
+    [
+        ("align_train", "dataset.batch_size=2"),
+        ("align_train", "align_data=megadepth"),
+        ("check_data", "align_data=x"),
+    ],
+)
+def test_an_override_of_a_renamed_key_names_the_new_one(module, override, tmp_path, monkeypatch, capsys):
+    """The matcher's data moved from ``dataset`` (``align_data=…``) to ``pairs``: the old spelling is refused,
+    and the line names the new key rather than only suggesting to add the old one with ``+``."""
+    code, err = cli(module, [override, f"hydra.run.dir={tmp_path}"], monkeypatch, capsys)
+    key = override.split("=")[0]
+    assert code == 2 and err[0].startswith(f"refign.{module}: error: Could not override '{key}'")
+    assert err[0].endswith(f"('{key.split('.')[0]}' is now 'pairs')")
 
 
 @pytest.mark.parametrize(
@@ -154,8 +174,10 @@ def test_a_missing_init_weights_file_is_called_missing(tmp_path):
 @pytest.mark.parametrize("dataset", ["synthetic", "acdc", "dark_zurich", "robotcar"])
 def test_every_scale_composes_with_every_dataset(dataset, scale):
     """``scale=…`` overrides the dataset's own (conf/train.yaml): with the synthetic scale a paper dataset
-    loads at its native size (its ``dims`` null), which an InterpolationKeyError refused before."""
-    resolved = OmegaConf.to_container(compose_cfg([f"dataset={dataset}", f"scale={scale}"]), resolve=True)
+    loads at its native size (its ``dims`` null), which an InterpolationKeyError refused before. Every scale
+    sets what the groups leave to it (``???``: steps, cadences, warm-up, MIC's blocks …)."""
+    cfg = compose_cfg([f"dataset={dataset}", f"scale={scale}"])
+    resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     if dataset != "synthetic":
         expected = {
             "synthetic": (None, None),

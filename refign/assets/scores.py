@@ -40,7 +40,7 @@ def segmentor_scores(path: str | Path, cache_dir: str | None = None) -> dict[str
 def matcher_config(path: str | Path | None, cache_dir: str | None = None):
     """The synthetic benchmark's align_train configuration, with ``path`` as the matcher's weights."""
     extra = [f"paths.cache_dir={cache_dir}"] if cache_dir else []
-    return compose("align_train", ["align_data=synthetic", f"alignment.checkpoint={path or 'null'}", *extra])
+    return compose("align_train", ["pairs=synthetic", f"alignment.checkpoint={path or 'null'}", *extra])
 
 
 def matcher_scores(path: str | Path, cache_dir: str | None = None) -> dict[str, float]:

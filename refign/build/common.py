@@ -84,11 +84,12 @@ def build_train_step(
     )
 
 
-def training_settings(cfg: DictConfig) -> TrainerConfig:
+def training_settings(cfg: DictConfig, data: str = "dataset") -> TrainerConfig:
     """The loop's settings (``TrainerConfig`` checks its numbers), with the learning rate, weight decay and
-    batch size checked too: a bad value is refused, naming its key, before anything is built or written."""
+    batch size (``<data>.batch_size``: the segmentation ``dataset``, the matcher's ``pairs``) checked too: a
+    bad value is refused, naming its key, before anything is built or written."""
     loop = TrainerConfig(**cfg.trainer)
     check_number("optim.lr", cfg.optim.lr, 0, strict=True)
     check_number("optim.weight_decay", cfg.optim.weight_decay, 0, strict=False)
-    check_number("dataset.batch_size", cfg.dataset.batch_size, 0, strict=True, whole=True)
+    check_number(f"{data}.batch_size", cfg[data].batch_size, 0, strict=True, whole=True)
     return loop

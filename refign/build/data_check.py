@@ -73,20 +73,20 @@ def check_dataset(cfg: DictConfig, spec: DictConfig, check: FileCheck, seen: set
 
 
 def check_matching(cfg: DictConfig, check: FileCheck) -> list[Report]:
-    """The matcher's data of ``align_data=…``: MegaDepth scene info, and the csv test set."""
+    """The matcher's pairs of ``pairs=…``: MegaDepth scene info, and the csv test set."""
     reports = []
-    train = cfg.dataset.get("train")
+    train = cfg.pairs.get("train")
     if train is not None and train._target_.endswith("MegaDepthPairs"):
         reports.append(
             check_megadepth_scenes(f"MegaDepth scene info [{train.root}]", Path(train.root), VAL_SCENES)
         )
     try:
-        dataset = build_dataset(cfg.dataset.eval)
+        dataset = build_dataset(cfg.pairs.eval)
         reports.append(
-            check_pairs_csv(f"{cfg.dataset.name} matching test [{dataset.csv_path}]", dataset, check)
+            check_pairs_csv(f"{cfg.pairs.name} matching test [{dataset.csv_path}]", dataset, check)
         )
     except DatasetError as err:
-        report = Report(f"{cfg.dataset.name} matching test")
+        report = Report(f"{cfg.pairs.name} matching test")
         report.problems.append(Problem("missing", str(err)))
         reports.append(report)
     return reports

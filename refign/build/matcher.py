@@ -69,13 +69,13 @@ def stage_cfg(cfg: DictConfig) -> DictConfig:
 
 
 def build_matcher(cfg: DictConfig) -> AlignmentNetwork:
-    """The matcher of ``cfg.alignment``; for ``mode=eval`` without ``alignment.checkpoint``, the data's
-    shipped weights (``data.shipped_checkpoint``)."""
+    """The matcher of ``cfg.alignment``; for ``mode=eval`` without ``alignment.checkpoint``, the pairs'
+    shipped weights (``pairs.shipped_checkpoint``)."""
     if cfg.mode == "eval" and not cfg.alignment.checkpoint:
-        shipped = cfg.dataset.get("shipped_checkpoint")
+        shipped = cfg.pairs.get("shipped_checkpoint")
         if not shipped:
             raise ValueError(
-                f"mode=eval needs alignment.checkpoint=<file> (dataset {cfg.dataset.name!r} ships none)"
+                f"mode=eval needs alignment.checkpoint=<file> (pairs={cfg.pairs.name} ships none)"
             )
         log.info("mode=eval without alignment.checkpoint: evaluating the shipped matcher %s", shipped)
         with open_dict(cfg):
@@ -84,8 +84,8 @@ def build_matcher(cfg: DictConfig) -> AlignmentNetwork:
 
 
 def build_matcher_eval(cfg: DictConfig, info: DistInfo):
-    """PCK evaluation of the matcher on ``dataset.eval`` (with the zero-flow baseline on the synthetic data)."""
-    data = cfg.dataset
+    """PCK evaluation of the matcher on ``pairs.eval`` (with the zero-flow baseline on the synthetic data)."""
+    data = cfg.pairs
     return matcher_eval(instantiate(data.eval), data.name, info.device, data.name == "synthetic")
 
 
@@ -93,20 +93,20 @@ def build_matcher_trainer(cfg: DictConfig, run_dir: Path, info: DistInfo) -> Tra
     """Warp-consistency training of the configured matcher (``build_matcher``) for the selected stage, on the
     engine."""
     network = build_matcher(cfg)
-    loop = training_settings(cfg)
+    loop = training_settings(cfg, "pairs")
     stage = stage_cfg(cfg)
     pairs = WarpConsistencyPairs(
-        instantiate(cfg.dataset.train),
+        instantiate(cfg.pairs.train),
         WarpConfig(**OmegaConf.to_container(stage.warps)),
         swap_p=cfg.swap_p,
-        crop_size=cfg.dataset.crop_size,
+        crop_size=cfg.pairs.crop_size,
         min_valid_fraction=cfg.min_valid_fraction,
     )
     method = MatcherTraining(network, stage.visibility_mask, cfg.loss_weighting).to(info.device)
     step = build_train_step(cfg, method, info)
 
     def batches(start: int) -> Iterator[dict]:
-        return step_loader(pairs, cfg.dataset.batch_size, info, cfg.seed, start, cfg.trainer.num_workers)
+        return step_loader(pairs, cfg.pairs.batch_size, info, cfg.seed, start, cfg.trainer.num_workers)
 
     return Trainer(
         loop,

@@ -55,14 +55,16 @@ def identity(cfg: DictConfig, job_type: str) -> dict[str, Any]:
 
 def tags(cfg: DictConfig, choices: dict[str, str | None]) -> list[str]:
     """The method (the ``uda`` choice, or the matcher's for ``refign.align_train``), the experiment, the
-    dataset, each switch that is on (``refign`` with its matcher, ``mic``, ``rcs``), the ablation row and the
-    matcher's training stage, then the user's ``logger.wandb.tags``. Outside a Hydra job (a configuration
-    composed in Python) the method is the module of ``uda._target_``."""
+    dataset (``refign.align_train``: the ``pairs``), each switch that is on (``refign`` with its matcher,
+    ``mic``, ``rcs``), the ablation row and the matcher's training stage, then the user's
+    ``logger.wandb.tags``. Outside a Hydra job (a configuration composed in Python) the method is the module
+    of ``uda._target_``."""
     if "uda" in cfg:
         method = choices.get("uda") or cfg.uda._target_.rsplit(".", 2)[-2]
     else:
         method = choices.get("alignment")
-    found = [method, choices.get("experiment"), OmegaConf.select(cfg, "dataset.name")]
+    data = OmegaConf.select(cfg, "dataset.name") or OmegaConf.select(cfg, "pairs.name")
+    found = [method, choices.get("experiment"), data]
     for switch in SWITCHES:
         if OmegaConf.select(cfg, f"{switch}.enabled"):
             found += [switch, choices.get("alignment")] if switch == "refign" else [switch]

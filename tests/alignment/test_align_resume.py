@@ -13,12 +13,12 @@ from tests.alignment.test_align_train import align_cfg
 from tests.methods import interrupted_at_step
 
 TINY = [
-    "dataset.train.size=[32,64]",
-    "dataset.train.num_images=4",
-    "dataset.eval.num_images=1",
+    "pairs.train.size=[32,64]",
+    "pairs.train.num_images=4",
+    "pairs.eval.num_images=1",
     "trainer.max_steps=4",
     "trainer.checkpoint_every=2",
-    "dataset.batch_size=2",
+    "pairs.batch_size=2",
     "seed=3",
 ]
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from refign.align_train import run
 from refign.alignment.network import build_alignment_network
@@ -31,7 +32,7 @@ def align_cfg(tmp_path: Path, *overrides: str):
 
 
 def test_stage_configs_compose(tmp_path):
-    md = "align_data=megadepth"
+    md = "pairs=megadepth"
     one, two = align_cfg(tmp_path, md), align_cfg(tmp_path, md, "stage=2", "loss_weighting=intended")
     s1, s2 = stage_cfg(one), stage_cfg(two)
     assert not s1.visibility_mask and not s1.warps.elastic and s1.lr == 1e-4
@@ -40,7 +41,7 @@ def test_stage_configs_compose(tmp_path):
         stage_cfg(align_cfg(tmp_path, md, "stage=3"))
     assert one.loss_weighting == "official" and two.loss_weighting == "intended"
     assert one.alignment._target_.endswith("build_alignment_network")
-    assert one.dataset.crop_size == [520, 520] and one.dataset.batch_size == 6
+    assert one.pairs.crop_size == [520, 520] and one.pairs.batch_size == 6
     # one vocabulary with the segmentation training: the optim / schedule / trainer groups, fed by the stage
     assert (one.trainer.max_steps, two.trainer.max_steps) == (400_000, 225_000)
     assert (one.optim.lr, two.optim.lr, one.optim.weight_decay) == (1e-4, 5e-5, 4e-4)
@@ -51,6 +52,8 @@ def test_stage_configs_compose(tmp_path):
     syn = align_cfg(tmp_path)
     assert syn.alignment.pyramid._target_.endswith("PatchPyramid") and syn.alignment.checkpoint is None
     assert syn.loss_weighting == "intended" and stage_cfg(syn).max_steps < 10_000
+    # the values the trainer group leaves to a scale (???) are the matcher training's own
+    assert OmegaConf.missing_keys(one) == OmegaConf.missing_keys(syn) == set()
 
 
 class TinyPairs(torch.utils.data.Dataset):
@@ -70,7 +73,7 @@ def test_a_few_steps_on_a_fixed_pair_lower_both_losses_and_leave_the_pyramid_fro
     lower the warp-supervision and the bipath loss each by more than 10 % (measured: by about 20 % and 35 %);
     only the head learns."""
     seed_everything(0)  # the warp and the photometric augmentation draw from Python's and torch's generators
-    cfg = align_cfg(tmp_path, "align_data=megadepth", "stage=1")
+    cfg = align_cfg(tmp_path, "pairs=megadepth", "stage=1")
     pyramid = PatchPyramid(patch_size=3, learn_projection=False)
     network = build_alignment_network(
         pyramid=pyramid, coarse_size=64, head_width=0.5, force_torch_correlation=True
@@ -98,15 +101,13 @@ def test_short_training_improves_pck(tmp_path):
     about 10 s/step; the zero flow scores 27.6 % on these pairs). The certainty is not informative yet
     (Spearman certainty–EPE -0.08 before, -0.02 after: no sign to check); the shipped matcher's is
     (tests/test_assets.py)."""
-    common = ["dataset.train.size=[64,128]", "dataset.eval.num_images=8", "seed=0"]
+    common = ["pairs.train.size=[64,128]", "pairs.eval.num_images=8", "seed=0"]
     cfg = align_cfg(tmp_path, *common)
     seed_everything(cfg.seed)
     # the untrained matcher (``mode=eval`` would evaluate the shipped weights)
     before, _ = build_matcher_eval(cfg, DistInfo(0, 1, 0, torch.device("cpu")))(build_matcher(cfg))
     after = run(
-        align_cfg(
-            tmp_path, *common, "trainer.max_steps=60", "dataset.batch_size=1", "loss_weighting=intended"
-        ),
+        align_cfg(tmp_path, *common, "trainer.max_steps=60", "pairs.batch_size=1", "loss_weighting=intended"),
         tmp_path / "after",
     )
     assert Path(after["checkpoint"]).is_file()

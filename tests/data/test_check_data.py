@@ -146,7 +146,7 @@ def test_megadepth_scene_info_and_test_csv(tmp_path):
     (root / "Test" / "test1600Pairs.csv").write_text(
         "scene,source_image,target_image,XA,YA,XB,YB\ns1,a.jpg,b.jpg,1;2,1;2,1;2,1;2\n"
     )
-    cfg = compose_cfg(["align_data=megadepth", f"paths.data_root={tmp_path}"], "check_data")
+    cfg = compose_cfg(["pairs=megadepth", f"paths.data_root={tmp_path}"], "check_data")
     scenes, csv = run(cfg)
     assert scenes.found == {"all": 1, "official validation": 1} and scenes.paired == {"images": [2, 3]}
     assert ("missing", f"{root / listed[2]}: listed in 0121.0.npz") in messages(scenes)

@@ -14,11 +14,11 @@ from tests.e2e.conftest import train_evaluate_predict
 
 TINY_ALIGN = [
     "align_stages@stages=official",  # both official stages (the synthetic schedule has only stage 1)
-    "dataset.train.size=[32,64]",
-    "dataset.train.num_images=2",
-    "dataset.eval.num_images=1",
+    "pairs.train.size=[32,64]",
+    "pairs.train.num_images=2",
+    "pairs.eval.num_images=1",
     "trainer.max_steps=1",
-    "dataset.batch_size=1",
+    "pairs.batch_size=1",
 ]
 
 
