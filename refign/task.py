@@ -22,11 +22,12 @@ import inspect
 import os
 import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 import hydra
+from hydra import initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import CompactHydraException
 from hydra.types import RunMode
@@ -122,12 +123,20 @@ def _env(name: str, value: str) -> Iterator[None]:
             os.environ[name] = old
 
 
+def compose(config_name: str, overrides: Sequence[str] = (), return_hydra_config: bool = False) -> DictConfig:
+    """``conf/<config_name>.yaml`` with ``overrides``, composed as its entry point composes it, for code that
+    runs outside one (the scripts, the tests, the assets' scores); ``return_hydra_config`` keeps ``hydra.*``."""
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+        return hydra.compose(config_name, list(overrides), return_hydra_config=return_hydra_config)
+
+
 def entry_point(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Callable[[], Any]]:
     """``hydra.main`` over ``conf/<config_name>.yaml`` for the task function it decorates, with user errors
     reported as one line (see the module docstring)."""
 
     def decorate(task: Callable[[DictConfig], Any]) -> Callable[[], Any]:
-        prog = f"refign.{Path(inspect.getfile(task)).stem}"
+        file = Path(inspect.getfile(task))  # refign/train.py, or a package's refign/estimate/__main__.py
+        prog = f"refign.{file.parent.name if file.stem == '__main__' else file.stem}"
 
         @functools.wraps(task)
         def job(cfg: DictConfig) -> Any:

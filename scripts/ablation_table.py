@@ -1,8 +1,8 @@
 """The paper's ablation table from one Hydra sweep: mean ± std of validation mIoU per ``+ablation=rowK``.
 
     python -m refign.train -m refign=on +ablation=row1,row2,row3,row4,row5,row6 seed=0,1,2 task_name=ablation
-    python scripts/ablation_table.py outputs/ablation/multirun/<date>      # one or more sweep folders
-    python scripts/ablation_table.py outputs/ablation/multirun/<date> --wandb   # also as a wandb table run
+    python -m scripts.ablation_table outputs/ablation/multirun/<date>      # one or more sweep folders
+    python -m scripts.ablation_table outputs/ablation/multirun/<date> --wandb   # also as a wandb table run
 
 Runs are recognised by their own ``.hydra/overrides.yaml`` (not by the sweep's folder names), so several sweeps
 (e.g. the seeds run on different days) can be combined; a run without an evaluation file yet is reported as
@@ -20,10 +20,8 @@ from pathlib import Path
 
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import benchmark  # noqa: E402
-
-from refign.engine.wandb_run import RUN_FILE  # noqa: E402
+from refign.engine.wandb_run import RUN_FILE
+from scripts import benchmark
 
 # What each row adds, in the paper's order (README "Ablation")
 ROWS = {

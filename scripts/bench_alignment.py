@@ -1,7 +1,7 @@
 """PCK-1/3/5 and throughput (pairs/s) of the matcher on synthetic pairs with ground-truth flow, with the
 ``spatial_correlation_sampler`` extension and with the pure-PyTorch local correlation.
 
-    python scripts/bench_alignment.py [--checkpoint last.pt] [--vgg-weights vgg16.pth] [--num-pairs 16]
+    python -m scripts.bench_alignment [--checkpoint last.pt] [--vgg-weights vgg16.pth] [--num-pairs 16]
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """The synthetic benchmark's method table: source-only < DAFormer < DAFormer + Refign, HRDA (± Refign), and
 DAFormer + MIC (± Refign).
 
-    python scripts/bench_refign.py                          # every row, seeds 0 1 2
-    python scripts/bench_refign.py --rows daformer daformer_refign --seeds 0
-    python scripts/bench_refign.py --rows daformer daformer_mic daformer_refign daformer_refign_mic
-    python scripts/bench_refign.py --seeds 0 -- dataset.benchmark_seed=1   # another draw of the benchmark
-    python scripts/bench_refign.py --wandb                  # the table also as a wandb run (offline)
+    python -m scripts.bench_refign                          # every row, seeds 0 1 2
+    python -m scripts.bench_refign --rows daformer daformer_refign --seeds 0
+    python -m scripts.bench_refign --rows daformer daformer_mic daformer_refign daformer_refign_mic
+    python -m scripts.bench_refign --seeds 0 -- dataset.benchmark_seed=1   # another draw of the benchmark
+    python -m scripts.bench_refign --wandb                  # the table also as a wandb run (offline)
 
 Every row starts from the shipped source-only segmentor (``init_weights``, the benchmark's analogue of the
 paper's pretrained weights) and trains the benchmark's 1000 steps; ``refign=on`` aligns with the shipped
@@ -17,11 +17,8 @@ extra Hydra overrides go after ``--``.
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import benchmark  # noqa: E402
+from scripts import benchmark
 
 ROWS = {
     "source_only": ["uda=source_only", "refign=off"],

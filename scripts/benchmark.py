@@ -1,6 +1,6 @@
 """Train several configurations over several seeds and print a mean ± std table of validation mIoU.
 
-    python scripts/benchmark.py --row source-only uda=source_only --row daformer uda=daformer --seeds 0 1 2
+    python -m scripts.benchmark --row source-only uda=source_only --row daformer uda=daformer --seeds 0 1 2
 
 Each row is a name followed by Hydra overrides; ``--common`` overrides apply to every row. Every run is a
 separate ``python -m refign.train`` process writing to ``<out>/<row>/seed<k>``; a run whose ``eval_*.json``
@@ -23,7 +23,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # --wandb imports refign's wandb helpers
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -1,19 +1,19 @@
 """Import published weights from local files.
 
     # ImageNet MiT-B5 (SegFormer release, mit_b5.pth) or the Cityscapes SegFormer-B5 → mmseg MiT names
-    python scripts/convert_checkpoint.py mit pretrained_models/mit_b5.pth pretrained_models/mit_b5_mmseg.pth
+    python -m scripts.convert_checkpoint mit pretrained_models/mit_b5.pth pretrained_models/mit_b5_mmseg.pth
 
     # an official Refign checkpoint → a refign checkpoint for refign.evaluate / refign.predict;
     # the Hydra overrides after -- describe the model it holds (as for training)
-    python scripts/convert_checkpoint.py refign refign_daformer_acdc.ckpt outputs/refign_daformer_acdc.pt \
+    python -m scripts.convert_checkpoint refign refign_daformer_acdc.ckpt outputs/refign_daformer_acdc.pt \
         -- dataset=acdc uda=daformer [refign=…]
 
     # check the torchvision VGG-16 file of the aligner (and optionally write its conv layers only)
-    python scripts/convert_checkpoint.py vgg pretrained_models/vgg16-397923af.pth
+    python -m scripts.convert_checkpoint vgg pretrained_models/vgg16-397923af.pth
 
     # a file refign refuses to read because its pickle needs other globals (the error names them): once you
     # have inspected it and trust it, a copy with only tensors, numbers, strings and containers
-    python scripts/convert_checkpoint.py clean downloaded.ckpt clean.ckpt --trust-pickle
+    python -m scripts.convert_checkpoint clean downloaded.ckpt clean.ckpt --trust-pickle
 
 Every file is read as refign reads it, without running code (docs/checkpoints.md#safe-loading), except with
 --trust-pickle (clean only), which unpickles SRC in full: that RUNS WHATEVER CODE THE FILE HOLDS.
@@ -31,16 +31,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from refign import build  # noqa: E402
-from refign.engine import checkpoint  # noqa: E402
-from refign.models.convert import check_vgg16, convert_mit, convert_refign  # noqa: E402
-from refign.models.weights import load_strict, read_state_dict  # noqa: E402
-from refign.utils.safe_load import load_torch  # noqa: E402
+from refign import build
+from refign.engine import checkpoint
+from refign.models.convert import check_vgg16, convert_mit, convert_refign
+from refign.models.weights import load_strict, read_state_dict
+from refign.task import compose
+from refign.utils.safe_load import load_torch
 
 
 def save(obj: dict, out: Path, force: bool) -> None:
@@ -53,8 +51,7 @@ def save(obj: dict, out: Path, force: bool) -> None:
 
 def refign_checkpoint(src: Path, overrides: list[str], drop_unmatched: bool) -> dict:
     """Build the method the overrides describe, map the official tensors onto it, return a checkpoint."""
-    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
-        cfg = compose(config_name="train", overrides=overrides)
+    cfg = compose("train", overrides)
     with open_dict(cfg):
         cfg.backbone.pretrained = None  # every tensor comes from the converted file
     method = build.build_method(cfg)

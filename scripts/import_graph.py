@@ -1,4 +1,4 @@
-"""python scripts/import_graph.py — which refign subpackage imports which, and the layers that follow.
+"""python -m scripts.import_graph — which refign subpackage imports which, and the layers that follow.
 
 A module's subpackage is its first component under ``refign`` (``refign.engine.trainer`` → ``engine``); the
 top-level modules (``train``, ``build``, …) count as one each. Only imports of refign itself are read, from the
@@ -8,6 +8,7 @@ more than the highest layer it imports (a cycle is reported instead), so an arro
 
 from __future__ import annotations
 
+import argparse
 import ast
 import sys
 from pathlib import Path
@@ -74,6 +75,9 @@ def layers(edges: dict[str, set[str]]) -> dict[str, int]:
 
 
 def main() -> int:
+    argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    ).parse_args()
     edges = graph()
     for src in sorted(edges):
         print(f"{src:14s} -> {', '.join(sorted(edges[src])) or '-'}")

@@ -2,6 +2,7 @@
 # Creates .venv (Python 3.11) with the pinned stack. Idempotent: a step whose result is already importable
 # is skipped, so re-running after an interruption only does what is missing.
 set -euo pipefail
+case ${1:-} in -h | --help) sed -n '2,/^set /{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;; esac
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3.11}
 VENV=${VENV:-.venv}

@@ -1,6 +1,6 @@
 """Full-size dataset trees in the real layouts, rendered by the synthetic scene generator.
 
-    python scripts/make_dataset_tree.py OUT [--datasets cityscapes acdc dark_zurich nighttime_driving
+    python -m scripts.make_dataset_tree OUT [--datasets cityscapes acdc dark_zurich nighttime_driving
         bdd100k_night robotcar] [--images N] [--eval-images M] [--overwrite]
 
 Writes ``N`` images per training split (``M`` per val/test split) of each dataset at its native resolution (Cityscapes 1024×2048, ACDC and Dark
@@ -18,8 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's refign, from any directory
-from refign.data.synthetic.trees import WRITERS, TreeError, write_tree  # noqa: E402
+from refign.data.synthetic.trees import WRITERS, TreeError, write_tree
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -1,8 +1,8 @@
 """Reproduce the two small files shipped for the embedded synthetic benchmark (``refign/assets/``).
 
-    python scripts/make_synthetic_assets.py segmentor   # source-only segmentor, the UDA rows' pretrained start
-    python scripts/make_synthetic_assets.py matcher     # the CPU-scale UAWarpC matcher (alignment=uawarpc_small)
-    python scripts/make_synthetic_assets.py all
+    python -m scripts.make_synthetic_assets segmentor   # source-only segmentor, the UDA rows' pretrained start
+    python -m scripts.make_synthetic_assets matcher     # the CPU-scale UAWarpC matcher (alignment=uawarpc_small)
+    python -m scripts.make_synthetic_assets all
 
 They play the part of the paper's ImageNet / Cityscapes weights and of ``uawarpc_megadepth.ckpt``: every
 synthetic run starts from them, so nothing slow happens on a fresh clone. Each command trains with the
@@ -25,9 +25,7 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from refign.assets.scores import (  # noqa: E402
+from refign.assets.scores import (
     ASSETS,
     MANIFEST,
     MATCHER_FILE,
@@ -35,8 +33,9 @@ from refign.assets.scores import (  # noqa: E402
     matcher_scores,
     segmentor_scores,
 )
-from refign.models.weights import read_state_dict, segmentor_state  # noqa: E402
+from refign.models.weights import read_state_dict, segmentor_state
 
+ROOT = Path(__file__).resolve().parents[1]
 SEGMENTOR_STEPS = 3000
 
 

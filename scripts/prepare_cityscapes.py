@@ -1,6 +1,6 @@
 """Create Cityscapes ``*_gtFine_labelTrainIds.png`` with cityscapesscripts, plus the class statistics.
 
-    python scripts/prepare_cityscapes.py $REFIGN_DATA_DIR/Cityscapes [--gt-dir gtFine] [-o OUT] [--nproc 4]
+    python -m scripts.prepare_cityscapes $REFIGN_DATA_DIR/Cityscapes [--gt-dir gtFine] [-o OUT] [--nproc 4]
 
 For every ``gtFine/<split>/<city>/*_gtFine_polygons.json`` the official converter
 (``cityscapesscripts.preparation.json2labelImg``, encoding ``trainIds``) writes the trainId PNG next to it;

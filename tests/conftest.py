@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
 import refign  # noqa: F401  (registers the resolvers the configs use, e.g. ``${package_path:assets}``)
+from refign import task
 
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+CONF_DIR = str(task.CONF_DIR)
 
 # Two threads (the project's 2-core budget) unless OMP_NUM_THREADS says otherwise: on a shared machine, two
 # spinning OpenMP threads per process make the tiny models of the tests 10-20x slower than one.
@@ -46,8 +46,7 @@ def tiny_overrides(tmp: Path, n_train: int = 32, n_val: int = 16) -> list[str]:
 
 
 def compose_cfg(overrides: list[str], config_name: str = "train") -> DictConfig:
-    with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
-        cfg = compose(config_name=config_name, overrides=overrides)
+    cfg = task.compose(config_name, overrides)
     with open_dict(cfg):
         cfg.paths.root_dir = str(Path(CONF_DIR).parent)
     return cfg

@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 import tqdm.std
-from hydra import compose, initialize_config_dir
 
 import refign
+from refign.task import compose
 from refign.utils import progress
-from tests.conftest import CONF_DIR
 from tests.methods import finish, train_cli
 
 
@@ -44,8 +43,7 @@ def test_the_default_run_started_elsewhere_finds_the_shipped_weights_and_logs_sh
 
 def test_the_shipped_files_are_found_through_the_package_not_the_working_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
-        paths = compose("train").paths
+    paths = compose("train").paths
     assert Path(paths.assets_dir) == Path(refign.__file__).parent / "assets"
     assert {"segmentor_synthetic.pt", "uawarpc_small_synthetic.pt"} <= {
         p.name for p in Path(paths.assets_dir).iterdir()

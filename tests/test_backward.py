@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from refign.engine.live_memory import LiveMemory
+from refign.estimate.memory import LiveMemory
 from tests.methods import SummedBackward
 from tests.test_trainer import make_step
 

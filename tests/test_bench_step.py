@@ -1,8 +1,7 @@
-"""scripts/bench_step.py: its table's arithmetic, and a CPU smoke run of the same code as the paper scale."""
+"""scripts/measure/bench_step.py: its table's arithmetic, and a CPU smoke run of the same code as the paper scale."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -10,10 +9,8 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).parents[1] / "scripts" / "bench_step.py"
-spec = importlib.util.spec_from_file_location("bench_step", SCRIPT)
-bench_step = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(bench_step)
+from scripts.measure import bench_step
+
 HEADER = "| precision | method | steps/s | s / 40k steps | h / 40k steps | peak GiB (CPU RSS, cumulative) | Refign/base |"
 
 
@@ -43,7 +40,7 @@ def test_paper_rows_compose_the_official_experiments(tmp_path):
 
 def run_small(*args: str) -> str:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, str(SCRIPT), "--scale", "small", "--device", "cpu", *args]
+    cmd = [sys.executable, "-m", "scripts.measure.bench_step", "--scale", "small", "--device", "cpu", *args]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
@@ -68,5 +65,5 @@ def test_small_scale_every_row_and_precision():
     lines = out.splitlines()
     table = lines[lines.index(HEADER) + 2 :]
     assert [tuple(line.split(" | ")[:2]) for line in table] == [
-        (f"| {p}", row) for p in ("32", "bf16") for row in bench_step.ROWS
+        (f"| {p}", row) for p in ("32", "bf16") for row in bench_step.DEFAULT_ROWS
     ]

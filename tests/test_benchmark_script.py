@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
 
 import pytest
 
-spec = importlib.util.spec_from_file_location(
-    "benchmark", Path(__file__).parents[1] / "scripts" / "benchmark.py"
-)
-benchmark = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(benchmark)
+from scripts import ablation_table, benchmark
 
 
 def fake(target, night):
@@ -38,13 +33,6 @@ def test_finished_runs_are_not_repeated(tmp_path):
     assert math.isnan(seconds)  # no time was recorded
     (run_dir / "bench_time.json").write_text(json.dumps({"seconds": 90.0}))
     assert benchmark.train("a", ["no.such=key"], 0, tmp_path)[1] == 90.0
-
-
-ablation_spec = importlib.util.spec_from_file_location(
-    "ablation_table", Path(__file__).parents[1] / "scripts" / "ablation_table.py"
-)
-ablation_table = importlib.util.module_from_spec(ablation_spec)
-ablation_spec.loader.exec_module(ablation_table)
 
 
 def sweep_run(folder: Path, overrides: list[str], result: dict | None) -> None:

@@ -7,16 +7,16 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
+
+from refign.task import compose
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = str(ROOT / "conf")
 
 
 def resolved(overrides: list[str], config: str = "train") -> dict:
-    with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
-        cfg = compose(config, overrides=overrides)
+    cfg = compose(config, overrides=overrides)
     return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
 
 
@@ -65,8 +65,7 @@ def test_scale_can_be_chosen_apart_from_the_dataset():
 
 
 def test_sweep_folders_are_named_by_their_overrides():
-    with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
-        cfg = compose("train", overrides=["seed=1"], return_hydra_config=True)
+    cfg = compose("train", overrides=["seed=1"], return_hydra_config=True)
     sweep = OmegaConf.to_container(cfg.hydra.sweep, resolve=False)
     assert sweep["subdir"] == "${hydra.job.num}_${dirname:${hydra.job.override_dirname}}"  # cut if long
     assert "paths.output_dir" in cfg.hydra.job.config.override_dirname.exclude_keys

@@ -1,25 +1,18 @@
-"""scripts/dry_run.py: a row from the real entry points on a small full-layout tree, the measurement of a
+"""scripts/measure/dry_run.py: a row from the real entry points on a small full-layout tree, the measurement of a
 phase (peak memory of the child, the watchdog), and its refusals. The true-size run of the heaviest
 experiment is the ``slow`` test at the end."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 import zipfile
-from pathlib import Path
 
 import pytest
 
 from refign.data.synthetic.trees import write_tree
-
-SCRIPT = Path(__file__).parents[1] / "scripts" / "dry_run.py"
-spec = importlib.util.spec_from_file_location("dry_run", SCRIPT)
-dry_run = importlib.util.module_from_spec(spec)
-sys.modules["dry_run"] = dry_run  # its dataclasses look their module up
-spec.loader.exec_module(dry_run)
-GIB = 2**30
+from scripts.measure import dry_run
+from scripts.measure.common import GIB, run_watched
 
 
 def test_a_row_from_train_evaluate_and_predict_on_a_small_tree(tmp_path, capsys):
@@ -66,10 +59,10 @@ def test_a_row_from_train_evaluate_and_predict_on_a_small_tree(tmp_path, capsys)
 
 def test_the_watchdog_kills_a_phase_above_the_limit_and_the_peak_is_the_childs(tmp_path):
     grab = "import time; b = bytearray(600 * 2**20); b[::4096] = b'x' * len(b[::4096]); time.sleep(30)"
-    phase = dry_run.run_phase([sys.executable, "-c", grab], tmp_path / "a.log", 0.3 * GIB)
+    phase = run_watched([sys.executable, "-c", grab], tmp_path / "a.log", 0.3 * GIB)
     assert phase.status.startswith("killed (") and phase.status.endswith(" > 0 GiB)") and phase.wall_s < 25
     small = "b = bytearray(200 * 2**20); b[::4096] = b'x' * len(b[::4096])"
-    phase = dry_run.run_phase([sys.executable, "-c", small], tmp_path / "b.log", 4 * GIB)
+    phase = run_watched([sys.executable, "-c", small], tmp_path / "b.log", 4 * GIB)
     assert phase.status == "ok" and 0.2 < phase.peak_gib < 0.5 and phase.group_peak_gib < 0.5
 
 
@@ -93,7 +86,7 @@ def test_the_heaviest_experiment_at_true_size(tmp_path):
     """Refign + MIC(HRDA) on a full-size tree (1024×2048 / 1080×1920) at batch 1 with the backbone's activations
     checkpointed (without, its first step passed the watchdog's 21 GiB on a 24 GiB machine), 2 steps: every
     phase runs, and evaluating needs no more memory than training (on a shared machine, run
-    ``flock /tmp/refign-heavy.lock make test-slow``)."""
+    ``flock LOCKFILE make test-slow``)."""
     tree = tmp_path / "tree"
     write_tree(tree, ["cityscapes", "acdc"], 2, eval_images=1, log=lambda _: None)
     argv = [

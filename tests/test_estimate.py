@@ -14,9 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch._subclasses.fake_tensor import FakeTensorMode
 
-from refign.engine.autocast_policy import cuda_autocast_policy
-from refign.engine.live_memory import LiveMemory
-from refign.estimate import HostFactories, StepFlops
+from refign.estimate.autocast import cuda_autocast_policy
+from refign.estimate.flops import StepFlops
+from refign.estimate.memory import LiveMemory
+from refign.estimate.trace import HostFactories
 from refign.models.backbones import mit
 from tests.test_official_numerics import MIT_B0
 
@@ -82,7 +83,7 @@ def test_estimate_is_within_20_percent_of_a_measured_step():
     """Synthetic DAFormer + Refign: the estimate of what a steady step adds to the networks, batch and
     optimiser state, against the rise of the resident set of the same real CPU step in a fresh process."""
     out = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "validate_estimate.py"), "synthetic_daformer_refign"],
+        [sys.executable, "-m", "scripts.measure.validate_estimate", "synthetic_daformer_refign"],
         capture_output=True,
         text=True,
         check=True,

@@ -1,6 +1,6 @@
-"""scripts/gpu_check.sh: the report's fields, from a run of its CPU-checkable parts (``--cpu-dry``: every
+"""scripts/gpu/gpu_check.sh: the report's fields, from a run of its CPU-checkable parts (``--cpu-dry``: every
 step at the CPU-sized scale, the GPU tests skipped; slow: it runs four benchmark rows and a dry run), and
-what its wheelhouse carries and installs (scripts/wheelhouse.py)."""
+what its wheelhouse carries and installs (scripts/gpu/wheelhouse.py)."""
 
 from __future__ import annotations
 
@@ -11,14 +11,12 @@ from pathlib import Path
 
 import pytest
 
-SCRIPTS = Path(__file__).parents[1] / "scripts"
-SCRIPT = SCRIPTS / "gpu_check.sh"
+GPU = Path(__file__).parents[1] / "scripts" / "gpu"
+SCRIPT = GPU / "gpu_check.sh"
 
 
 def wheelhouse(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(SCRIPTS / "wheelhouse.py"), *args], capture_output=True, text=True
-    )
+    return subprocess.run([sys.executable, str(GPU / "wheelhouse.py"), *args], capture_output=True, text=True)
 
 
 def requirements(*args: str) -> list[str]:

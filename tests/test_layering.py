@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 
-spec = importlib.util.spec_from_file_location(
-    "import_graph", Path(__file__).parents[1] / "scripts" / "import_graph.py"
-)
-import_graph = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(import_graph)
+from scripts import import_graph
 
 # the documented layers; a package may import only packages of a strictly lower layer
 LAYERS = {

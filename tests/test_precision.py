@@ -7,20 +7,19 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 from refign.engine.step import resolve_precision
+from refign.task import compose
 from tests.conftest import CONF_DIR
 
 EXPERIMENTS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
 
 
 def test_every_experiment_asks_for_16_bit_mixed_precision_and_the_synthetic_scale_for_fp32():
-    with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
-        asked = {
-            name: compose("train", overrides=[f"experiment={name}"]).trainer.precision for name in EXPERIMENTS
-        }
-        synthetic = compose("train").trainer.precision
+    asked = {
+        name: compose("train", overrides=[f"experiment={name}"]).trainer.precision for name in EXPERIMENTS
+    }
+    synthetic = compose("train").trainer.precision
     assert len(asked) == 12 and set(asked.values()) == {"auto16"}
     assert synthetic == "32"
 

@@ -8,7 +8,7 @@ datasets (``refign.evaluate``, ``refign.predict``); the matcher (``refign.align_
 data read fixture trees in the real layouts (``tests/data/trees.py``) through ``$REFIGN_DATA_DIR``, and the
 files under ``pretrained_models/`` they name are written here (random weights of the right layout). Paper-scale
 models are built with a tiny MiT of the same architecture. ``make X`` must name a Makefile target, and
-``python scripts/X.py ARGS`` must be accepted by the script's own argument parser (parsed, not run).
+``python -m scripts.X ARGS`` must be accepted by the script's own argument parser (parsed, not run).
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from omegaconf import DictConfig
 
 from refign import build
 from refign.alignment.oracle import GroundTruthFlow
-from refign.build import dataset_specs
 from refign.models.backbones import mit
 from refign.refine.pseudo_labeler import RefignPseudoLabeler
 from refign.uda.hrda import HRDA
@@ -103,7 +102,7 @@ def by_kind(kind: str) -> list[Command]:
     """The commands of one form: ``refign`` (python -m refign.X), ``script``, ``make``, ``export``."""
     forms = {
         "refign": lambda a: a[:2] == ("python", "-m") and a[2].startswith("refign."),
-        "script": lambda a: a[0] == "python" and a[1].startswith("scripts/"),
+        "script": lambda a: a[:2] == ("python", "-m") and a[2].startswith("scripts."),
         "make": lambda a: a[0] == "make",
         "export": lambda a: a[0] == "export",
     }
@@ -244,7 +243,7 @@ def test_refign_command_starts(command, point, workspace, monkeypatch):
     elif (
         entry == "check_data"
     ):  # every folder it walks exists in the user's layout (the counts are the data's)
-        for spec in dataset_specs(cfg):
+        for spec in build.dataset_specs(cfg):
             assert "root" not in spec or Path(spec.root).is_dir(), spec.root
     elif entry == "align":  # the matcher, and without target/reference the dataset's pairs
         build.build_aligner(cfg)
@@ -266,8 +265,8 @@ class Parsed(Exception):
 
 @pytest.mark.parametrize("command", by_kind("script"), ids=ids(by_kind("script")))
 def test_script_accepts_its_arguments(command, workspace, monkeypatch):
-    script = ROOT / command.argv[1]
-    assert script.is_file(), command.argv[1]
+    script = command.argv[2]
+    assert (ROOT / f"{script.replace('.', '/')}.py").is_file(), script
     parse = argparse.ArgumentParser.parse_known_args
     depth = []
 
@@ -283,10 +282,10 @@ def test_script_accepts_its_arguments(command, workspace, monkeypatch):
 
     monkeypatch.setattr(argparse.ArgumentParser, "parse_known_args", parse_then_stop)
     data = str(workspace / "data")
-    argv = [PLACEHOLDER.sub("x", word).replace("$REFIGN_DATA_DIR", data) for word in command.argv[1:]]
+    argv = [PLACEHOLDER.sub("x", word).replace("$REFIGN_DATA_DIR", data) for word in command.argv[2:]]
     monkeypatch.setattr(sys, "argv", argv)
     with pytest.raises(Parsed) as parsed:
-        runpy.run_path(str(script), run_name="__main__")
+        runpy.run_module(script, run_name="__main__")
     _, rest = parsed.value.args[0]
     rest = [word for word in rest if word != "--"]
     if (
@@ -294,7 +293,7 @@ def test_script_accepts_its_arguments(command, workspace, monkeypatch):
     ):  # training overrides that describe a model (convert_checkpoint.py refign builds it)
         build.build_method(compose_point("train", rest, workspace, monkeypatch))
     else:
-        assert rest == [], f"{command.argv[1]} does not take {rest}"
+        assert rest == [], f"{script} does not take {rest}"
 
 
 @pytest.mark.parametrize("command", by_kind("make"), ids=ids(by_kind("make")))

@@ -105,7 +105,7 @@ def test_a_poisoned_file_is_refused_unread_through_every_way_in(way, tmp_path, p
     with pytest.raises(UnsafeFileError) as err:
         WAYS[way](tmp_path, bad)
     assert_refused(err, bad, poison)
-    assert "convert_checkpoint.py clean" in str(err.value) and "--trust-pickle" in str(err.value)
+    assert "scripts.convert_checkpoint clean" in str(err.value) and "--trust-pickle" in str(err.value)
 
 
 def test_a_legacy_format_file_is_refused_too(tmp_path, poison):
@@ -148,7 +148,7 @@ def test_getattr_is_answered_only_for_lightnings_reductions(tmp_path):
 
 def test_the_converter_refuses_on_the_command_line_and_writes_nothing(tmp_path, poison):
     bad, out = poison.torch_file(tmp_path / "bad.ckpt"), tmp_path / "clean.ckpt"
-    cmd = [sys.executable, str(ROOT / "scripts" / "convert_checkpoint.py"), "clean", str(bad), str(out)]
+    cmd = [sys.executable, "-m", "scripts.convert_checkpoint", "clean", str(bad), str(out)]
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     assert result.returncode != 0 and f"{bad}: refused" in result.stderr and "builtins.exec" in result.stderr
     assert not out.exists() and not poison.marker.exists()

@@ -33,7 +33,10 @@ def cli(module: str, args: list[str], monkeypatch, capsys) -> tuple[int, list[st
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
     try:
         with pytest.raises(SystemExit) as done:
-            importlib.import_module(f"refign.{module}").main()
+            # an entry module's main, or a package's (``refign.estimate``: its ``__main__``)
+            entry = importlib.import_module(f"refign.{module}")
+            main = getattr(entry, "main", None) or importlib.import_module(f"refign.{module}.__main__").main
+            main()
     finally:
         GlobalHydra.instance().clear()
     return done.value.code, capsys.readouterr().err.splitlines()

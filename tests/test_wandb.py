@@ -5,7 +5,6 @@ computes the same with and without wandb."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import shlex
@@ -25,6 +24,7 @@ from refign.engine.loggers import MetricLogger
 from refign.engine.wandb_run import RUN_FILE
 from refign.train import run
 from refign.uda.source_only import SourceOnly
+from scripts import ablation_table, bench_refign
 from tests.alignment.test_align_resume import TINY as ALIGN_TINY
 from tests.alignment.test_align_train import align_cfg
 from tests.conftest import CONF_DIR, compose_cfg, tiny_overrides
@@ -263,13 +263,6 @@ def test_dashboard_content_and_the_run_is_the_same_without_wandb(tiny_cfg, tmp_p
 
 
 # ---- the scripts' tables -----------------------------------------------------------------------------------
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def table_run(folder: Path, key: str) -> tuple[OfflineRun, dict]:
     (table_run,) = offline_runs(folder)
     return table_run, json.loads(
@@ -292,7 +285,7 @@ def test_table_scripts_log_their_table_as_a_wandb_run(tmp_path, offline, monkeyp
         (run_dir / ".hydra" / "overrides.yaml").write_text(f"- refign=on\n- +ablation={row}\n")
         (run_dir / "eval_0000004.json").write_text(json.dumps(result))
         (run_dir / RUN_FILE).write_text(json.dumps({"id": f"r{point}", "group": "ablation-2026"}))
-    load_script("ablation_table").main([str(tmp_path / "sweep"), "--out", str(tmp_path / "t.md"), "--wandb"])
+    ablation_table.main([str(tmp_path / "sweep"), "--out", str(tmp_path / "t.md"), "--wandb"])
     ablation, table = table_run(tmp_path, "ablation")
     assert (ablation.run.job_type, ablation.run.run_group) == ("table", "ablation-2026")
     markdown = (tmp_path / "t.md").read_text().splitlines()
@@ -306,7 +299,7 @@ def test_table_scripts_log_their_table_as_a_wandb_run(tmp_path, offline, monkeyp
     # finished runs are not repeated: the script only makes the table
     argv = ["bench_refign.py", "--rows", "daformer", "--seeds", "0", "1", "--out", str(bench), "--wandb"]
     monkeypatch.setattr("sys.argv", argv)
-    load_script("bench_refign").main()
+    bench_refign.main()
     bench_run, table = table_run(bench, "bench")
     assert bench_run.run.job_type == "table" and table["data"][0][:3] == [
         "daformer",
@@ -322,7 +315,7 @@ def test_the_readme_ablation_sweep_with_wandb_and_its_table(tmp_path, offline):
     readme = (ROOT / "README.md").read_text()
     command = re.search(r"OMP_NUM_THREADS=1 python (-m refign.train -m .*?)#", readme.replace("\\\n", " "))
     words = shlex.split(command[1])[2:]  # after "-m refign.train": the sweep's "-m" and overrides
-    assert "python scripts/ablation_table.py outputs/ablation/multirun/<date>" in readme
+    assert "python -m scripts.ablation_table outputs/ablation/multirun/<date>" in readme
     sweep_dir = tmp_path / "sweep"
     # the data, steps and network made micro; the method (DAFormer + Refign) is the README's, with the
     # ground-truth flow for the matcher
@@ -340,6 +333,6 @@ def test_the_readme_ablation_sweep_with_wandb_and_its_table(tmp_path, offline):
     runs = [offline_runs(p)[0].run for p in points]
     assert {r.run_group for r in runs} == {f"ablation-{sweep_dir.name}"}
     assert len({r.display_name for r in runs}) == 18
-    load_script("ablation_table").main([str(sweep_dir), "--wandb"])
+    ablation_table.main([str(sweep_dir), "--wandb"])
     table, _ = table_run(sweep_dir, "ablation")
     assert table.run.run_group == f"ablation-{sweep_dir.name}"

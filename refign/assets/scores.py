@@ -11,29 +11,23 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
 
 from refign import build
 from refign.engine.dist import DistInfo
 from refign.engine.evaluator import evaluate as evaluate_segmentor
+from refign.task import compose
 
 ASSETS = Path(__file__).resolve().parent
 MANIFEST = ASSETS / "manifest.json"
 SEGMENTOR_FILE = "segmentor_synthetic.pt"
 MATCHER_FILE = "uawarpc_small_synthetic.pt"
-CONF_DIR = str(ASSETS.parents[1] / "conf")
 CPU = DistInfo(0, 1, 0, torch.device("cpu"))
-
-
-def _compose(config: str, overrides: list[str]):
-    with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
-        return compose(config, overrides=overrides)
 
 
 def segmentor_scores(path: str | Path, cache_dir: str | None = None) -> dict[str, float]:
     """Validation mIoU of a synthetic-benchmark segmentor file: source, target and each target condition."""
     extra = [f"paths.cache_dir={cache_dir}"] if cache_dir else []
-    cfg = _compose("train", ["uda=source_only", "refign=off", f"init_weights={path}", *extra])
+    cfg = compose("train", ["uda=source_only", "refign=off", f"init_weights={path}", *extra])
     model = build.build_segmentor(cfg)
     scores = {}
     for name, dataset in build.build_datasets(cfg, "val").items():
@@ -46,7 +40,7 @@ def segmentor_scores(path: str | Path, cache_dir: str | None = None) -> dict[str
 def matcher_config(path: str | Path | None, cache_dir: str | None = None):
     """The synthetic benchmark's align_train configuration, with ``path`` as the matcher's weights."""
     extra = [f"paths.cache_dir={cache_dir}"] if cache_dir else []
-    return _compose("align_train", ["pairs=synthetic", f"alignment.checkpoint={path or 'null'}", *extra])
+    return compose("align_train", ["pairs=synthetic", f"alignment.checkpoint={path or 'null'}", *extra])
 
 
 def matcher_scores(path: str | Path, cache_dir: str | None = None) -> dict[str, float]:

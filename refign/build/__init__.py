@@ -25,5 +25,4 @@ from refign.build.segmentation import (
     build_trainer,
     method_class,
     target_load_keys,
-    write_random_weights,
 )

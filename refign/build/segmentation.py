@@ -3,14 +3,12 @@ the datasets and their batches, the mIoU evaluation and the trainer."""
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections.abc import Iterator
 from pathlib import Path
 
-import torch
 from hydra.utils import get_class
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset
 
 from refign.build.common import (
@@ -85,9 +83,8 @@ def refign_enabled(cfg: DictConfig) -> bool:
     return enabled
 
 
-def build_pseudo_labeler(cfg: DictConfig, weight_files: bool = True):
-    """Refign's aligner + refiner (``refign=on``), or None for the method's own pseudo-labels;
-    ``weight_files=False``: a randomly initialised matcher is accepted (see ``build_method``)."""
+def build_pseudo_labeler(cfg: DictConfig):
+    """Refign's aligner + refiner (``refign=on``), or None for the method's own pseudo-labels."""
     if not refign_enabled(cfg):
         return None
     method = method_class(cfg)
@@ -99,7 +96,7 @@ def build_pseudo_labeler(cfg: DictConfig, weight_files: bool = True):
         )
     aligner = None
     if cfg.refine.use_align:
-        if weight_files and not needs_gt_flow(cfg) and not cfg.alignment.get("checkpoint"):
+        if not needs_gt_flow(cfg) and not cfg.alignment.get("checkpoint"):
             raise ConfigError(
                 "refign=on aligns with a trained matcher: set alignment.checkpoint=<file> "
                 "(the released uawarpc_megadepth.ckpt, or one from python -m refign.align_train)"
@@ -136,21 +133,9 @@ def build_mic(cfg: DictConfig):
     return instantiate_switched(cfg.mic)
 
 
-# every key naming a weight file a method's networks are initialised from
-WEIGHT_FILES = ("init_weights", "backbone.pretrained", "alignment.vgg_weights", "alignment.checkpoint")
-
-
-def build_method(cfg: DictConfig, weight_files: bool = True) -> UDAMethod:
-    """The configured method with its networks. ``weight_files=False`` reads none of the files in
-    ``WEIGHT_FILES`` and keeps every network's random initialisation (``refign.estimate`` builds the method
-    of fake tensors, whose sizes are all it needs)."""
-    if not weight_files:
-        cfg = copy.deepcopy(cfg)
-        with open_dict(cfg):
-            for key in WEIGHT_FILES:
-                if OmegaConf.select(cfg, key) is not None:
-                    OmegaConf.update(cfg, key, None)
-    labeler = build_pseudo_labeler(cfg, weight_files)
+def build_method(cfg: DictConfig) -> UDAMethod:
+    """The configured method with its networks."""
+    labeler = build_pseudo_labeler(cfg)
     extra = {"pseudo_labeler": labeler} if labeler is not None else {}
     mic = build_mic(cfg)
     if mic is not None:
@@ -202,36 +187,6 @@ def build_segmentation_eval(cfg: DictConfig, info: DistInfo, split: str, require
         cfg.trainer.num_workers,
         cfg.dataset.over_present_classes,
     )
-
-
-def write_random_weights(cfg: DictConfig) -> list[Path]:
-    """Random-weight files at every weight path of ``cfg`` that does not exist yet (backbone ``pretrained``,
-    ``init_weights``, Refign's ``alignment.checkpoint``), in the formats their loaders accept; returns the
-    files written. For measuring time and memory at true size without the released weights (bench_step,
-    dry_run): a step's cost does not depend on the weights. Existing files are never touched."""
-    written = []
-
-    def missing(path) -> bool:
-        return bool(path) and not Path(path).exists()
-
-    def save(state: dict, path: str) -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        torch.save(state, path)
-        written.append(Path(path))
-
-    if missing(cfg.backbone.get("pretrained")):
-        save(instantiate(cfg.backbone, pretrained=None).state_dict(), cfg.backbone.pretrained)
-    if missing(cfg.get("init_weights")):
-        fresh = cfg.copy()
-        with open_dict(fresh):
-            fresh.init_weights = None
-            fresh.backbone.pretrained = None
-        save(build_segmentor(fresh).state_dict(), cfg.init_weights)
-    if cfg.get("refign", {}).get("enabled") and missing(cfg.alignment.get("checkpoint")):
-        save(
-            {"state_dict": instantiate(cfg.alignment, checkpoint=None).state_dict()}, cfg.alignment.checkpoint
-        )
-    return written
 
 
 def build_batches(cfg: DictConfig, source: Dataset, target: Dataset | None, info: DistInfo):

@@ -36,7 +36,7 @@ except ImportError:  # pragma: no cover - NumPy 1
     from numpy.core import multiarray as _multiarray
 
 DOCS = "docs/checkpoints.md#safe-loading"
-CONVERT = "python scripts/convert_checkpoint.py clean {path} <clean copy> --trust-pickle"
+CONVERT = "python -m scripts.convert_checkpoint clean {path} <clean copy> --trust-pickle"
 
 
 class CheckpointError(RuntimeError):

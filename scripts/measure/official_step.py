@@ -12,7 +12,7 @@ compares the student's weights after a step) and differ only in what is alive wh
 
 The configurations are the synthetic benchmark's (MiT-B0, its small DAFormer head, 128² crops, 2 source + 2
 target images, CPU fp32, the shipped weights), with Refign aligning on every step
-(``refine.adapt_to_ref=false``, the heavier step, as ``scripts/validate_estimate.py`` measures it).
+(``refine.adapt_to_ref=false``, the heavier step, as ``scripts/measure/validate_estimate.py`` measures it).
 
 Memory: each side in a child process of its own, with glibc's mmap threshold at 16 KiB so that a freed
 tensor leaves the resident set; one warm-up step, then the rise of the peak resident set during the next one
@@ -46,12 +46,13 @@ from refign import build
 from refign.build.common import build_optimizer, build_schedule
 from refign.engine.dist import DistInfo
 from refign.engine.reproducibility import seed_everything
-from refign.estimate import aligning
+from refign.estimate.trace import aligning
 from refign.refine.pseudo_labeler import RefignPseudoLabeler
 from refign.uda.dacs import DACS
 from refign.uda.pseudo_label import PseudoLabels, teacher_probs
 from refign.utils.imaging import resize
-from scripts.validate_estimate import compose_config, peak_rise, random_batch
+from scripts.measure.common import compose_here, random_batch
+from scripts.measure.validate_estimate import peak_rise
 
 ROOT = Path(__file__).resolve().parents[2]
 MMAP_THRESHOLD = 16 * 1024
@@ -187,7 +188,7 @@ def refign_training_step(method: DACS, batch: dict[str, torch.Tensor], step: int
 # ---- both steps on one configuration --------------------------------------------------------------------------
 def compose(name: str, overrides: list[str] | None = None) -> DictConfig:
     """The configuration ``name`` of ``CONFIGS`` (plus ``overrides``), Refign aligning on every step."""
-    return aligning(compose_config([*CONFIGS[name][1], *(overrides or [])]))
+    return aligning(compose_here("estimate", [*CONFIGS[name][1], *(overrides or [])]))
 
 
 def official_side(cfg: DictConfig, method: DACS) -> Step:
@@ -228,7 +229,7 @@ class Pair:
         self.ours = build_method(cfg)
         self.official = copy.deepcopy(self.ours)
         self.steps = (official_side(cfg, self.official), project_side(cfg, self.ours))
-        self.batch = random_batch(cfg, needs_target=True)
+        self.batch = random_batch(cfg, torch.Generator().manual_seed(0))
 
     def run(self, index: int) -> tuple[float, float]:
         """Step ``index`` of both sides, the official one first at even indices (so that neither side always
@@ -255,7 +256,7 @@ def child(name: str, side: str) -> dict[str, int]:
     cfg = compose(name)
     method = build_method(cfg)
     step = SIDES[side](cfg, method)
-    batch = random_batch(cfg, needs_target=True)
+    batch = random_batch(cfg, torch.Generator().manual_seed(0))
     step(batch, 0)
     kept_grads = sum(p.grad.nbytes for p in method.parameters() if p.grad is not None)
     rise = peak_rise(step, batch, 1)

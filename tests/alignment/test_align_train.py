@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf, open_dict
+from omegaconf import OmegaConf
 
 from refign.align_train import run
 from refign.alignment.network import build_alignment_network
@@ -20,23 +19,16 @@ from refign.alignment.training.synthetic_warps import WarpConfig
 from refign.build import build_matcher, build_matcher_eval, stage_cfg
 from refign.engine.dist import DistInfo
 from refign.engine.reproducibility import seed_everything
-
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+from tests.conftest import compose_cfg
 
 
 def align_cfg(tmp_path: Path, *overrides: str):
-    with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
-        cfg = compose(
-            "align_train",
-            [
-                f"paths.output_dir={tmp_path}/out",
-                f"paths.cache_dir={tmp_path.parent}/align_cache",
-                *overrides,
-            ],
-        )
-    with open_dict(cfg):
-        cfg.paths.root_dir = str(Path(CONF_DIR).parent)
-    return cfg
+    overrides = [
+        f"paths.output_dir={tmp_path}/out",
+        f"paths.cache_dir={tmp_path.parent}/align_cache",
+        *overrides,
+    ]
+    return compose_cfg(overrides, "align_train")
 
 
 def test_stage_configs_compose(tmp_path):

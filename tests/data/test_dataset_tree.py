@@ -3,7 +3,6 @@ and its refusals (a non-empty root, an unknown dataset)."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -17,11 +16,8 @@ from refign.data.datasets.dark_zurich import DarkZurich, read_pairs
 from refign.data.datasets.nighttime_driving import NighttimeDriving
 from refign.data.datasets.robotcar import ID_TO_TRAINID, RobotCar, read_correspondence
 from refign.data.synthetic.trees import TreeError, write_tree
+from scripts import make_dataset_tree
 
-SCRIPT = Path(__file__).parents[2] / "scripts" / "make_dataset_tree.py"
-spec = importlib.util.spec_from_file_location("make_dataset_tree", SCRIPT)
-make_dataset_tree = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(make_dataset_tree)
 DIVISOR = 8  # every side / 8: the same code as the full-size trees, in a few seconds
 TRAIN_IDS = set(range(19)) | {255}
 

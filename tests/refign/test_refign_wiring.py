@@ -6,15 +6,14 @@ import json
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 from refign import build
 from refign.engine.checkpoint import load
 from refign.models.weights import CheckpointError
 from refign.refine.pseudo_labeler import RefignPseudoLabeler
+from refign.task import compose
 from refign.train import run
 from refign.utils.errors import ConfigError
-from tests.conftest import CONF_DIR
 
 
 def refign_cfg(tiny_cfg, *extra):
@@ -103,12 +102,11 @@ def test_ablation_rows_set_the_official_switches():
         5: (True, False, False, 0.25, False),
         6: (True, False, False, 0.25, True),
     }
-    with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
-        for row, values in expected.items():
-            cfg = compose("train", overrides=["refign=on", "uda=daformer", f"+ablation=row{row}"])
-            r = cfg.refine
-            assert (r.use_align, r.disable_m, r.disable_p, r.gamma, r.adapt_to_ref) == values, row
-            assert cfg.ablation_row == row  # a config value a dashboard groups by
+    for row, values in expected.items():
+        cfg = compose("train", overrides=["refign=on", "uda=daformer", f"+ablation=row{row}"])
+        r = cfg.refine
+        assert (r.use_align, r.disable_m, r.disable_p, r.gamma, r.adapt_to_ref) == values, row
+        assert cfg.ablation_row == row  # a config value a dashboard groups by
 
 
 def test_refign_training_steps_log_refinement_statistics_and_panels(tiny_cfg, matcher_file, tmp_path):

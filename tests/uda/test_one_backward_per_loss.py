@@ -23,8 +23,8 @@ import pytest
 import torch
 
 from refign.engine.backward import LossBackward
-from refign.engine.live_memory import LiveMemory
 from refign.engine.step import TrainStep
+from refign.estimate.memory import LiveMemory
 from refign.train import run
 from refign.uda.dacs import DACS
 from refign.uda.hrda import HRDA

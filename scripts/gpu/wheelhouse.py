@@ -1,13 +1,13 @@
-"""Which pinned requirements ``scripts/gpu_check.sh`` carries to a GPU machine, and which it installs there.
+"""Which pinned requirements ``scripts/gpu/gpu_check.sh`` carries to a GPU machine, and which it installs there.
 
-    python scripts/wheelhouse.py carried [--all]   # requirements/gpu_check.txt less what the GPU image has
-    python scripts/wheelhouse.py missing           # the lines whose package this interpreter lacks
+    python -m scripts.gpu.wheelhouse carried [--all]   # requirements.txt less what the GPU image has (image.txt)
+    python -m scripts.gpu.wheelhouse missing           # the lines whose package this interpreter lacks
 
-Why: the device machines lent to this project bring their own Python, torch and a long list of packages
-(``requirements/gpu_image.txt``), no package registry, and a carry limit of 64 MiB per call. Carrying
-every pinned wheel (110 MB: opencv-python-headless 48, scipy 36) would not fit, and installing a pin over
-a package the machine already has would replace part of its working stack. So the wheelhouse holds only
-what the image lacks, and the install there takes only what the interpreter lacks, at the pinned version.
+Why: a GPU machine may bring its own Python, torch and many packages, and no package registry. Every pinned
+wheel is 110 MB (opencv-python-headless 48, scipy 36), and installing a pin over a package the machine already
+has would replace part of its working stack. So the wheelhouse holds only what the machine's image lacks
+(``--image``: a list of its packages; ``--all``: every pin), and the install there takes only what the
+interpreter lacks, at the pinned version.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-REQUIREMENTS = Path(__file__).resolve().parents[1] / "requirements"
+HERE = Path(__file__).resolve().parent
 
 
 def read(path: Path) -> list[Requirement]:
@@ -49,8 +49,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("what", choices=["carried", "missing"])
     p.add_argument("--all", action="store_true", help="carried: ignore the image's list (any GPU machine)")
-    p.add_argument("--requirements", type=Path, default=REQUIREMENTS / "gpu_check.txt")
-    p.add_argument("--image", type=Path, default=REQUIREMENTS / "gpu_image.txt")
+    p.add_argument("--requirements", type=Path, default=HERE / "requirements.txt")
+    p.add_argument("--image", type=Path, default=HERE / "image.txt", help="the packages the GPU image has")
     args = p.parse_args()
     for path in (args.requirements, args.image):
         if not path.is_file():

@@ -1,8 +1,8 @@
 """Training-step throughput of DAFormer, HRDA and both with Refign, at the paper's scale, on this machine.
 
-    python scripts/bench_step.py                                   # paper scale, precision 32, on CUDA if any
-    python scripts/bench_step.py --precision 32 bf16 fp16 --steps 50
-    python scripts/bench_step.py --scale small --steps 3 --warmup 1   # the same code on CPU in about a minute
+    python -m scripts.measure.bench_step                        # paper scale, precision 32, on CUDA if any
+    python -m scripts.measure.bench_step --precision 32 bf16 fp16 --steps 50
+    python -m scripts.measure.bench_step --scale small --steps 3 --warmup 1   # the same code on CPU, ~1 min
 
 Paper scale composes the Cityscapes→ACDC experiments (``experiment=acdc_refign_daformer`` and
 ``acdc_refign_hrda_star``; ``refign=off`` for the base rows): MiT-B5 + DAFormer head, 512² crops (HRDA: 1024²
@@ -12,9 +12,10 @@ the CPU-scale matcher). Every weight file a configuration reads (ImageNet / City
 checkpoint, initial segmentor) is written with random weights into a temporary ``paths.pretrained_dir`` /
 ``paths.assets_dir``: the time of a step does not depend on the weights. No dataset is read: random images
 and blocky random labels go straight into the trainer's step (autocast, GradScaler, fused AdamW, schedule),
-the same ``Trainer.train_step`` as ``python -m refign.train``.
+the same step as ``python -m refign.train``.
 
-Refign keeps its official 50 % adapt-to-reference steps (no alignment on those), as in training. Timing:
+Refign keeps its official 50 % adapt-to-reference steps (no alignment on those), as in training; the row
+``daformer_refign_every_step`` aligns on every step (``refine.adapt_to_ref=false``, the worst case). Timing:
 ``--warmup`` steps, then ``--steps`` steps between two device synchronisations. Peak memory is CUDA's
 ``max_memory_allocated`` per row on a GPU, the process's peak resident set (cumulative over rows) on CPU.
 """
@@ -25,21 +26,17 @@ import argparse
 import gc
 import random
 import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from refign import build  # noqa: E402
-from refign.engine.dist import DistInfo, setup  # noqa: E402
+from refign import build
+from refign.engine.dist import DistInfo, setup
+from scripts.measure.common import compose_here, random_batch, write_random_weights
 
-ROOT = Path(__file__).resolve().parents[1]
 STEPS_PER_RUN = 40_000
 # the configuration of each method per scale: the official Cityscapes→ACDC experiments, or the synthetic
 # benchmark's CPU-sized defaults with the method chosen
@@ -47,45 +44,23 @@ METHODS = {
     "paper": {"daformer": "experiment=acdc_refign_daformer", "hrda": "experiment=acdc_refign_hrda_star"},
     "small": {"daformer": "uda=daformer", "hrda": "uda=hrda"},
 }
-# row → (its base row and method, Refign switch)
+# row → (its base row and method, its overrides): Refign as configured (the official adapt_to_ref: half of
+# the steps train on the reference image and align nothing), or aligning on every step (the worst case)
 ROWS = {
-    "daformer": ("daformer", "refign=off"),
-    "daformer_refign": ("daformer", "refign=on"),
-    "hrda": ("hrda", "refign=off"),
-    "hrda_refign": ("hrda", "refign=on"),
+    "daformer": ("daformer", ["refign=off"]),
+    "daformer_refign": ("daformer", ["refign=on"]),
+    "daformer_refign_every_step": ("daformer", ["refign=on", "refine.adapt_to_ref=false"]),
+    "hrda": ("hrda", ["refign=off"]),
+    "hrda_refign": ("hrda", ["refign=on"]),
 }
+DEFAULT_ROWS = ["daformer", "daformer_refign", "hrda", "hrda_refign"]
 
 
 def compose_row(row: str, scale: str, weights_dir: Path, extra: list[str]) -> DictConfig:
     """The row's training configuration, its weight files resolved into ``weights_dir``."""
-    method, refign = ROWS[row]
-    overrides = [
-        METHODS[scale][method],
-        refign,
-        f"paths.pretrained_dir={weights_dir}",
-        f"paths.assets_dir={weights_dir}",
-    ]
-    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
-        cfg = compose("train", overrides=[*overrides, *extra])
-    with open_dict(cfg):
-        cfg.paths.root_dir = str(ROOT)
-    return cfg
-
-
-def random_batch(
-    cfg: DictConfig, device: torch.device, generator: torch.Generator
-) -> dict[str, torch.Tensor]:
-    """2 + 2 images at the crop size and labels made of 32×32-pixel blocks of random classes (regions that
-    ClassMix and the feature-distance mask select like real ones)."""
-    b, (h, w) = cfg.dataset.batch_size, cfg.dataset.crop_size
-
-    def images() -> torch.Tensor:
-        return torch.randn(b, 3, h, w, generator=generator)
-
-    coarse = torch.randint(0, cfg.dataset.num_classes, (b, 1, -(-h // 32), -(-w // 32)), generator=generator)
-    labels = F.interpolate(coarse.float(), scale_factor=32, mode="nearest")[:, 0, :h, :w].long()
-    batch = {"image_src": images(), "semantic_src": labels, "image_trg": images(), "image_ref": images()}
-    return {k: v.to(device) for k, v in batch.items()}
+    method, switches = ROWS[row]
+    weights = [f"paths.pretrained_dir={weights_dir}", f"paths.assets_dir={weights_dir}"]
+    return compose_here("train", [METHODS[scale][method], *switches, *weights, *extra])
 
 
 def synchronize(device: torch.device) -> None:
@@ -101,24 +76,18 @@ def time_row(cfg: DictConfig, precision: str, info: DistInfo, steps: int, warmup
     method = build.build_method(cfg).to(info.device)
     with open_dict(cfg):
         cfg.trainer.max_steps = STEPS_PER_RUN
-    train_step = build.build_train_step(cfg, method, info, precision)
+    step = build.build_train_step(cfg, method, info, precision)
     method.train()
-    batch = random_batch(cfg, info.device, torch.Generator().manual_seed(0))
+    batch = random_batch(cfg, torch.Generator().manual_seed(0), info.device)
     if info.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(info.device)
-
-    index = iter(range(2**62))
-
-    def step() -> None:
-        train_step(batch, next(index))
-
-    for _ in range(warmup):
-        step()
+    for index in range(warmup):
+        step(batch, index)
     timer = time.process_time if clock == "cpu" else time.perf_counter
     synchronize(info.device)
     start = timer()
-    for _ in range(steps):
-        step()
+    for index in range(warmup, warmup + steps):
+        step(batch, index)
     synchronize(info.device)
     elapsed = timer() - start
     if info.device.type == "cuda":
@@ -163,7 +132,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scale", choices=["paper", "small"], default="paper")
     p.add_argument("--precision", nargs="+", choices=["32", "bf16", "fp16"], default=["32"])
-    p.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS))
+    p.add_argument("--rows", nargs="+", choices=list(ROWS), default=DEFAULT_ROWS)
     p.add_argument("--steps", type=int, default=20, help="timed steps per row")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (allocator, cuDNN, kernels)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
@@ -191,7 +160,7 @@ def main() -> None:
                 continue
             for row in args.rows:
                 cfg = compose_row(row, args.scale, Path(tmp), extra)
-                build.write_random_weights(cfg)
+                write_random_weights(cfg)
                 r = time_row(cfg, precision, info, args.steps, args.warmup, args.clock)
                 results.append({"precision": precision, "row": row, **r})
                 print(f"{precision:>4} {row:>16}: {r['steps_per_s']:.3f} steps/s", flush=True)

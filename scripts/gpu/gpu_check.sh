@@ -1,21 +1,21 @@
 #!/usr/bin/env bash
-# The GPU measurement as one command (docs/performance.md#gpu-check): on a machine with one GPU, in about 8
-# minutes, one report with
+# The GPU measurement as one command (scripts/gpu/README.md, docs/performance.md#gpu-check): on a machine with
+# one GPU, in about 8 minutes, one report with
 #   1. pytest -m gpu                        the CUDA paths of every method, bf16 and fp16
-#   2. scripts/bench_step.py, paper scale, bf16, the four rows (DAFormer, HRDA, each ± Refign)
+#   2. scripts.measure.bench_step, paper scale, bf16, the four rows (DAFormer, HRDA, each ± Refign)
 #   3. python -m refign.estimate against the measured torch.cuda.max_memory_allocated, two experiments
 #   4. 50 steps of experiment=acdc_refign_hrda_star on a full-size tree, with its evaluation and export
 #
-#   scripts/gpu_check.sh [--report FILE] [--cpu-dry]    run the checks (report: outputs/gpu_check/report.md)
-#   scripts/gpu_check.sh --fill-wheelhouse [--all]      on a machine with the package registry: fill wheelhouse/
+#   scripts/gpu/gpu_check.sh [--report FILE] [--cpu-dry]    run the checks (report: outputs/gpu_check/report.md)
+#   scripts/gpu/gpu_check.sh --fill-wheelhouse [--all]      where the package registry is reachable: fill wheelhouse/
 #
-# The GPU machine may bring another Python (3.12) and torch (2.11, with its torchvision) and no registry:
-# what refign needs beyond torch and that machine's own packages is installed from wheelhouse/ (git-ignored,
-# tens of MB, no torch wheel: scripts/wheelhouse.py says what it holds), mmcv built there from its sdist with
-# its CUDA ops for this GPU's architecture only. --cpu-dry runs every step at the CPU-sized scale (no
-# install, no GPU) to check the script and its report.
+# What refign needs beyond the GPU machine's own Python, torch and packages is installed from wheelhouse/
+# (WHEELHOUSE; git-ignored, no torch wheel: scripts/gpu/wheelhouse.py says what it holds), mmcv built there
+# from its sdist with its CUDA ops for this GPU's architecture only. --cpu-dry runs every step at the
+# CPU-sized scale (no install, no GPU) to check the script and its report.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+case ${1:-} in -h | --help) sed -n '2,/^set /{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;; esac
+cd "$(dirname "$0")/../.."
 ROOT=$PWD
 WHEELS=${WHEELHOUSE:-$ROOT/wheelhouse}
 REPORT=$ROOT/outputs/gpu_check/report.md
@@ -25,14 +25,14 @@ pin() { grep -hE "^$1==" requirements/*.txt | head -1; }
 ANTLR=antlr4-python3-runtime==4.9.3  # omegaconf 2.3's grammar runtime
 
 fill_wheelhouse() {
-  # Wheels for CPython $TARGET_PY on manylinux x86_64 of what the GPU image lacks (scripts/wheelhouse.py; all of
-  # requirements/gpu_check.txt with --all; no torch: the GPU machine has its own), and the sdists that are
-  # built there (fetched with this checkout's Python: mmcv's setup.py imports torch and pkg_resources).
+  # Wheels for CPython $TARGET_PY on manylinux x86_64 of what the GPU image lacks (scripts/gpu/wheelhouse.py;
+  # all of scripts/gpu/requirements.txt with --all; no torch: the GPU machine has its own), and the sdists that
+  # are built there (fetched with this checkout's Python: mmcv's setup.py imports torch and pkg_resources).
   local fetch_py=python3
   [ -x .venv/bin/python ] && fetch_py=.venv/bin/python
   local PIP=("$fetch_py" -m pip --disable-pip-version-check download --no-deps -d "$WHEELS")
   local carried
-  carried=$("$fetch_py" scripts/wheelhouse.py carried ${1:+"$1"}) || return 1
+  carried=$("$fetch_py" scripts/gpu/wheelhouse.py carried ${1:+"$1"}) || return 1
   mkdir -p "$WHEELS"
   # shellcheck disable=SC2086  # one requirement per word
   "${PIP[@]}" --only-binary=:all: --platform manylinux2014_x86_64 --python-version "$TARGET_PY" \
@@ -78,15 +78,15 @@ field python "$($PY -c 'import sys; print(sys.version.split()[0])') ($PY)"
 # ---- 0. what refign needs beyond torch, from the wheelhouse -----------------------------------------------
 install() {
   local PIP=("$PY" -m pip --disable-pip-version-check install --no-index --find-links "$WHEELS")
-  [ -d "$WHEELS" ] || { echo "no $WHEELS: fill it with scripts/gpu_check.sh --fill-wheelhouse"; return 1; }
+  [ -d "$WHEELS" ] || { echo "no $WHEELS: fill it with scripts/gpu/gpu_check.sh --fill-wheelhouse"; return 1; }
   local missing
-  missing=$("$PY" scripts/wheelhouse.py missing) || return 1
+  missing=$("$PY" scripts/gpu/wheelhouse.py missing) || return 1
   # the antlr4 sdist is built with these (an isolated build would look for wheel's own needs in the wheelhouse)
   # shellcheck disable=SC2086  # one requirement per word
   "${PIP[@]}" --no-deps "setuptools<70" wheel &&
     "${PIP[@]}" --no-deps --no-build-isolation "$ANTLR" $missing || {
     echo "installing [$missing] from $WHEELS failed (above); where one is not in the wheelhouse, this machine" \
-      "lacks what the GPU image has: fill it with scripts/gpu_check.sh --fill-wheelhouse --all"
+      "lacks what the GPU image has: fill it with scripts/gpu/gpu_check.sh --fill-wheelhouse --all"
     return 1
   }
   if ! "$PY" -c "import mmcv.ops" 2>/dev/null; then
@@ -143,7 +143,7 @@ step pytest_gpu "${LIMITS[0]}" "$PY" -m pytest "${PYTEST_ARGS[@]}"
 field pytest_gpu "$(tail -1 "$WORK/pytest_gpu.log" | tr -d '=' | sed 's/^ *//') (rc $rc, ${took} s)"
 
 # ---- 2. bench_step ---------------------------------------------------------------------------------------------
-step bench_step "${LIMITS[1]}" "$PY" scripts/bench_step.py "${BENCH[@]}"
+step bench_step "${LIMITS[1]}" "$PY" -m scripts.measure.bench_step "${BENCH[@]}"
 field bench_step "rc $rc, ${took} s"
 grep -E '^\|' "$WORK/bench_step.log" | tee -a "$REPORT"
 
@@ -158,7 +158,7 @@ say "measured (bench_step above, bf16): rows daformer_refign = acdc_refign_dafor
 rm -rf "$WORK/tree" "$WORK/dry_run"
 step tree 120 "$PY" scripts/make_dataset_tree.py "$WORK/tree" --datasets cityscapes acdc "${TREE[@]}"
 field tree "rc $rc, ${took} s"
-step hrda_star "${LIMITS[3]}" "$PY" scripts/dry_run.py acdc_refign_hrda_star --data-root "$WORK/tree" \
+step hrda_star "${LIMITS[3]}" "$PY" -m scripts.measure.dry_run acdc_refign_hrda_star --data-root "$WORK/tree" \
   --out "$WORK/dry_run" --random-weights "${RUN[@]}" -- "${RUN_OVERRIDES[@]}"
 field hrda_star "rc $rc, ${took} s"
 grep -E '^\| ' "$WORK/dry_run/dry_run.md" 2>/dev/null | tee -a "$REPORT"

@@ -10,9 +10,10 @@ step would allocate, before any allocator rounding or caching.
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -107,3 +108,25 @@ class LiveMemory(TorchDispatchMode):
             if s.died is None:
                 alive[s.category] += s.nbytes
         return dict(alive)
+
+
+@contextlib.contextmanager
+def phase_hooks(memory: LiveMemory, optimizer: torch.optim.Optimizer) -> Iterator[None]:
+    """Label what the optimiser step finds and makes: the gradients it reads, the state it keeps."""
+
+    def before(opt, *_):
+        memory.phase = "temporaries"
+        memory.assign(
+            [p.grad for g in opt.param_groups for p in g["params"] if p.grad is not None], "gradients"
+        )
+
+    def after(opt, *_):
+        memory.assign([t for s in opt.state.values() for t in s.values() if torch.is_tensor(t)], "optimizer")
+        memory.phase = "activations"
+
+    handles = [optimizer.register_step_pre_hook(before), optimizer.register_step_post_hook(after)]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()

@@ -1,6 +1,6 @@
 """Every official experiment at its true size, on this machine: time and memory per phase.
 
-    python scripts/dry_run.py EXPERIMENT… --data-root DIR --out DIR [--random-weights] [--batch-size N]
+    python -m scripts.measure.dry_run EXPERIMENT… --data-root DIR --out DIR [--random-weights] [--batch-size N]
         [--steps 2] [--max-rss-gb 21] [--lock FILE] [-- OVERRIDE…]
 
 For each ``conf/experiment/<EXPERIMENT>.yaml`` (``all``: the 12 of them), on a tree written by
@@ -28,131 +28,27 @@ a machine shared with other heavy jobs). See docs/performance.md#dry-run.
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
-import os
-import signal
 import subprocess
 import sys
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from refign import build  # noqa: E402
-
-EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
-GIB = 2**30
-PAGE = os.sysconf("SC_PAGE_SIZE")
+from scripts.measure.common import (
+    EXPERIMENTS,
+    GIB,
+    ROOT,
+    compose_here,
+    locked,
+    run_watched,
+    write_random_weights,
+)
 
 
 class DryRunError(ValueError):
     """Bad input: an unknown experiment, a missing weight file, a data root that is not there."""
-
-
-# ---- one phase: a child process, measured and watched ----------------------------------------------------
-@dataclass
-class Phase:
-    """What one child process cost; ``status`` is ``ok``, ``failed (rc N)`` or ``killed (RSS > … GiB)``."""
-
-    status: str
-    wall_s: float
-    cpu_s: float
-    peak_gib: float  # the phase's own process: ru_maxrss
-    group_peak_gib: float  # the phase with its data workers: total PSS, sampled every 0.5 s
-    log: str
-
-
-def group_memory(pgid: int) -> tuple[int, int]:
-    """(largest resident set, total proportional set size) in bytes over the process group ``pgid`` (the phase
-    and its data workers). PSS splits shared pages between the processes that map them, so the total is the
-    physical memory the group holds — what runs a machine out of memory, e.g. pages copied on write between
-    a trainer and workers forked from it."""
-    largest = total = 0
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            if int(fields[2]) != pgid:  # fields after "(comm)": state, ppid, pgrp, …
-                continue
-            with open(f"/proc/{entry.name}/smaps_rollup") as f:
-                pss = sum(int(line.split()[1]) for line in f if line.startswith("Pss:")) * 1024
-        except (OSError, ValueError):  # gone meanwhile
-            continue
-        largest, total = max(largest, int(fields[21]) * PAGE), total + pss
-    return largest, total
-
-
-# A child's ru_maxrss counts the memory of the process it was forked from until its exec: the phase is
-# forked from this small launcher (not from this script, which holds torch), which reports its rusage.
-LAUNCHER = """
-import json, os, sys
-pid = os.fork()
-if pid == 0:
-    os.execvp(sys.argv[2], sys.argv[2:])
-_, status, ru = os.wait4(pid, 0)
-with open(sys.argv[1], "w") as f:
-    json.dump({"cpu_s": ru.ru_utime + ru.ru_stime, "maxrss_kib": ru.ru_maxrss}, f)
-sys.exit(os.waitstatus_to_exitcode(status) % 256)
-"""
-
-
-def run_phase(cmd: list[str], log_path: Path, max_rss: float, trace_path: Path | None = None) -> Phase:
-    """Run ``cmd`` in its own process group with its output in ``log_path``; kill the group as soon as its
-    processes together hold more than ``max_rss`` bytes (total PSS). ``trace_path`` gets
-    ``seconds,largest_rss_gib,group_pss_gib`` samples (every 0.5 s)."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    usage_path = log_path.with_suffix(".rusage.json")
-    usage_path.unlink(missing_ok=True)
-    killed: list[float] = []
-    group_peak = [0]
-    start = time.perf_counter()
-    with log_path.open("w") as log:
-        launcher = [sys.executable, "-S", "-c", LAUNCHER, str(usage_path), *cmd]
-        proc = subprocess.Popen(
-            launcher, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True
-        )
-        done = threading.Event()
-
-        def watch() -> None:
-            trace = trace_path.open("w") if trace_path else None
-            while not done.wait(0.5):
-                largest, total = group_memory(proc.pid)
-                group_peak[0] = max(group_peak[0], total)
-                if trace and total:
-                    trace.write(f"{time.perf_counter() - start:.1f},{largest / GIB:.3f},{total / GIB:.3f}\n")
-                if total > max_rss:
-                    killed.append(total / GIB)
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    break
-            if trace:
-                trace.close()
-
-        watcher = threading.Thread(target=watch, daemon=True)
-        watcher.start()
-        rc = proc.wait()
-        done.set()
-        watcher.join()
-    wall = time.perf_counter() - start
-    usage = json.loads(usage_path.read_text()) if usage_path.is_file() else {"cpu_s": 0.0, "maxrss_kib": 0}
-    verdict = (
-        f"killed (RSS {killed[0]:.1f} > {max_rss / GIB:.0f} GiB)"
-        if killed
-        else "ok"
-        if rc == 0
-        else f"failed (rc {rc})"
-    )
-    peak = usage["maxrss_kib"] * 1024 / GIB
-    return Phase(verdict, wall, usage["cpu_s"], peak, group_peak[0] / GIB, str(log_path))
 
 
 # ---- one experiment ---------------------------------------------------------------------------------------
@@ -168,14 +64,6 @@ class Row:
     archive: str | None = None
     phases: dict[str, dict] = field(default_factory=dict)
     overrides: list[str] = field(default_factory=list)  # what was asked after ``--``, shown with the batch
-
-
-def compose_experiment(name: str, overrides: list[str]) -> DictConfig:
-    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
-        cfg = compose("train", overrides=[f"experiment={name}", *overrides])
-    with open_dict(cfg):
-        cfg.paths.root_dir = str(ROOT)
-    return cfg
 
 
 def weight_files(cfg: DictConfig) -> dict[str, str]:
@@ -236,7 +124,7 @@ class DryRun:
 
     def prepare(self, name: str) -> DictConfig:
         """The composed experiment, its weight files present (written at random with --random-weights)."""
-        cfg = compose_experiment(name, [*self.common, *self.extra])
+        cfg = compose_here("train", [f"experiment={name}", *self.common, *self.extra])
         missing = {k: v for k, v in weight_files(cfg).items() if not Path(v).is_file()}
         if missing and not self.args.random_weights:
             listed = "; ".join(f"{k}={v}" for k, v in missing.items())
@@ -244,12 +132,12 @@ class DryRun:
                 f"{name}: pretrained file(s) not found: {listed} (download them, see docs/checkpoints.md, or "
                 f"pass --random-weights to measure with random weights)"
             )
-        for path in build.write_random_weights(cfg):
+        for path in write_random_weights(cfg):
             self.say(f"{name}: wrote random weights {path}")
         return cfg
 
     def run(self, name: str, cfg: DictConfig) -> Row:
-        paper = compose_experiment(name, []).dataset.batch_size
+        paper = compose_here("train", [f"experiment={name}"]).dataset.batch_size
         ran = cfg.dataset.batch_size
         batch = f"{ran}" if ran == paper else f"{ran} (paper {paper})"
         row = Row(name, batch, self.args.random_weights, code_version(), overrides=list(self.extra))
@@ -276,7 +164,7 @@ class DryRun:
         ]  # fmt: skip
         for phase, cmd in phases.items():
             self.say(f"{name}: {phase} …")
-            result = run_phase(cmd, folder / f"{phase}.log", self.max_rss, folder / f"{phase}_rss.csv")
+            result = run_watched(cmd, folder / f"{phase}.log", self.max_rss, folder / f"{phase}_rss.csv")
             row.phases[phase] = asdict(result)
             self.say(
                 f"{name}: {phase} {result.status}: {result.wall_s:.0f} s wall, {result.cpu_s:.0f} CPU s, "
@@ -353,19 +241,6 @@ def save_rows(out: Path, rows: list[Row]) -> list[dict]:
     path.write_text(json.dumps(ordered, indent=1))
     (out / "dry_run.md").write_text(format_table(ordered) + "\n")
     return ordered
-
-
-@contextmanager
-def locked(path: Path | None) -> Iterator[None]:
-    if path is None:
-        yield
-        return
-    with path.open("a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:

@@ -1,0 +1,206 @@
+"""What the measurement tools share: a configuration of this checkout, random weight files where it expects
+the released ones, a random batch at its size, and a child process measured under a lock and a memory watchdog.
+
+The tools run from the repository root as modules (``python -m scripts.measure.<tool>``, as torchtitan runs
+its ``scripts/estimate``), so that they and the tests import this module by its package path.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, open_dict
+
+from refign import build
+from refign.task import compose
+
+ROOT = Path(__file__).resolve().parents[2]
+EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
+GIB = 2**30
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def compose_here(config_name: str, overrides: Sequence[str]) -> DictConfig:
+    """``compose`` with ``paths.root_dir`` at this checkout: its outputs and weight folders whatever the
+    working directory."""
+    return compose(config_name, [f"paths.root_dir={ROOT}", *overrides])
+
+
+def write_random_weights(cfg: DictConfig) -> list[Path]:
+    """Random-weight files at every weight path of ``cfg`` that does not exist yet (backbone ``pretrained``,
+    ``init_weights``, Refign's ``alignment.checkpoint``), in the formats their loaders accept; returns the
+    files written. For measuring time and memory at true size without the released weights (bench_step,
+    dry_run): a step's cost does not depend on the weights. Existing files are never touched."""
+    written = []
+
+    def missing(path) -> bool:
+        return bool(path) and not Path(path).exists()
+
+    def save(state: dict, path: str) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        torch.save(state, path)
+        written.append(Path(path))
+
+    if missing(cfg.backbone.get("pretrained")):
+        save(build.instantiate(cfg.backbone, pretrained=None).state_dict(), cfg.backbone.pretrained)
+    if missing(cfg.get("init_weights")):
+        fresh = cfg.copy()
+        with open_dict(fresh):
+            fresh.init_weights = None
+            fresh.backbone.pretrained = None
+        save(build.build_segmentor(fresh).state_dict(), cfg.init_weights)
+    if cfg.get("refign", {}).get("enabled") and missing(cfg.alignment.get("checkpoint")):
+        save(
+            {"state_dict": build.instantiate(cfg.alignment, checkpoint=None).state_dict()},
+            cfg.alignment.checkpoint,
+        )
+    return written
+
+
+def random_batch(
+    cfg: DictConfig, generator: torch.Generator, device: torch.device | None = None
+) -> dict[str, torch.Tensor]:
+    """Images at the configured batch and crop size and labels made of 32×32-pixel blocks of random classes
+    (regions that ClassMix and the feature-distance mask select like real ones), for the domains the method
+    reads: the source, the target (``needs_target``) and Refign's reference image."""
+    b, (h, w) = cfg.dataset.batch_size, cfg.dataset.crop_size
+    coarse = torch.randint(0, cfg.dataset.num_classes, (b, 1, -(-h // 32), -(-w // 32)), generator=generator)
+    keys = ["image_src"]
+    if build.method_class(cfg).needs_target:
+        keys += ["image_trg", *(["image_ref"] if "image_ref" in build.target_load_keys(cfg) else [])]
+    batch = {k: torch.randn(b, 3, h, w, generator=generator) for k in keys}
+    batch["semantic_src"] = F.interpolate(coarse.float(), scale_factor=32, mode="nearest")[
+        :, 0, :h, :w
+    ].long()
+    return {k: v.to(device or "cpu") for k, v in batch.items()}
+
+
+@contextmanager
+def locked(path: Path | None) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` (None: none), for a machine shared with other heavy jobs."""
+    if path is None:
+        yield
+        return
+    with Path(path).open("a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+# ---- a child process, measured and watched ---------------------------------------------------------------
+@dataclass
+class Phase:
+    """What one child process cost; ``status`` is ``ok``, ``failed (rc N)`` or ``killed (RSS > … GiB)``."""
+
+    status: str
+    wall_s: float
+    cpu_s: float
+    peak_gib: float  # the child's own process: ru_maxrss
+    group_peak_gib: float  # the child with its data workers: total PSS, sampled every 0.5 s
+    log: str
+
+
+def group_memory(pgid: int) -> tuple[int, int]:
+    """(largest resident set, total proportional set size) in bytes over the process group ``pgid`` (a child
+    and its data workers). PSS splits shared pages between the processes that map them, so the total is the
+    physical memory the group holds — what runs a machine out of memory, e.g. pages copied on write between
+    a trainer and workers forked from it."""
+    largest = total = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            if int(fields[2]) != pgid:  # fields after "(comm)": state, ppid, pgrp, …
+                continue
+            with open(f"/proc/{entry.name}/smaps_rollup") as f:
+                pss = sum(int(line.split()[1]) for line in f if line.startswith("Pss:")) * 1024
+        except (OSError, ValueError):  # gone meanwhile
+            continue
+        largest, total = max(largest, int(fields[21]) * PAGE), total + pss
+    return largest, total
+
+
+# A child's ru_maxrss counts the memory of the process it was forked from until its exec: the child is forked
+# from this small launcher (not from the tool, which holds torch), which reports its rusage.
+LAUNCHER = """
+import json, os, sys
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[2], sys.argv[2:])
+_, status, ru = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as f:
+    json.dump({"cpu_s": ru.ru_utime + ru.ru_stime, "maxrss_kib": ru.ru_maxrss}, f)
+sys.exit(os.waitstatus_to_exitcode(status) % 256)
+"""
+
+
+def run_watched(
+    cmd: list[str],
+    log_path: Path,
+    max_rss: float,
+    trace_path: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> Phase:
+    """Run ``cmd`` in its own process group with its output in ``log_path``; kill the group as soon as its
+    processes together hold more than ``max_rss`` bytes (total PSS). ``trace_path`` gets
+    ``seconds,largest_rss_gib,group_pss_gib`` samples (every 0.5 s)."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    usage_path = log_path.with_suffix(".rusage.json")
+    usage_path.unlink(missing_ok=True)
+    killed: list[float] = []
+    group_peak = [0]
+    start = time.perf_counter()
+    with log_path.open("w") as log:
+        launcher = [sys.executable, "-S", "-c", LAUNCHER, str(usage_path), *cmd]
+        proc = subprocess.Popen(
+            launcher, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env, start_new_session=True
+        )
+        done = threading.Event()
+
+        def watch() -> None:
+            trace = trace_path.open("w") if trace_path else None
+            while not done.wait(0.5):
+                largest, total = group_memory(proc.pid)
+                group_peak[0] = max(group_peak[0], total)
+                if trace and total:
+                    trace.write(f"{time.perf_counter() - start:.1f},{largest / GIB:.3f},{total / GIB:.3f}\n")
+                if total > max_rss:
+                    killed.append(total / GIB)
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    break
+            if trace:
+                trace.close()
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        rc = proc.wait()
+        done.set()
+        watcher.join()
+    wall = time.perf_counter() - start
+    usage = json.loads(usage_path.read_text()) if usage_path.is_file() else {"cpu_s": 0.0, "maxrss_kib": 0}
+    verdict = (
+        f"killed (RSS {killed[0]:.1f} > {max_rss / GIB:.0f} GiB)"
+        if killed
+        else "ok"
+        if rc == 0
+        else f"failed (rc {rc})"
+    )
+    peak = usage["maxrss_kib"] * 1024 / GIB
+    return Phase(verdict, wall, usage["cpu_s"], peak, group_peak[0] / GIB, str(log_path))
