@@ -131,6 +131,8 @@ class TrainStep:
         if self.grad_clip:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.method.parameters(), self.grad_clip)
+        if hasattr(self.method, "end_step"):  # before the update: an EMA teacher averages this step's student
+            self.method.end_step(skipped)
         self._optimizer_step(skipped)
         self._roll_back(before, skipped)
         self.optimizer.zero_grad(set_to_none=True)
@@ -165,7 +167,8 @@ class TrainStep:
 
     def _roll_back(self, before: list[torch.Tensor], skipped: torch.Tensor) -> None:
         """Undo, where the step was skipped, what its forward pass changed outside the optimiser: BatchNorm
-        statistics and the EMA teacher (``step_state``). On the device, without reading the flag."""
+        statistics and counters (``step_state``; a method commits its EMA teacher in ``end_step`` instead, so
+        that no copy of it is held across the step). On the device, without reading the flag."""
         keep_old = skipped.bool()
         for now, old in zip(self.step_state, before, strict=True):
             now.copy_(torch.where(keep_old, old, now))

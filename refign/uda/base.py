@@ -72,10 +72,15 @@ class UDAMethod(nn.Module):
         raise NotImplementedError
 
     def step_state(self) -> list[torch.Tensor]:
-        """The tensors a step changes besides the optimiser's parameters (BatchNorm statistics, counters;
-        an EMA teacher in self-training methods): the engine restores them where it skips a step for a
-        non-finite loss or gradient, so that a skipped step leaves no trace."""
+        """The tensors a step's forward changes besides the optimiser's parameters (BatchNorm statistics,
+        counters): the engine restores them where it skips a step for a non-finite loss or gradient, so that
+        a skipped step leaves no trace (state updated once per step, an EMA teacher, goes to ``end_step``)."""
         return list(self.buffers())
+
+    def end_step(self, skipped: torch.Tensor) -> None:
+        """Called by the engine after the step's backward passes, before the optimiser's update, with the
+        device flag that is 1 where the step is skipped: state a method updates once per step (an EMA
+        teacher) is committed here, so that a skipped step needs no copy of it held across the step."""
 
     def inference_model(self) -> Segmentor:
         """The network that is evaluated and exported (the student, as in the official code). It must be a

@@ -128,9 +128,9 @@ class DACS(UDAMethod):
             self.imnet_backbone.eval()
         return self
 
-    def step_state(self) -> list[torch.Tensor]:
-        """Buffers and the teacher's parameters, which the EMA update at the start of a step changes."""
-        return [*super().step_state(), *self.teacher.parameters()]
+    def end_step(self, skipped: torch.Tensor) -> None:
+        """The EMA update of the step just run (the teacher it pseudo-labelled with), unless ``skipped``."""
+        self.teacher.update(self.model, self.step_index, skipped)
 
     def inference_model(self) -> Segmentor:
         return self.teacher.model if self.eval_teacher else self.model
@@ -213,12 +213,16 @@ class DACS(UDAMethod):
     def forward(
         self, batch: dict[str, torch.Tensor], step: int, backward: Backward
     ) -> dict[str, torch.Tensor]:
-        alpha = self.teacher.update(self.model, step)
-        out: dict[str, torch.Tensor | float] = {"ema_alpha": alpha}
+        # the official EMA update comes first; the student does not change before the optimiser's update, so
+        # the teacher averages the same parameters where it pseudo-labels, and commits them in end_step
+        self.step_index = step
+        out: dict[str, torch.Tensor | float] = {}
         self.source_losses(batch, backward)
         if self.imnet_backbone is not None:
             out["fdist_empty_steps"] = self.fdist_empty_steps.detach().clone()  # read at log steps only
-        mixed = self.mixed_batch(batch)
+        with self.teacher.averaged(self.model, step) as alpha:
+            mixed = self.mixed_batch(batch)
+        out["ema_alpha"] = alpha
         out["pseudo_weight"] = mixed.confident_fraction
         out.update(mixed.stats)
         backward("mix", self.segmentation_loss(mixed.image, mixed.label, mixed.weight)[0])

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -50,16 +52,42 @@ class EMATeacher(nn.Module):
         return self
 
     @torch.no_grad()
-    def update(self, student: nn.Module, step: int) -> float:
-        """Average the student's parameters into the teacher; returns the α used (for logging)."""
+    def averaged_parameters(self, student: nn.Module, step: int) -> tuple[list[torch.Tensor], float]:
+        """α·θ_T + (1−α)·θ_S as new tensors (the stored ones unchanged), and the α used."""
         alpha = ema_momentum(step, self.momentum)
-        teacher_params = list(self.model.parameters())
-        student_params = list(student.parameters())
+        teacher_params = [p.detach() for p in self.model.parameters()]
+        student_params = [p.detach() for p in student.parameters()]
         if len(teacher_params) != len(student_params):
             raise RuntimeError("EMA teacher and student have different parameter lists")
-        torch._foreach_mul_(teacher_params, alpha)
-        torch._foreach_add_(teacher_params, [p.detach() for p in student_params], alpha=1.0 - alpha)
+        averaged = torch._foreach_mul(teacher_params, alpha)
+        torch._foreach_add_(averaged, student_params, alpha=1.0 - alpha)
+        return averaged, alpha
+
+    @torch.no_grad()
+    def update(self, student: nn.Module, step: int, skipped: torch.Tensor | None = None) -> float:
+        """Average the student's parameters into the teacher, except where ``skipped`` (a device flag, not
+        read by the host) is 1; returns the α used (for logging)."""
+        averaged, alpha = self.averaged_parameters(student, step)
+        for param, new in zip(self.model.parameters(), averaged, strict=True):
+            param.copy_(new if skipped is None else torch.where(skipped.bool(), param, new))
         return alpha
+
+    @contextlib.contextmanager
+    def averaged(self, student: nn.Module, step: int) -> Iterator[float]:
+        """The teacher of step ``step`` (``update``'s average, bit for bit) in place of the stored parameters
+        while the block runs; the stored ones are restored on exit and updated by ``update`` once the step's
+        fate is known. So a skipped step needs no copy of the teacher held across its peak: the average lives
+        only while the teacher pseudo-labels, when no student pass is alive."""
+        averaged, alpha = self.averaged_parameters(student, step)
+        params = list(self.model.parameters())
+        stored = [p.data for p in params]
+        for param, new in zip(params, averaged, strict=True):
+            param.data = new
+        try:
+            yield alpha
+        finally:
+            for param, old in zip(params, stored, strict=True):
+                param.data = old
 
     def forward(self, *args, **kwargs):
         return self.model(*args, **kwargs)

@@ -44,3 +44,20 @@ def test_teacher_dropout_mode(eval_mode):
     teacher.train()
     assert teacher.model.head.dropout.training is not eval_mode  # official (Q1): dropout stays active
     assert teacher.model.backbone.stem[1].training  # BN keeps batch statistics either way
+
+
+def test_the_averaged_teacher_is_the_update_bit_for_bit_and_the_stored_one_comes_back():
+    student = tiny_segmentor()
+    teacher = EMATeacher(student, momentum=0.999)
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(torch.randn_like(p))
+    stored = [p.clone() for p in teacher.model.parameters()]
+    with teacher.averaged(student, step=3) as alpha:
+        inside = [p.clone() for p in teacher.model.parameters()]
+    assert alpha == 0.75
+    assert all(torch.equal(p, s) for p, s in zip(teacher.model.parameters(), stored, strict=True))
+    teacher.update(student, step=3, skipped=torch.ones(()))  # a skipped step leaves the teacher as it was
+    assert all(torch.equal(p, s) for p, s in zip(teacher.model.parameters(), stored, strict=True))
+    teacher.update(student, step=3, skipped=torch.zeros(()))
+    assert all(torch.equal(p, i) for p, i in zip(teacher.model.parameters(), inside, strict=True))
