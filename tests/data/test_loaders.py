@@ -202,3 +202,31 @@ def test_robotcar_correspondence_pairs_from_mat_files(tmp_path):
     for name, (trg_value, ref_value) in {"200.jpg": (90, 40), "300.jpg": (190, 140)}.items():
         assert abs(red(by_name[name]["image"]) - trg_value) < 8
         assert abs(red(by_name[name]["image_ref"]) - ref_value) < 8
+
+
+# One published file of each dataset and the files it pairs with, written out by hand (not through the
+# layouts the fixtures use), so that a wrong template cannot be hidden by the fixtures that share it.
+PUBLISHED = [
+    (ACDC, "val", ["rgb_anon/snow/val/GOPR0122/GOPR0122_frame_000161_rgb_anon.png",
+                   "gt/snow/val/GOPR0122/GOPR0122_frame_000161_gt_labelTrainIds.png",
+                   "rgb_anon/snow/val_ref/GOPR0122/GOPR0122_frame_000161_rgb_ref_anon.png"]),
+    (Cityscapes, "train", ["leftImg8bit/train/aachen/aachen_000000_000019_leftImg8bit.png",
+                           "gtFine/train/aachen/aachen_000000_000019_gtFine_labelTrainIds.png", None]),
+    (DarkZurich, "val", ["rgb_anon/val/night/GOPR0356/GOPR0356_frame_000321_rgb_anon.png",
+                         "gt/val/night/GOPR0356/GOPR0356_frame_000321_gt_labelTrainIds.png",
+                         "rgb_anon/val_ref/day/GOPR0356_ref/GOPR0356_frame_000321_ref_rgb_anon.png"]),
+    (NighttimeDriving, "test", ["leftImg8bit/test/night/0_frame_0002_leftImg8bit.png",
+                                "gtCoarse_daytime_trainvaltest/test/night/0_frame_0002_gtCoarse_labelTrainIds.png", None]),
+    (RobotCar, "val", ["segmented_images/validation/imgs/1418132416737115.png",
+                       "segmented_images/validation/annos/1418132416737115.png", None]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("cls", "split", "files"), PUBLISHED, ids=lambda v: getattr(v, "name", None))
+def test_layouts_pair_the_published_file_names(tmp_path, cls, split, files):
+    for rel in filter(None, files):
+        trees.png(tmp_path / rel, 1, "L" if "/gt" in rel or "annos" in rel else "RGB")
+    last_condition = cls.conditions[-1:] or None  # ACDC: snow only
+    entry = cls(tmp_path, split, load_keys=cls.offered_keys(split), conditions=last_condition).entries[0]
+    found = [entry.image, entry.semantic, entry.image_ref]
+    assert [p.relative_to(tmp_path).as_posix() if p else None for p in found] == files

@@ -1,4 +1,4 @@
-"""Tiny fixture trees with the real layouts and file names (8×16 PNGs), shared by the data tests."""
+"""Tiny fixture trees (8×16 PNGs) at the paths the loaders' layouts give, shared by the data tests."""
 
 from __future__ import annotations
 
@@ -6,6 +6,14 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from refign.data.datasets.acdc import ACDC
+from refign.data.datasets.bdd100k_night import BDD100kNight
+from refign.data.datasets.cityscapes import Cityscapes
+from refign.data.datasets.dark_zurich import PAIRS_CSV, TRAIN_PAIRS, DarkZurich
+from refign.data.datasets.nighttime_driving import NighttimeDriving
+from refign.data.datasets.robotcar import CORRESPONDENCES, IMAGES, SPLIT_DIRS, RobotCar
+from refign.data.synthetic.trees import write_correspondence
 
 H, W = 8, 16
 
@@ -32,12 +40,18 @@ def acdc(root: Path, per_condition: dict[str, int] | None = None) -> Path:
     for c, (cond, n) in enumerate(counts.items()):
         for split in ("train", "val", "test"):
             for i in range(n):  # names are unique across conditions, as in ACDC
-                rec, name = f"GOPR04{i % 2}5", f"GOPR04{i % 2}5_frame_{100 * c + i:06d}"
+                rec = f"GOPR04{i % 2}5"
+                fields = {
+                    "condition": cond,
+                    "split": split,
+                    "recording": rec,
+                    "name": f"{rec}_frame_{100 * c + i:06d}",
+                }
                 value = 10 * i + len(cond)
-                png(root / "rgb_anon" / cond / split / rec / f"{name}_rgb_anon.png", value)
-                png(root / "rgb_anon" / cond / f"{split}_ref" / rec / f"{name}_rgb_ref_anon.png", value + 100)
+                png(ACDC.layout.path(root, "image", **fields), value)
+                png(ACDC.layout.path(root, "image_ref", **fields), value + 100)
                 if split != "test":
-                    png(root / "gt" / cond / split / rec / f"{name}_gt_labelTrainIds.png", i % 19, "L")
+                    png(ACDC.layout.path(root, "semantic", **fields), i % 19, "L")
     return root
 
 
@@ -45,9 +59,9 @@ def cityscapes(root: Path, n: dict[str, int] | None = None) -> Path:
     for split, count in (n or {"train": 3, "val": 2, "test": 1}).items():
         for i in range(count):
             city = ("aachen", "bremen")[i % 2]
-            stem = f"{city}_{i:06d}_000019"
-            png(root / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png", i)
-            png(root / "gtFine" / split / city / f"{stem}_gtFine_labelTrainIds.png", i, "L")
+            fields = {"split": split, "city": city, "name": f"{city}_{i:06d}_000019"}
+            png(Cityscapes.layout.path(root, "image", **fields), i)
+            png(Cityscapes.layout.path(root, "semantic", **fields), i, "L")
     return root
 
 
@@ -58,33 +72,33 @@ def dark_zurich(root: Path, n_train: int = 3, n_val: int = 2, n_test: int = 2) -
             f"train/night/GOPR0351/GOPR0351_frame_{i:06d}",
             f"train/day/GOPR0345/GOPR0345_frame_{i // 2:06d}",
         )
-        png(root / "rgb_anon" / f"{night}_rgb_anon.png", i)
-        png(root / "rgb_anon" / f"{day}_rgb_anon.png", 100 + i // 2)
+        png(TRAIN_PAIRS.path(root, "image", night=night), i)
+        png(TRAIN_PAIRS.path(root, "image_ref", day=day), 100 + i // 2)
         rows.append(f"{night},{day}")
-    (root / "zurich_dn_pair_train.csv").write_text("\n".join(rows) + "\n")
+    (root / PAIRS_CSV).write_text("\n".join(rows) + "\n")
     for split, count in (("val", n_val), ("test", n_test)):
         for i in range(count):
-            rec, name = "GOPR0356", f"GOPR0356_frame_{i:06d}"
-            png(root / "rgb_anon" / split / "night" / rec / f"{name}_rgb_anon.png", i)
-            ref = (
-                f"{name}_ref_rgb_anon.png" if split == "val" else f"{name}_ref_frame_{i + 7:06d}_rgb_anon.png"
-            )
-            png(root / "rgb_anon" / f"{split}_ref" / "day" / f"{rec}_ref" / ref, 100 + i)
+            fields = {"split": split, "recording": "GOPR0356", "name": f"GOPR0356_frame_{i:06d}"}
+            png(DarkZurich.layout.path(root, "image", **fields), i)
+            ref = DarkZurich.layout.path(root, "image_ref", **fields)
+            if split == "test":  # test references carry the reference's own frame number
+                ref = ref.with_name(f"{fields['name']}_ref_frame_{i + 7:06d}_rgb_anon.png")
+            png(ref, 100 + i)
             if split == "val":
-                png(root / "gt" / "val" / "night" / rec / f"{name}_gt_labelTrainIds.png", i, "L")
+                png(DarkZurich.layout.path(root, "semantic", **fields), i, "L")
     return root
 
 
 def robotcar_labelled(root: Path, n: int = 2) -> Path:
     """Labelled RobotCar with Cityscapes *label ids*: 7 (road) left, 26 (car) right, row 0 = 0 (unlabelled)."""
-    for split in ("training", "validation", "testing"):
+    for split in SPLIT_DIRS.values():
         for i in range(n):
-            name = f"{1418132416737115 + i}.png"
-            png(root / "segmented_images" / split / "imgs" / name, i)
+            fields = {"split": split, "name": f"{1418132416737115 + i}.png"}
+            png(RobotCar.layout.path(root, "image", **fields), i)
             label = np.full((H, W), 7, np.uint8)
             label[:, W // 2 :] = 26
             label[0] = 0
-            path = root / "segmented_images" / split / "annos" / name
+            path = RobotCar.layout.path(root, "semantic", **fields)
             path.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(label, "L").save(path)
     return root
@@ -92,39 +106,30 @@ def robotcar_labelled(root: Path, n: int = 2) -> Path:
 
 def robotcar_pairs(root: Path, pairs: list[tuple[str, str]]) -> Path:
     """RobotCar Seasons correspondences: ``(reference, target)`` image paths under ``images/`` (red level
-    40 + 100·k and 90 + 100·k), one MATLAB v7.3 (HDF5) file per pair holding the paths as character codes."""
-    import h5py
-
-    (root / "correspondence_data").mkdir(parents=True, exist_ok=True)
+    40 + 100·k and 90 + 100·k), one correspondence file per pair."""
     for k, (ref, trg) in enumerate(pairs):
         for rel, value in ((ref, 40 + 100 * k), (trg, 90 + 100 * k)):
-            png(root / "images" / rel, value)
-        with h5py.File(root / "correspondence_data" / f"pair_{k:04d}.mat", "w") as f:
-            f["im_i_path"] = np.array([[ord(c)] for c in ref], np.uint16)
-            f["im_j_path"] = np.array([[ord(c)] for c in trg], np.uint16)
+            png(root / IMAGES / rel, value)
+        write_correspondence(CORRESPONDENCES.path(root, "image", pair=f"pair_{k:04d}"), ref, trg)
     return root
 
 
 def nighttime_driving(root: Path, n: int = 2) -> Path:
     for i in range(n):
-        stem = f"0_frame_{i:04d}"
-        png(root / "leftImg8bit" / "test" / "night" / f"{stem}_leftImg8bit.png", i)
-        png(
-            root / "gtCoarse_daytime_trainvaltest" / "test" / "night" / f"{stem}_gtCoarse_labelTrainIds.png",
-            i,
-            "L",
-        )
+        fields = {"split": "test", "folder": "night", "name": f"0_frame_{i:04d}"}
+        png(NighttimeDriving.layout.path(root, "image", **fields), i)
+        png(NighttimeDriving.layout.path(root, "semantic", **fields), i, "L")
     return root
 
 
 def bdd100k(root: Path, names: list[str]) -> Path:
     """BDD100k files for the given list entries ``seg/images/<split>/<id>.jpg``."""
     for i, item in enumerate(names):
-        split, stem = item.split("/")[-2], Path(item).stem
-        path = root / "images" / "10k" / split / f"{stem}.jpg"
+        fields = {"split": item.split("/")[-2], "stem": Path(item).stem}
+        path = BDD100kNight.layout.path(root, "image", **fields)
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(np.full((H, W, 3), i, np.uint8)).save(path)
-        png(root / "labels" / "sem_seg" / "masks" / split / f"{stem}.png", i % 19, "L")
+        png(BDD100kNight.layout.path(root, "semantic", **fields), i % 19, "L")
     return root
 
 

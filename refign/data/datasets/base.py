@@ -1,12 +1,14 @@
 """Shared machinery of the real-data loaders: an index of (image, label, reference) files checked up front.
 
-Each dataset module only says where its files are (``list_entries``); loading, load-time resizing (the
+Each dataset module only says where its files are (its ``Layout``, or ``list_entries`` where a list decides
+which files belong to a split); loading, load-time resizing (the
 official ``dims``), pairing checks and the sample dict live here, so the loaders cannot drift apart.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +19,6 @@ from torch.utils.data import Dataset
 
 from refign.data.io import DatasetError, image_size, load_image, load_label, require_dir
 from refign.data.transforms import JointTransform
-
-KEYS = ("image", "image_ref", "semantic")
 
 
 @dataclass(frozen=True)
@@ -31,22 +31,69 @@ class Entry:
     condition: str = ""
 
 
-def find_files(folder: Path, suffix: str, what: str, depth: int = 1) -> list[Path]:
-    """Files ending in ``suffix`` exactly ``depth`` folders below ``folder``, sorted (the official code uses
-    unsorted ``os.listdir``; sorting only makes the order reproducible)."""
-    require_dir(folder, what)
-    files = sorted(folder.glob("/".join(["*"] * depth + [f"*{suffix}"])))
-    if not files:
-        raise DatasetError(f"{what}: no '*{suffix}' files found in {folder} (wrong layout?)")
-    return files
+@dataclass(frozen=True)
+class Layout:
+    """Where a dataset keeps each sample's files, as ``str.format`` templates under its root, one per key.
 
+    The one written description of a layout: the loaders list their files with it and the tree writers
+    (``refign/data/synthetic/trees.py``, the tests' fixtures) write theirs with it, so that the three cannot
+    drift apart. A field of the image template that is not given is read back from the file names found.
+    """
 
-def strip_suffix(name: str, suffix: str) -> str:
-    return name[: -len(suffix)] if name.endswith(suffix) else name
+    image: str
+    semantic: str | None = None
+    image_ref: str | None = None
+
+    def path(self, root: Path, key: str, **fields: str) -> Path:
+        return Path(root, getattr(self, key).format(**fields))
+
+    def folder(self, root: Path, key: str, **fields: str) -> Path:
+        """The deepest folder of ``key``'s template that ``fields`` fix."""
+        return Path(root, self._glob(key, fields).split("*")[0].rsplit("/", 1)[0])
+
+    def find(self, root: Path, what: str, **fields: str) -> list[dict[str, str]]:
+        """The fields of every image file that matches the template with ``fields`` filled in, sorted by path;
+        a missing folder or one without a match is an error that names it."""
+        pattern, folder = self._glob("image", fields), self.folder(root, "image", **fields)
+        require_dir(folder, what)
+        files = sorted(Path(root).glob(pattern))
+        if not files:
+            suffix = self.image.rsplit("}", 1)[-1]
+            raise DatasetError(f"{what}: no '*{suffix}' files found in {folder} (wrong layout?)")
+        regex = re.compile(self._regex(fields))
+        return [fields | regex.fullmatch(f.relative_to(root).as_posix()).groupdict() for f in files]
+
+    def entries(self, root: Path, what: str, condition: str = "", **fields: str) -> list[Entry]:
+        """One entry per image found, its other files named by their templates."""
+        return [
+            Entry(
+                image=self.path(root, "image", **found),
+                semantic=self.path(root, "semantic", **found) if self.semantic else None,
+                image_ref=self.path(root, "image_ref", **found) if self.image_ref else None,
+                condition=condition,
+            )
+            for found in self.find(root, what, condition=condition, **fields)
+        ]
+
+    def _glob(self, key: str, fields: dict[str, str]) -> str:
+        return re.sub(r"\{(\w+)\}", lambda m: fields.get(m[1], "*"), getattr(self, key))
+
+    def _regex(self, fields: dict[str, str]) -> str:
+        parts, seen = re.split(r"\{(\w+)\}", self.image), set()
+        out = [re.escape(parts[0])]
+        for name, literal in zip(parts[1::2], parts[2::2], strict=True):
+            if name in fields:
+                out.append(re.escape(fields[name]))
+            else:
+                out.append(f"(?P={name})" if name in seen else f"(?P<{name}>[^/]+)")
+                seen.add(name)
+            out.append(re.escape(literal))
+        return "".join(out)
 
 
 class FolderDataset(Dataset):
-    """Base class of the real datasets. Subclasses set the class attributes and ``list_entries``.
+    """Base class of the real datasets. Subclasses set the class attributes (and ``list_entries`` where the
+    layout alone does not list a split).
 
     Args:
         root: the dataset folder (``<paths.data_root>/<subdir>`` in the configs).
@@ -70,6 +117,7 @@ class FolderDataset(Dataset):
     # True where asking for ``image_ref`` selects other samples instead of pairing the same ones (RobotCar:
     # the unlabelled correspondence pairs rather than the labelled images)
     keys_select_entries: bool = False
+    layout: Layout
 
     def __init__(
         self,
@@ -108,7 +156,14 @@ class FolderDataset(Dataset):
             self._check_pairs()
 
     def list_entries(self) -> list[Entry]:
-        raise NotImplementedError
+        """Every image of the split that the layout finds, one condition after the other."""
+        return [
+            entry
+            for cond in self.conditions
+            for entry in self.layout.entries(
+                self.root, f"{self.name} {self.split} {cond} images", cond, split=self.split
+            )
+        ]
 
     def _check_pairs(self) -> None:
         """Every requested label and reference must exist: a missing one is an error, never a skip."""

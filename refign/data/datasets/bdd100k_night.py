@@ -1,18 +1,16 @@
 """BDD100k-night (docs/refign.md#test-only-sets): the 87 night images of BDD100k's segmentation train+val sets, test only.
 
 The image list (``refign/data/lists/bdd100k_night.txt``, the official Refign list) names
-``seg/images/<split>/<id>.jpg``; under the root (``<data_root>/bdd100k``) the files are::
-
-    images/10k/<split>/<id>.jpg
-    labels/sem_seg/masks/<split>/<id>.png      (train ids, 255 = ignore)
+``seg/images/<split>/<id>.jpg``; where the files are under the root (``<data_root>/bdd100k``):
+``BDD100kNight.layout``.
 """
 
 from __future__ import annotations
 
 from importlib import resources
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 
-from refign.data.datasets.base import Entry, FolderDataset
+from refign.data.datasets.base import Entry, FolderDataset, Layout
 from refign.data.io import require_dir
 
 LIST = "lists/bdd100k_night.txt"
@@ -29,18 +27,14 @@ class BDD100kNight(FolderDataset):
     splits = ("test",)
     labelled_splits = ("test",)
     conditions = ("night",)
+    layout = Layout(image="images/10k/{split}/{stem}.jpg", semantic="labels/sem_seg/masks/{split}/{stem}.png")
 
     def list_entries(self) -> list[Entry]:
-        require_dir(self.root / "images" / "10k", "BDD100k images")
-        require_dir(self.root / "labels" / "sem_seg" / "masks", "BDD100k sem_seg masks")
+        require_dir(self.layout.folder(self.root, "image"), "BDD100k images")
+        require_dir(self.layout.folder(self.root, "semantic"), "BDD100k sem_seg masks")
         entries = []
         for item in night_list():
-            split, stem = item.parent.name, item.stem
-            entries.append(
-                Entry(
-                    image=Path(self.root, "images", "10k", split, item.name),
-                    semantic=Path(self.root, "labels", "sem_seg", "masks", split, f"{stem}.png"),
-                    condition="night",
-                )
-            )
+            fields = {"split": item.parent.name, "stem": item.stem}
+            image, label = (self.layout.path(self.root, key, **fields) for key in ("image", "semantic"))
+            entries.append(Entry(image=image, semantic=label, condition="night"))
         return entries

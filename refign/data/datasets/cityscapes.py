@@ -1,19 +1,12 @@
-"""Cityscapes, the labelled source domain (docs/refign.md#cityscapes).
-
-Layout under the root (``<data_root>/Cityscapes``)::
-
-    leftImg8bit/{train,val,test}/<city>/<city>_<seq>_<frame>_leftImg8bit.png
-    gtFine/{train,val,test}/<city>/<city>_<seq>_<frame>_gtFine_labelTrainIds.png
+"""Cityscapes, the labelled source domain (docs/refign.md#cityscapes); layout under the root
+(``<data_root>/Cityscapes``): ``Cityscapes.layout``.
 
 The ``*_labelTrainIds.png`` files are made by ``scripts/prepare_cityscapes.py`` (cityscapesscripts).
 """
 
 from __future__ import annotations
 
-from refign.data.datasets.base import Entry, FolderDataset, find_files, strip_suffix
-
-IMAGE_SUFFIX = "_leftImg8bit.png"
-LABEL_SUFFIX = "_gtFine_labelTrainIds.png"
+from refign.data.datasets.base import FolderDataset, Layout
 
 
 class Cityscapes(FolderDataset):
@@ -22,18 +15,7 @@ class Cityscapes(FolderDataset):
     splits = ("train", "val", "test")
     labelled_splits = ("train", "val")
     conditions = ("day",)
-
-    def list_entries(self) -> list[Entry]:
-        images = find_files(self.root / "leftImg8bit" / self.split, IMAGE_SUFFIX, f"{self.name} images")
-        return [
-            Entry(
-                image=img,
-                semantic=self.root
-                / "gtFine"
-                / self.split
-                / img.parent.name
-                / (strip_suffix(img.name, IMAGE_SUFFIX) + LABEL_SUFFIX),
-                condition="day",
-            )
-            for img in images
-        ]
+    layout = Layout(
+        image="leftImg8bit/{split}/{city}/{name}_leftImg8bit.png",
+        semantic="gtFine/{split}/{city}/{name}_gtFine_labelTrainIds.png",
+    )

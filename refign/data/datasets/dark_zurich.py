@@ -1,13 +1,8 @@
 """Dark Zurich: night-time target with day-time references (docs/refign.md#dark-zurich).
 
-Layout under the root (``<data_root>/DarkZurich``)::
-
-    rgb_anon/train/{night,day}/<rec>/<name>_rgb_anon.png            paired by the pairing csv
-    rgb_anon/val/night/<rec>/<name>_rgb_anon.png
-    rgb_anon/val_ref/day/<rec>_ref/<name>_ref_rgb_anon.png
-    gt/val/night/<rec>/<name>_gt_labelTrainIds.png
-    rgb_anon/test/night/<rec>/<name>_rgb_anon.png
-    rgb_anon/test_ref/day/<rec>_ref/<name>_<suffix>.png              first match by name prefix
+Layout under the root (``<data_root>/DarkZurich``): ``DarkZurich.layout`` for val and test (a test reference
+is the first file whose name starts with its image's name: test references carry extra suffixes), and
+``TRAIN_PAIRS`` for the training pairs, named by the pairing csv.
 
 Training pairs come from ``zurich_dn_pair_train.csv`` (2416 lines ``night_stem,day_stem``, no header),
 shipped with the official Refign repository (``data_modules/datasets/lists/``); copy it to
@@ -23,13 +18,15 @@ from __future__ import annotations
 import csv
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
-from refign.data.datasets.base import Entry, FolderDataset, find_files, strip_suffix
+from refign.data.datasets.base import Entry, FolderDataset, Layout
 from refign.data.io import DatasetError, require_dir
 
-IMAGE_SUFFIX = "_rgb_anon.png"
 PAIRS_CSV = "zurich_dn_pair_train.csv"
+# the csv's stems name both images of a pair, e.g. train/night/GOPR0351/GOPR0351_frame_000001
+TRAIN_PAIRS = Layout(image="rgb_anon/{night}_rgb_anon.png", image_ref="rgb_anon/{day}_rgb_anon.png")
 
 
 def read_pairs(path: Path) -> list[tuple[str, str]]:
@@ -56,6 +53,11 @@ class DarkZurich(FolderDataset):
     labelled_splits = ("val",)
     reference_splits = ("train", "val", "test")
     conditions = ("night",)
+    layout = Layout(
+        image="rgb_anon/{split}/night/{recording}/{name}_rgb_anon.png",
+        image_ref="rgb_anon/{split}_ref/day/{recording}_ref/{name}_ref_rgb_anon.png",
+        semantic="gt/{split}/night/{recording}/{name}_gt_labelTrainIds.png",
+    )
 
     def __init__(self, root: str | os.PathLike, split: str, pairs_csv: str | None = None, **kwargs) -> None:
         self.pairs_csv = Path(pairs_csv) if pairs_csv else Path(root) / PAIRS_CSV
@@ -63,36 +65,29 @@ class DarkZurich(FolderDataset):
 
     def list_entries(self) -> list[Entry]:
         if self.split == "train":
-            return self._train_entries()
-        images = find_files(
-            self.root / "rgb_anon" / self.split / "night", IMAGE_SUFFIX, f"Dark Zurich {self.split} images"
-        )
-        ref_root = self.root / "rgb_anon" / f"{self.split}_ref" / "day"
-        entries = []
-        for img in images:
-            rec, name = img.parent.name, strip_suffix(img.name, IMAGE_SUFFIX)
-            ref_dir = ref_root / f"{rec}_ref"
-            if self.split == "val":
-                ref = ref_dir / f"{name}_ref_rgb_anon.png"
-            else:  # test references carry extra suffixes: match by name prefix
-                ref = self._prefixed(ref_dir, name) if "image_ref" in self.load_keys else None
-            label = self.root / "gt" / self.split / "night" / rec / f"{name}_gt_labelTrainIds.png"
-            entries.append(Entry(image=img, semantic=label, image_ref=ref, condition="night"))
+            night_folder = TRAIN_PAIRS.folder(
+                self.root, "image", night="train/night/"
+            )  # rgb_anon/train/night
+            require_dir(night_folder, "Dark Zurich train images")
+            return [
+                Entry(
+                    image=TRAIN_PAIRS.path(self.root, "image", night=night),
+                    image_ref=TRAIN_PAIRS.path(self.root, "image_ref", day=day),
+                    condition="night",
+                )
+                for night, day in read_pairs(self.pairs_csv)
+            ]
+        entries = super().list_entries()
+        if self.split == "test":
+            entries = [
+                replace(e, image_ref=self._prefixed(e) if "image_ref" in self.load_keys else None)
+                for e in entries
+            ]
         return entries
 
-    def _train_entries(self) -> list[Entry]:
-        base = self.root / "rgb_anon"
-        require_dir(base / "train" / "night", "Dark Zurich train images")
-        return [
-            Entry(
-                image=base / f"{night}{IMAGE_SUFFIX}",
-                image_ref=base / f"{day}{IMAGE_SUFFIX}",
-                condition="night",
-            )
-            for night, day in read_pairs(self.pairs_csv)
-        ]
-
     @staticmethod
-    def _prefixed(folder: Path, name: str) -> Path | None:
+    def _prefixed(entry: Entry) -> Path:
+        """The first reference whose name starts with the image's name (or that pattern, reported missing)."""
+        folder, name = entry.image_ref.parent, entry.image_ref.name.removesuffix("_ref_rgb_anon.png")
         matches: Sequence[Path] = sorted(folder.glob(f"{name}_*.png")) if folder.is_dir() else []
         return matches[0] if matches else folder / f"{name}_*.png"

@@ -1,16 +1,9 @@
-"""Nighttime Driving test set (Dai & Van Gool 2018; docs/refign.md#test-only-sets): 50 labelled night images, test only.
-
-Layout under the root (``<data_root>/NighttimeDrivingTest``)::
-
-    leftImg8bit/test/night/<name>_leftImg8bit.png
-    gtCoarse_daytime_trainvaltest/test/night/<name>_gtCoarse_labelTrainIds.png
-"""
+"""Nighttime Driving test set (Dai & Van Gool 2018; docs/refign.md#test-only-sets): 50 labelled night images,
+test only; layout under the root (``<data_root>/NighttimeDrivingTest``): ``NighttimeDriving.layout``."""
 
 from __future__ import annotations
 
-from refign.data.datasets.base import Entry, FolderDataset, find_files, strip_suffix
-
-IMAGE_SUFFIX = "_leftImg8bit.png"
+from refign.data.datasets.base import FolderDataset, Layout
 
 
 class NighttimeDriving(FolderDataset):
@@ -19,15 +12,7 @@ class NighttimeDriving(FolderDataset):
     splits = ("test",)
     labelled_splits = ("test",)
     conditions = ("night",)
-
-    def list_entries(self) -> list[Entry]:
-        images = find_files(self.root / "leftImg8bit" / "test", IMAGE_SUFFIX, "Nighttime Driving images")
-        label_dir = self.root / "gtCoarse_daytime_trainvaltest" / "test" / "night"
-        return [
-            Entry(
-                image=img,
-                semantic=label_dir / (strip_suffix(img.name, IMAGE_SUFFIX) + "_gtCoarse_labelTrainIds.png"),
-                condition="night",
-            )
-            for img in images
-        ]
+    layout = Layout(
+        image="leftImg8bit/{split}/{folder}/{name}_leftImg8bit.png",
+        semantic="gtCoarse_daytime_trainvaltest/{split}/night/{name}_gtCoarse_labelTrainIds.png",
+    )

@@ -1,11 +1,8 @@
 """RobotCar Seasons correspondences and RobotCar for Segmentation (docs/refign.md#robotcar).
 
-Layout under the root (``<data_root>/RobotCar``)::
-
-    images/<condition>/…                                 all RobotCar Seasons images
-    correspondence_data/*.mat                            one target/reference pair per file (MATLAB v7.3)
-    segmented_images/{training,validation,testing}/imgs/<name>
-    segmented_images/{training,validation,testing}/annos/<name>   Cityscapes *label ids*
+Layout under the root (``<data_root>/RobotCar``): ``RobotCar.layout`` for RobotCar for Segmentation (labels
+are Cityscapes *label ids*), ``CORRESPONDENCES`` for the RobotCar Seasons pairs: one MATLAB v7.3 file per pair
+naming its two images under ``images/``.
 
 Splits ``train``/``val``/``test`` are the folders ``training``/``validation``/``testing`` (RobotCar has a
 real labelled test set, so here "test" is test). Asking for ``image_ref`` (train only) selects the
@@ -19,10 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from refign.data.datasets.base import Entry, FolderDataset, find_files
+from refign.data.datasets.base import Entry, FolderDataset, Layout
 from refign.data.io import DatasetError
 
 SPLIT_DIRS = {"train": "training", "val": "validation", "test": "testing"}
+CORRESPONDENCES = Layout(image="correspondence_data/{pair}.mat")
+IMAGES = "images"  # the folder the correspondence files' paths are relative to
 
 # Cityscapes label id → train id; every other id is ignored (255).
 ID_TO_TRAINID = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11, 25: 12}
@@ -59,20 +58,18 @@ class RobotCar(FolderDataset):
     reference_splits = ("train",)
     keys_select_entries = True
 
-    def list_entries(self) -> list[Entry]:
-        if "image_ref" in self.load_keys:
-            return self._pair_entries()
-        base = self.root / "segmented_images" / SPLIT_DIRS[self.split]
-        images = find_files(base / "imgs", "", f"RobotCar {SPLIT_DIRS[self.split]} images", depth=0)
-        return [Entry(image=img, semantic=base / "annos" / img.name) for img in images]
+    layout = Layout(
+        image="segmented_images/{split}/imgs/{name}", semantic="segmented_images/{split}/annos/{name}"
+    )
 
-    def _pair_entries(self) -> list[Entry]:
-        files = find_files(self.root / "correspondence_data", ".mat", "RobotCar correspondences", depth=0)
-        images = self.root / "images"
+    def list_entries(self) -> list[Entry]:
+        if "image_ref" not in self.load_keys:
+            split = SPLIT_DIRS[self.split]
+            return self.layout.entries(self.root, f"RobotCar {split} images", split=split)
         entries = []
-        for mat in files:
-            ref, target = read_correspondence(mat)
-            entries.append(Entry(image=images / target, image_ref=images / ref))
+        for mat in CORRESPONDENCES.entries(self.root, "RobotCar correspondences"):
+            ref, target = read_correspondence(mat.image)
+            entries.append(Entry(image=self.root / IMAGES / target, image_ref=self.root / IMAGES / ref))
         return entries
 
     def map_label(self, label: np.ndarray) -> np.ndarray:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import csv
 import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -26,15 +26,19 @@ import h5py
 import numpy as np
 from PIL import Image
 
-from refign.data.datasets.bdd100k_night import night_list
-from refign.data.datasets.robotcar import ID_TO_TRAINID
+from refign.data.datasets.acdc import ACDC
+from refign.data.datasets.base import Layout
+from refign.data.datasets.bdd100k_night import BDD100kNight, night_list
+from refign.data.datasets.cityscapes import Cityscapes
+from refign.data.datasets.dark_zurich import PAIRS_CSV, TRAIN_PAIRS, DarkZurich
+from refign.data.datasets.nighttime_driving import NighttimeDriving
+from refign.data.datasets.robotcar import CORRESPONDENCES, ID_TO_TRAINID, IMAGES, SPLIT_DIRS, RobotCar
 from refign.data.synthetic.generator import ViewConfig, generate
 
 RENDER_DIVISOR = 4
 # Cityscapes train id → label id (RobotCar's annotations store label ids)
 TRAINID_TO_ID = np.full(256, 0, np.uint8)
 TRAINID_TO_ID[list(ID_TO_TRAINID.values())] = list(ID_TO_TRAINID)
-ACDC_CONDITIONS = ("fog", "night", "rain", "snow")
 # RobotCar Seasons condition folders and the generator's rendering of each
 ROBOTCAR_CONDITIONS = {"night": "night", "night-rain": "night", "rain": "rain", "snow": "snow"}
 
@@ -78,6 +82,27 @@ def save(path: Path, array: np.ndarray) -> None:
         img.save(path, compress_level=1)
 
 
+def write(
+    root: Path, layout: Layout, sample: Sample, labelled: bool = True, reference: bool = True, **fields: str
+) -> None:
+    """A sample's image, and its label and reference where the layout has them (unless switched off), at
+    the paths the layout gives ``fields``."""
+    save(layout.path(root, "image", **fields), sample.image)
+    if layout.semantic and labelled:
+        save(layout.path(root, "semantic", **fields), sample.semantic)
+    if layout.image_ref and reference:
+        save(layout.path(root, "image_ref", **fields), sample.image_ref)
+
+
+def write_correspondence(path: Path, ref: str, target: str) -> None:
+    """A RobotCar Seasons correspondence file (MATLAB v7.3, i.e. HDF5) naming the pair's two images as
+    character codes, as ``read_correspondence`` reads them."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as f:
+        for key, rel in (("im_i_path", ref), ("im_j_path", target)):
+            f[key] = np.array([[ord(c)] for c in rel], np.uint16)
+
+
 def scaled(size: tuple[int, int], divisor: int) -> tuple[int, int]:
     return size[0] // divisor, size[1] // divisor
 
@@ -93,86 +118,77 @@ class Counts:
         return self.train if split in ("train", "training") else self.eval
 
 
-# ---- one writer per dataset: files exactly where refign/data/datasets/<name>.py looks for them ------------
+# ---- one writer per dataset: the files where each loader's layout (refign/data/datasets/) names them ------
 def cityscapes(root: Path, n: Counts, divisor: int) -> None:
     """leftImg8bit + gtFine trainIds, one city per split, 1024×2048."""
-    render = Renderer(1, scaled((1024, 2048), divisor))
+    render = Renderer(1, scaled(Cityscapes.orig_dims, divisor))
     for s, (split, city) in enumerate((("train", "aachen"), ("val", "frankfurt"), ("test", "berlin"))):
         for i in range(n.of(split)):
-            sample, stem = render(s, i, None), f"{city}_{i:06d}_000019"
-            save(root / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png", sample.image)
-            save(root / "gtFine" / split / city / f"{stem}_gtFine_labelTrainIds.png", sample.semantic)
+            sample = render(s, i, None)
+            write(root, Cityscapes.layout, sample, split=split, city=city, name=f"{city}_{i:06d}_000019")
 
 
 def acdc(root: Path, n: Counts, divisor: int) -> None:
     """Every condition and split with its references; labels for train and val (test labels are hidden)."""
-    render = Renderer(2, scaled((1080, 1920), divisor))
-    for c, cond in enumerate(ACDC_CONDITIONS):
-        for s, split in enumerate(("train", "val", "test")):
+    render = Renderer(2, scaled(ACDC.orig_dims, divisor))
+    for c, cond in enumerate(ACDC.conditions):
+        for s, split in enumerate(ACDC.splits):
             for i in range(n.of(split)):
                 rec = f"GOPR04{75 + c}"
-                name = f"{rec}_frame_{100 * s + i:06d}"
                 sample = render(10 * c + s, i, cond)
-                save(root / "rgb_anon" / cond / split / rec / f"{name}_rgb_anon.png", sample.image)
-                ref = root / "rgb_anon" / cond / f"{split}_ref" / rec / f"{name}_rgb_ref_anon.png"
-                save(ref, sample.image_ref)
-                if split != "test":
-                    save(root / "gt" / cond / split / rec / f"{name}_gt_labelTrainIds.png", sample.semantic)
+                fields = {
+                    "condition": cond,
+                    "split": split,
+                    "recording": rec,
+                    "name": f"{rec}_frame_{100 * s + i:06d}",
+                }
+                write(root, ACDC.layout, sample, labelled=split in ACDC.labelled_splits, **fields)
 
 
 def dark_zurich(root: Path, n: Counts, divisor: int) -> None:
     """Night images with day references: train pairs in zurich_dn_pair_train.csv, val with labels and
     ``val_ref``, test with ``test_ref`` files carrying the reference frame's own number."""
-    render = Renderer(3, scaled((1080, 1920), divisor))
+    render = Renderer(3, scaled(DarkZurich.orig_dims, divisor))
     rows = []
     for i in range(n.train):
         night = f"train/night/GOPR0351/GOPR0351_frame_{i:06d}"
         day = f"train/day/GOPR0345/GOPR0345_frame_{80 + i:06d}"
-        sample = render(0, i, "night")
-        save(root / "rgb_anon" / f"{night}_rgb_anon.png", sample.image)
-        save(root / "rgb_anon" / f"{day}_rgb_anon.png", sample.image_ref)
+        write(root, TRAIN_PAIRS, render(0, i, "night"), night=night, day=day)
         rows.append((night, day))
-    with (root / "zurich_dn_pair_train.csv").open("w", newline="") as f:
+    with (root / PAIRS_CSV).open("w", newline="") as f:
         csv.writer(f).writerows(rows)
     for s, split in ((1, "val"), (2, "test")):
         for i in range(n.of(split)):
-            rec, name = "GOPR0356", f"GOPR0356_frame_{100 * s + i:06d}"
+            fields = {"split": split, "recording": "GOPR0356", "name": f"GOPR0356_frame_{100 * s + i:06d}"}
             sample = render(s, i, "night")
-            save(root / "rgb_anon" / split / "night" / rec / f"{name}_rgb_anon.png", sample.image)
-            ref = f"{name}_ref_rgb_anon.png" if split == "val" else f"{name}_ref_frame_{i:06d}_rgb_anon.png"
-            save(root / "rgb_anon" / f"{split}_ref" / "day" / f"{rec}_ref" / ref, sample.image_ref)
-            if split == "val":
-                save(root / "gt" / "val" / "night" / rec / f"{name}_gt_labelTrainIds.png", sample.semantic)
+            write(
+                root, DarkZurich.layout, sample, labelled=split == "val", reference=split == "val", **fields
+            )
+            if split == "test":  # the reference is found by its name's prefix
+                ref = DarkZurich.layout.path(root, "image_ref", **fields)
+                save(ref.with_name(f"{fields['name']}_ref_frame_{i:06d}_rgb_anon.png"), sample.image_ref)
 
 
 def nighttime_driving(root: Path, n: Counts, divisor: int) -> None:
     """Labelled night test images (coarse trainIds), 1080×1920."""
-    render = Renderer(4, scaled((1080, 1920), divisor))
+    render = Renderer(4, scaled(NighttimeDriving.orig_dims, divisor))
     for i in range(n.eval):
-        sample, stem = render(2, i, "night"), f"0_frame_{i:04d}"
-        save(root / "leftImg8bit" / "test" / "night" / f"{stem}_leftImg8bit.png", sample.image)
-        label = (
-            root / "gtCoarse_daytime_trainvaltest" / "test" / "night" / f"{stem}_gtCoarse_labelTrainIds.png"
-        )
-        save(label, sample.semantic)
+        fields = {"split": "test", "folder": "night", "name": f"0_frame_{i:04d}"}
+        write(root, NighttimeDriving.layout, render(2, i, "night"), **fields)
 
 
 def bdd100k_night(root: Path, n: Counts, divisor: int) -> None:
     """All 87 images of the official night list (the loader reads the whole list, whatever ``n``), 720×1280
     JPEGs with trainId masks."""
-    render = Renderer(5, scaled((720, 1280), divisor))
+    render = Renderer(5, scaled(BDD100kNight.orig_dims, divisor))
     for i, item in enumerate(night_list()):
-        split, stem = item.parent.name, item.stem
-        sample = render(2, i, "night")
-        save(root / "images" / "10k" / split / f"{stem}.jpg", sample.image)
-        save(root / "labels" / "sem_seg" / "masks" / split / f"{stem}.png", sample.semantic)
+        write(root, BDD100kNight.layout, render(2, i, "night"), split=item.parent.name, stem=item.stem)
 
 
 def robotcar(root: Path, n: Counts, divisor: int) -> None:
     """RobotCar Seasons pairs (``images/<condition>/rear/<timestamp>.jpg`` against the overcast reference,
     one MATLAB v7.3 correspondence file each) and RobotCar for Segmentation (label *ids*), 1024×1024."""
-    render = Renderer(6, scaled((1024, 1024), divisor))
-    (root / "correspondence_data").mkdir(parents=True, exist_ok=True)
+    render = Renderer(6, scaled(RobotCar.orig_dims, divisor))
     conditions = list(ROBOTCAR_CONDITIONS)
     for i in range(n.train):
         cond = conditions[i % len(conditions)]
@@ -181,16 +197,14 @@ def robotcar(root: Path, n: Counts, divisor: int) -> None:
             f"overcast-reference/rear/{1417176458999821 + i}.jpg",
             f"{cond}/rear/{1418721355 + i}.jpg",
         )
-        save(root / "images" / ref, sample.image_ref)
-        save(root / "images" / target, sample.image)
-        with h5py.File(root / "correspondence_data" / f"{cond}_{i:04d}.mat", "w") as f:
-            for key, path in (("im_i_path", ref), ("im_j_path", target)):
-                f[key] = np.array([[ord(c)] for c in path], np.uint16)
-    for s, split in enumerate(("training", "validation", "testing"), start=1):
+        save(root / IMAGES / ref, sample.image_ref)
+        save(root / IMAGES / target, sample.image)
+        write_correspondence(CORRESPONDENCES.path(root, "image", pair=f"{cond}_{i:04d}"), ref, target)
+    for s, split in enumerate(SPLIT_DIRS.values(), start=1):
         for i in range(n.of(split)):
-            sample, name = render(s, i, None), f"{1418132416737115 + 1000 * s + i}.png"
-            save(root / "segmented_images" / split / "imgs" / name, sample.image)
-            save(root / "segmented_images" / split / "annos" / name, TRAINID_TO_ID[sample.semantic])
+            sample = render(s, i, None)
+            sample = replace(sample, semantic=TRAINID_TO_ID[sample.semantic])
+            write(root, RobotCar.layout, sample, split=split, name=f"{1418132416737115 + 1000 * s + i}.png")
 
 
 # name on the command line → (folder under the data root, as conf/dataset/*.yaml expects it; writer)
