@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image
@@ -120,9 +121,11 @@ class FileCheck:
     workers: int = 8  # threads: PIL releases the GIL while it reads and decodes
 
 
-def inspect(
-    path: Path, check: FileCheck, allowed: frozenset[int] | None
-) -> tuple[tuple[int, int] | None, Problem | None]:
+Inspected = tuple[tuple[int, int] | None, Problem | None]  # (H, W) of a file, or the problem with it
+T = TypeVar("T")
+
+
+def inspect(path: Path, check: FileCheck, allowed: frozenset[int] | None) -> Inspected:
     """``(H, W)`` of one file from its header, or the problem with it; ``allowed``: a label's values."""
     if not path.is_file():
         return None, Problem("missing", f"{path}: file not found")
@@ -141,6 +144,23 @@ def inspect(
     except (OSError, SyntaxError, ValueError) as err:
         return None, Problem("unreadable", f"{path}: {err}")
     return size, None
+
+
+def inspect_all(
+    jobs: Sequence[T], look: Callable[[T], Inspected], check: FileCheck, title: str
+) -> Iterator[tuple[T, Inspected]]:
+    """``(job, look(job))`` for every job, in order, looked at by ``check.workers`` threads under one
+    progress bar (kept off the screen once done: the report says what was found)."""
+    with ThreadPoolExecutor(check.workers) as pool:
+        results = pool.map(look, jobs)
+        yield from progress_bar(
+            zip(jobs, results, strict=True),
+            total=len(jobs),
+            desc=title,
+            leave=False,
+            mininterval=1,
+            disable=None,
+        )
 
 
 def check_folder_split(
@@ -175,43 +195,32 @@ def check_folder_split(
     for key in keys[1:]:
         report.paired[{"semantic": "labels", "image_ref": "references"}[key]] = [0, 0]
 
-    def look(job: tuple) -> tuple[tuple[int, int] | None, Problem | None]:
+    def look(job: tuple) -> Inspected:
         key, _, entry = job
         return inspect(getattr(entry, key), check, labels if key == "semantic" else None)
 
     sizes: dict[Path, tuple[int, int]] = {}
     off_size: dict[tuple[int, int], Path] = {}  # size → first image at that size, other than the native one
-    with ThreadPoolExecutor(check.workers) as pool:
-        results = pool.map(look, jobs)
-        for (key, cond, entry), (size, problem) in progress_bar(
-            zip(jobs, results, strict=True),
-            total=len(jobs),
-            desc=report.title,
-            leave=False,
-            mininterval=1,
-            disable=None,
-        ):
-            if problem:
-                report.problems.append(problem)
-            if key == "image":
-                sizes[entry.image] = size
-                if size:
-                    report.found[cond] += 1
-                    report.sizes[size] += 1
-                    if size != tuple(cls.orig_dims):
-                        off_size.setdefault(size, entry.image)
-                continue
-            counter = report.paired["labels" if key == "semantic" else "references"]
-            counter[1] += 1
-            counter[0] += size is not None
-            mine = sizes.get(entry.image)
-            if size and mine and size != mine:
-                report.problems.append(
-                    Problem(
-                        "size",
-                        f"{getattr(entry, key)}: {size[0]}×{size[1]}, its image {entry.image} is {mine[0]}×{mine[1]}",
-                    )
-                )
+    for (key, cond, entry), (size, problem) in inspect_all(jobs, look, check, report.title):
+        if problem:
+            report.problems.append(problem)
+        if key == "image":
+            sizes[entry.image] = size
+            if size:
+                report.found[cond] += 1
+                report.sizes[size] += 1
+                if size != tuple(cls.orig_dims):
+                    off_size.setdefault(size, entry.image)
+            continue
+        counter = report.paired["labels" if key == "semantic" else "references"]
+        counter[1] += 1
+        counter[0] += size is not None
+        mine = sizes.get(entry.image)
+        if size and mine and size != mine:
+            message = (
+                f"{getattr(entry, key)}: {size[0]}×{size[1]}, its image {entry.image} is {mine[0]}×{mine[1]}"
+            )
+            report.problems.append(Problem("size", message))
     for (h, w), first in off_size.items():
         report.problems.append(
             Problem(
@@ -275,19 +284,11 @@ def check_pairs_csv(title: str, dataset, check: FileCheck) -> Report:
     ]
     paths = list(dict.fromkeys(paths))
     report.paired["images"] = [0, len(paths)]
-    with ThreadPoolExecutor(check.workers) as pool:
-        for size, problem in progress_bar(
-            pool.map(lambda p: inspect(p, check, None), paths),
-            total=len(paths),
-            desc=title,
-            leave=False,
-            mininterval=1,
-            disable=None,
-        ):
-            if size:
-                report.paired["images"][0] += 1
-                report.sizes[size] += 1
-            report.problems += [problem] if problem else []
+    for _, (size, problem) in inspect_all(paths, lambda p: inspect(p, check, None), check, title):
+        if size:
+            report.paired["images"][0] += 1
+            report.sizes[size] += 1
+        report.problems += [problem] if problem else []
     report.found["csv rows"] = len(dataset.rows)
     if want and want != len(dataset.rows):
         report.problems.append(Problem("count", f"{dataset.csv_path}: {len(dataset.rows)} of {want} pairs"))
