@@ -79,15 +79,10 @@ class Layout:
         return re.sub(r"\{(\w+)\}", lambda m: fields.get(m[1], "*"), getattr(self, key))
 
     def _regex(self, fields: dict[str, str]) -> str:
-        parts, seen = re.split(r"\{(\w+)\}", self.image), set()
+        parts = re.split(r"\{(\w+)\}", self.image)  # literal, field, literal, field, …, literal
         out = [re.escape(parts[0])]
         for name, literal in zip(parts[1::2], parts[2::2], strict=True):
-            if name in fields:
-                out.append(re.escape(fields[name]))
-            else:
-                out.append(f"(?P={name})" if name in seen else f"(?P<{name}>[^/]+)")
-                seen.add(name)
-            out.append(re.escape(literal))
+            out += [re.escape(fields[name]) if name in fields else f"(?P<{name}>[^/]+)", re.escape(literal)]
         return "".join(out)
 
 
