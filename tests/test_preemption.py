@@ -65,7 +65,9 @@ def test_a_signal_finishes_the_step_checkpoints_it_and_the_resumed_run_is_bit_eq
     resumed.restore(last(tmp_path / "run"), tmp_path / "run")
     resumed.fit()
     resumed.close()
-    assert_bit_equal({"w": straight.method.net.weight}, {"w": resumed.method.net.weight})
+    assert_bit_equal(
+        {"w": straight.train_step.method.net.weight}, {"w": resumed.train_step.method.net.weight}
+    )
 
 
 def test_a_signal_before_the_first_step_leaves_a_resumable_run(tmp_path):

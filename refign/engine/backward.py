@@ -1,12 +1,7 @@
-"""Each loss back-propagated the moment the method computes it, as the official training steps do
-(docs/self-training.md#one-backward-per-loss).
-
-The official steps (Refign's ``manual_backward`` calls, lhoyer's DAFormer / HRDA / MIC ``DACS.train_step``)
-call ``backward`` once per loss, right after computing it, so each student pass's activations are freed
-before the next pass runs. Summing the losses into one backward gives the same gradients up to the order of
-the sums, but keeps every pass alive together (+1 pass of activations for DAFormer and HRDA, +2 with MIC).
-So a method does not return its losses: it hands each to the ``backward`` it is called with, and may return
-only detached scalars and panels (``MethodStep`` checks it).
+"""Each loss back-propagated the moment the method computes it, as the official training steps do, so that
+each student pass's activations are freed before the next pass runs (docs/self-training.md#one-backward-per-loss).
+A method therefore hands each loss to the ``backward`` it is called with, and returns only detached scalars and
+panels (``MethodStep`` checks it).
 """
 
 from __future__ import annotations

@@ -1,17 +1,8 @@
-"""Training checkpoints: what inference needs apart from what resuming needs, written atomically.
-
-A checkpoint (``FORMAT`` 3) holds
-
-* ``segmentor``: the weights of the method's inference network (``method.inference_model()``), all that
-  ``refign.evaluate`` / ``refign.predict`` load, into a segmentor they rebuild alone;
-* ``method``: the rest of the method's state (EMA teacher, frozen ImageNet copy, counters), without the
-  segmentor (``segmentor_prefix`` says where it sits in the method). A frozen module that the configuration
-  rebuilds from a file (Refign's matcher) leaves its weights out and keeps a fingerprint of them in its own
-  extra state (``RefignPseudoLabeler.get_extra_state``), which it checks when the run is resumed;
-* optimiser, scheduler, AMP scaler, step, every random number generator and the resolved configuration.
-
-Format 2 kept the matcher's fingerprint beside the method; its segmentor entry is read as before (evaluation,
-prediction, ``init_weights``), but it is not resumed.
+"""Training checkpoints (``FORMAT`` 3, docs/checkpoints.md#training-checkpoint): the inference network's weights
+(``segmentor``, all that evaluation and prediction load) apart from the rest of the method and what resuming
+needs, read after their checksum without running code. A frozen module that the configuration rebuilds from a
+file (Refign's matcher) keeps only a fingerprint of its weights, which it checks on resume. Format-2 files
+evaluate, predict and initialise a run as before, but are not resumed.
 """
 
 from __future__ import annotations

@@ -1,20 +1,10 @@
 """The checkpoints of one run (``<run_dir>/checkpoints/``): each written completely or not at all, verifiable,
-and few.
+and few. The files: docs/checkpoints.md#checkpoint-folder; the faults they survive: docs/reliability.md.
 
-A save writes ``step_<step:07d>.pt`` beside its checksum ``step_<step:07d>.pt.sha256`` (the line
-``sha256sum`` writes, so ``sha256sum -c`` checks it too), then points ``last.pt`` at it: a relative symlink,
-replaced atomically, so that ``last.pt`` always names a complete checkpoint and costs no second copy. The
-newest ``keep_last`` step files are kept, and the one with the highest validation metric as ``best.pt`` (a
-symlink as well; ``best.json`` records its metric across resumes).
-
-Why each step, as in databases and torchtitan: a crash mid-write (kill -9, a node lost) must leave the
-previous checkpoint as it was, hence a temporary file that is flushed, fsynced and then renamed, and a
-folder fsync so that the rename itself survives a power loss. Corruption after writing (a truncated copy,
-a flipped bit on a disk or a network file system) must be detected, not loaded: ``verify`` compares the
-bytes with the checksum, and ``latest_intact`` passes over a damaged file to the newest intact one. A
-diverged state (``save_diverged``) goes to a file of its own, never in place of a good one.
-
-One process writes a folder (rank 0 under DDP).
+Why each step, as in databases and torchtitan: a crash mid-write must leave the previous checkpoint as it was
+(a temporary file, flushed, fsynced, renamed, then the folder fsynced so that the rename survives a power
+loss); corruption after writing must be detected, not loaded (``verify``); a diverged state never takes a good
+one's place (``save_diverged``). One process writes a folder (rank 0 under DDP).
 """
 
 from __future__ import annotations
@@ -130,16 +120,12 @@ class CheckpointStore:
             moved.append(target)
         if not moved:
             return moved
-        remaining = self.checkpoints()
-        for name in (LAST, BEST):
-            link = self.folder / name
-            if link.is_symlink() and not link.exists():  # it pointed at a file set aside
-                link.unlink()
-                if name == LAST and remaining:
-                    self._point(LAST, remaining[0])
-        if not (self.folder / BEST).exists():
-            (self.folder / BEST_RECORD).unlink(missing_ok=True)
-        _sync_folder(self.folder)
+        last = self.folder / LAST
+        if last.is_symlink() and not last.exists():  # it pointed at a file set aside
+            last.unlink()
+            if remaining := self.checkpoints():
+                self._point(LAST, remaining[0])
+        self._drop_lost_best()
         log.warning(
             "set aside %s: written after the last step with a finite loss", ", ".join(p.name for p in moved)
         )
@@ -253,9 +239,12 @@ class CheckpointStore:
                 continue
             path.unlink()
             sidecar(path).unlink(missing_ok=True)
-        if not (
-            self.folder / BEST
-        ).exists():  # the best was abandoned with its step (exists() follows the link)
+        self._drop_lost_best()
+
+    def _drop_lost_best(self) -> None:
+        """Remove ``best.pt`` and ``best.json`` once the file they name is gone (set aside or abandoned with
+        its step); make the folder's changes durable."""
+        if not (self.folder / BEST).exists():  # exists() follows the link
             (self.folder / BEST).unlink(missing_ok=True)
             (self.folder / BEST_RECORD).unlink(missing_ok=True)
         _sync_folder(self.folder)
@@ -298,23 +287,21 @@ class _Sink:
 
     def write(self, data: Any) -> int:
         view = memoryview(data)
-        if self.file is not None:
-            try:
-                self.file.write(view)
-            except OSError as err:
-                self.error = err
-                raise
+        self._on_file(lambda f: f.write(view))
         self.sha256.update(view)
         self.size += view.nbytes
         return view.nbytes
 
     def flush(self) -> None:
-        if self.file is not None:
-            try:
-                self.file.flush()
-            except OSError as err:
-                self.error = err
-                raise
+        self._on_file(lambda f: f.flush())
+
+    def _on_file(self, op: Callable[[IO[bytes]], Any]) -> None:
+        try:
+            if self.file is not None:
+                op(self.file)
+        except OSError as err:
+            self.error = err
+            raise
 
 
 def _temp(path: Path) -> Path:

@@ -1,14 +1,9 @@
 """Stopping a run cleanly when the cluster asks: finish the step, write a checkpoint, requeue, exit.
 
-Slurm sends SIGTERM before it ends a job at its time limit or preempts it (then SIGKILL after ``KillWait``,
-30 s by default), and ``sbatch --signal=USR1@120`` sends SIGUSR1 a chosen time before the limit. Python's
-default for both is to die on the spot, losing every step since the last periodic checkpoint — up to
-``trainer.checkpoint_every`` steps, hours of GPU at the paper's cadence. Here the signal only sets a flag;
-the trainer reads it between steps, all ranks agree on the step to stop at, rank 0 writes the checkpoint, and
-the process exits with ``EXIT_PREEMPTED``. On Slurm, the job then asks to be requeued (``scontrol requeue``,
-as Lightning's ``SLURMEnvironment`` does), and the requeued job resumes the same run by itself
-(``refign.engine.resume``: ``SLURM_RESTART_COUNT`` > 0 makes ``resume=null`` act as ``resume=auto``).
-See docs/reliability.md#preemption.
+Slurm sends SIGTERM before it ends or preempts a job (SIGKILL follows after ``KillWait``), ``sbatch
+--signal=USR1@120`` SIGUSR1; Python's default is to die on the spot, losing up to ``trainer.checkpoint_every``
+steps. Here the signal only sets a flag that the trainer reads between steps (all ranks agree on the step);
+the job is requeued as Lightning's ``SLURMEnvironment`` does. See docs/reliability.md#preemption.
 """
 
 from __future__ import annotations

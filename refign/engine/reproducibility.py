@@ -1,13 +1,9 @@
 """One random state per seed, whatever ran before in the process, and the opt-in deterministic kernels.
 
-A run seeds the global random streams (Python ``random``, NumPy's global generator, torch's CPU and CUDA
-generators) once and then draws from them: the model initialisation, dropout and DropPath, ClassMix, the
-strong augmentation, HRDA's detail crop, Refign's adapt-to-reference choice. Anything else that draws from
-them between the seed and those uses makes the run depend on what the process did before. The case found
-(issue 15): the mmseg backbones import mmengine, which imports ``rich``, and ``rich.style`` calls
-``random.getrandbits(24)`` at import time. Hydra's ``instantiate`` imported it lazily, after the seed, in the
-first run of a process only, so every later run in the process (the second point of a ``-m`` sweep, a second
-``refign.train.run`` call) saw a Python stream shifted by one draw and trained differently.
+A run seeds the global random streams once and then draws from them; anything that draws from them between
+the seed and those uses makes the run depend on what the process did before. The case found (issue 15):
+``rich``, imported by mmengine under the mmseg backbones, draws from Python's ``random`` at import time, and
+was imported after the seed in the first run of a process only (docs/reproducibility.md#how).
 """
 
 from __future__ import annotations

@@ -1,13 +1,9 @@
 """Which checkpoint a run continues from: ``resume=null | auto | PATH``, and only a run of the same configuration.
 
-``resume=auto`` used to take the newest ``last.pt`` of the task, whatever its configuration: a sweep point
-(``seed=0``) continued an unrelated run (``seed=5 optim.lr=0.01``), and the next point continued what the first
-had just written. Here a run is continued only when its stored configuration equals the requested one in
-everything but what a resume may change (``RESUMABLE``: steps, cadences, paths, logging, the device); a
-sweep point therefore finds its own point (the same overrides), in whichever earlier sweep it ran.
-``resume=PATH`` with another configuration is refused with the differing keys named, unless
-``resume_force=true`` (then a warning names them). A requeued Slurm job (``SLURM_RESTART_COUNT`` > 0) resumes
-as with ``resume=auto`` without being asked. See docs/reliability.md#resume.
+A run is continued only when its stored configuration equals the requested one in everything but what a
+resume may change (``RESUMABLE``), so that a ``resume=auto`` sweep point finds its own point and never an
+unrelated run of the task; ``resume=PATH`` with another configuration is refused naming the keys unless
+``resume_force=true``; a requeued Slurm job resumes without being asked. See docs/reliability.md#resume.
 """
 
 from __future__ import annotations

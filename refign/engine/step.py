@@ -1,10 +1,7 @@
-"""One optimiser step of a method, callable on its own (as detectron2's ``SimpleTrainer.run_step``).
-
-``TrainStep`` owns what happens inside a step: autocast, the loss scaler, each loss back-propagated as the
-method delivers it (``refign.engine.backward``), the check for non-finite values and the skip it causes,
-gradient clipping, the optimiser and the schedule. The Trainer composes it with data, cadences, logs,
-evaluation and checkpoints; the estimator and the benchmarks call it directly on batches they make, so they
-measure exactly the step that ``refign.train`` runs.
+"""One optimiser step of a method, callable on its own (as detectron2's ``SimpleTrainer.run_step``): autocast,
+the loss scaler, each loss back-propagated as the method delivers it (``refign.engine.backward``), the
+non-finite check and the skip it causes, gradient clipping, the optimiser and the schedule. The estimator and
+the benchmarks call it directly, so they measure exactly the step that ``refign.train`` runs.
 """
 
 from __future__ import annotations

@@ -1,14 +1,6 @@
 """The method-agnostic training loop: data, cadences, logs, checkpoints, evaluation, stop signals around the
-step (``refign.engine.step.TrainStep``: devices, DDP, AMP, the backward of each loss, optimiser and schedule).
-
-It knows three things about the method (an ``nn.Module``: ``refign.uda.base.UDAMethod``, or the matcher's
-``MatcherTraining``): ``method(batch, step, backward)`` hands each loss to ``backward(name, loss)`` as soon
-as it is computed, which back-propagates it at once (``refign.engine.backward``: one pass's activations
-alive at a time, as in the official steps), and returns a dict of detached scalars and panels that is
-logged; ``method.loss_names`` declares those losses in order; ``method.inference_model()`` is the network
-that is evaluated and stored apart in checkpoints. Evaluation is a callable handed in by the caller (mIoU
-for segmentation, PCK for the matcher), so the engine knows neither tasks nor class counts; both trainings
-(``refign.train``, ``refign.align_train``) run here. See docs/architecture.md#engine.
+step (``refign.engine.step.TrainStep``). The method contract (``method(batch, step, backward)``,
+``loss_names``, ``inference_model()``) and why evaluation is a callable handed in: docs/architecture.md#engine.
 """
 
 from __future__ import annotations
@@ -115,10 +107,6 @@ class Trainer:
     ) -> None:
         self.cfg, self.dist = cfg, dist_info
         self.train_step = train_step
-        self.method, self.optimizer = (
-            train_step.method,
-            train_step.optimizer,
-        )  # read by the loop and checkpoints
         self.batches, self.evaluate = batches, evaluate
         self.run_dir, self.logger = Path(run_dir), logger
         self.resolved_config = resolved_config
@@ -133,11 +121,12 @@ class Trainer:
         """Everything a resumed run needs to continue bit for bit. A collective (every rank calls it): each
         rank draws its own random numbers (augmentation, ClassMix, dropout), so all ranks' generator states
         are kept, in rank order."""
+        step = self.train_step
         return {
-            **checkpoint.method_entries(self.method),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.train_step.scheduler.state_dict(),
-            "scaler": self.train_step.scaler.state_dict(),
+            **checkpoint.method_entries(step.method),
+            "optimizer": step.optimizer.state_dict(),
+            "scheduler": step.scheduler.state_dict(),
+            "scaler": step.scaler.state_dict(),
             "step": self.step,
             "rng": all_gather_object(checkpoint.rng_state()),
             "config": self.resolved_config,
@@ -145,12 +134,14 @@ class Trainer:
             **(self.checkpoint_extras() if self.checkpoint_extras else {}),
         }
 
-    def load_state_dict(self, state: dict, source: str = "checkpoint") -> None:
-        checkpoint.restore_method(self.method, state, source)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.train_step.scheduler.load_state_dict(state["scheduler"])
-        self.train_step.scaler.load_state_dict(state["scaler"])
-        self.step = state["step"]
+    def restore(self, state: dict, source: Path) -> None:
+        """Continue from a loaded checkpoint (``refign.engine.resume.plan`` finds and loads it)."""
+        step = self.train_step
+        checkpoint.restore_method(step.method, state, str(source))
+        step.optimizer.load_state_dict(state["optimizer"])
+        step.scheduler.load_state_dict(state["scheduler"])
+        step.scaler.load_state_dict(state["scaler"])
+        self.step = self.saved_step = state["step"]
         self.logger.resume(self.step, state.get("logger"))
         rng = state["rng"]
         if isinstance(rng, dict):  # a checkpoint from before per-rank states: the saving rank's only
@@ -164,11 +155,6 @@ class Trainer:
             )
         if self.dist.rank < len(rng):
             checkpoint.set_rng_state(rng[self.dist.rank])
-
-    def restore(self, state: dict, source: Path) -> None:
-        """Continue from a loaded checkpoint (``refign.engine.resume.plan`` finds and loads it)."""
-        self.load_state_dict(state, str(source))
-        self.saved_step = self.step
         log.info("resumed from %s at step %d", source, self.step)
 
     def close(self) -> None:
@@ -196,7 +182,9 @@ class Trainer:
         if streak:
             return f"the last {streak} step(s) were skipped for non-finite values"
         tensors = [
-            t for t in self.method.state_dict().values() if torch.is_tensor(t) and t.is_floating_point()
+            t
+            for t in self.train_step.method.state_dict().values()
+            if torch.is_tensor(t) and t.is_floating_point()
         ]
         if tensors and not bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()):
             return "a weight or buffer is NaN/inf"
@@ -241,7 +229,7 @@ class Trainer:
             )
         if summary.worst_streak >= self.cfg.max_nonfinite_steps:
             self._stop_diverged(summary.worst_streak)
-        means = summary.means | {"lr": self.optimizer.param_groups[0]["lr"]}
+        means = summary.means | {"lr": self.train_step.optimizer.param_groups[0]["lr"]}
         if self.dist.device.type == "cuda":  # the GPU memory the run needs, as mmcv's logger reports it
             means["cuda_peak_gib"] = torch.cuda.max_memory_allocated(self.dist.device) / 2**30
         bar.set_postfix({k: f"{v:.3g}" for k, v in means.items() if k.startswith("loss")})
@@ -255,7 +243,8 @@ class Trainer:
     def fit(self, stop: preemption.StopSignals | None = None) -> dict:
         """Train to ``max_steps``, then save and evaluate; returns the final evaluation. ``stop``: the signals
         that end the run at a step boundary with a checkpoint (``refign.engine.preemption``)."""
-        self.method.train()
+        method = self.train_step.method
+        method.train()
         if self.dist.is_main and self.resolved_config is not None:
             resume.write_config_record(self.run_dir, self.resolved_config)
         batches = self.batches(self.step)
@@ -272,7 +261,7 @@ class Trainer:
                 bar.close()
                 self._preempt(stop.received or "a stop signal on another rank")
             batch = {k: v.to(self.dist.device, non_blocking=True) for k, v in next(batches).items()}
-            self.method.wants_images = self.dist.is_main and self._due(self.cfg.image_every, self.step + 1)
+            method.wants_images = self.dist.is_main and self._due(self.cfg.image_every, self.step + 1)
             logged, skipped, images = self.train_step(batch, self.step)
             self.step += 1
             self.window.add(logged, skipped)
@@ -299,7 +288,7 @@ class Trainer:
         """Evaluate the method's inference network; log the scalars and write ``eval_<step>.json``."""
         if self.evaluate is None:
             return {}
-        results, flat = self.evaluate(self.method.inference_model(), self.train_step.autocast)
+        results, flat = self.evaluate(self.train_step.method.inference_model(), self.train_step.autocast)
         self.logger.log_eval(results, flat, self.step)
         if self.dist.is_main:
             (self.run_dir / f"eval_{self.step:07d}.json").write_text(json.dumps(results, indent=1))
