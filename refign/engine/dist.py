@@ -44,15 +44,9 @@ def setup(device: str = "auto") -> DistInfo:
 
 
 def _attempt_store() -> dist.Store:
-    """The rendezvous store of this launch, its keys prefixed with torchrun's restart count.
-
-    Why: when torchrun restarts a failed worker group (``--max-restarts``), the new workers meet in the same
-    store as the old ones (the agent's store lives as long as the launch), and the backend publishes each
-    rank's listening address under a key named after the group and the rank only. A restarted rank 0 could
-    read the dead rank 1's address before the new rank 1 overwrote it, and stop in ``init_process_group``
-    with "Gloo connectFullMesh failed ... Connection refused". A prefix per attempt gives each attempt keys
-    of its own (docs/running.md#elastic-restarts). ``env://`` gives the same store as a plain
-    ``init_process_group`` (the agent's when torchrun shares it, one hosted by rank 0 otherwise)."""
+    """The rendezvous store of this launch (``env://``, as a plain ``init_process_group``), its keys prefixed
+    with torchrun's restart count: a restarted worker group meets in the old group's store, where a restarted
+    rank 0 could read a dead rank's address (docs/running.md#elastic-restarts)."""
     store, _, _ = next(dist.rendezvous("env://"))
     return dist.PrefixStore(f"attempt{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
 

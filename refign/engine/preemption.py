@@ -27,9 +27,8 @@ EXIT_PREEMPTED = 75
 
 
 class Preempted(SystemExit):
-    """The run stopped at a step boundary on a signal, after writing its checkpoint. A ``SystemExit`` with
-    code ``EXIT_PREEMPTED``: it ends the process (a whole ``-m`` sweep too) through every ``finally`` on its
-    way, which close the logger and the process group, and no entry point needs to handle it."""
+    """The run stopped at a step boundary on a signal, after writing its checkpoint. A ``SystemExit``: it ends
+    the process (a whole ``-m`` sweep too) through every ``finally`` on its way, and no entry point handles it."""
 
     def __init__(self, signal_name: str, step: int, requeued: bool) -> None:
         super().__init__(EXIT_PREEMPTED)
@@ -39,15 +38,9 @@ class Preempted(SystemExit):
 
 
 class StopSignals:
-    """Catches the configured signals for the life of a ``with`` block and remembers the first one.
-
-    The handler does nothing but record the signal (nothing else is safe in a handler); ``pending`` is read by
-    the trainer between steps. Outside the main thread signal handlers cannot be installed (Python's rule):
-    the signals then keep their default action, and a warning says so.
-
-    Args:
-        names: e.g. ``["SIGTERM", "SIGUSR1"]`` (``trainer.stop_signals``); empty = nothing caught.
-    """
+    """Catches the signals ``names`` (``trainer.stop_signals``; empty: none) for the life of a ``with`` block
+    and records the first one, nothing else being safe in a handler; the trainer reads it between steps.
+    Outside the main thread no handler can be installed (Python's rule): a warning says so."""
 
     def __init__(self, names: list[str]) -> None:
         unknown = [n for n in names if not hasattr(signal.Signals, n)]

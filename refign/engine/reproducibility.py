@@ -53,10 +53,8 @@ def target_modules(cfg: DictConfig) -> list[str]:
 
 def import_targets(cfg: DictConfig) -> None:
     """Import everything the configuration will instantiate, so that import-time draws from the global
-    random streams happen before the run seeds them (see the module docstring).
-
-    A module that cannot be imported is skipped: the build reports it with the key that names it.
-    """
+    random streams happen before the run seeds them. A module that cannot be imported is skipped: the build
+    reports it with the key that names it."""
     for module in target_modules(cfg):
         with contextlib.suppress(ImportError):
             importlib.import_module(module)
@@ -64,15 +62,10 @@ def import_targets(cfg: DictConfig) -> None:
 
 @contextlib.contextmanager
 def deterministic_algorithms(enabled: bool) -> Iterator[None]:
-    """``trainer.deterministic``: deterministic kernels where PyTorch has them, for the duration of a run.
-
-    Switches ``torch.use_deterministic_algorithms`` on in warn-only mode (this model's bilinear upsampling
-    and cross-entropy have no deterministic CUDA backward: strict mode would stop every GPU run, so PyTorch
-    warns about them instead), turns cuDNN autotuning off and selects cuDNN's deterministic algorithms, and
-    sets ``CUBLAS_WORKSPACE_CONFIG`` unless the environment already does. The torch settings are restored on
-    exit, so that the next run of a sweep starts from the process's own; the cuBLAS variable stays (cuBLAS
-    reads it once per process).
-    """
+    """``trainer.deterministic`` for the duration of a run (docs/reproducibility.md#gpu). Warn-only: this
+    model's bilinear upsampling and cross-entropy have no deterministic CUDA backward, so strict mode would
+    stop every GPU run. The torch settings are restored on exit, so that the next run of a sweep starts from
+    the process's own; the cuBLAS variable stays (cuBLAS reads it once per process)."""
     if not enabled:
         yield
         return
@@ -94,10 +87,9 @@ def deterministic_algorithms(enabled: bool) -> Iterator[None]:
 
 @contextlib.contextmanager
 def task_session(cfg: DictConfig) -> Iterator[DistInfo]:
-    """A training task's process set-up, the same for every entry point that trains (``refign.train``,
-    ``refign.align_train``): the configured modules imported before anything is seeded (imports may draw from
-    the global random streams), the distributed session, and ``trainer.deterministic`` for its duration. Each
-    entry point seeds after it has decided where the run continues from."""
+    """A task's process set-up, the same for every entry point: the configured modules imported before
+    anything is seeded (imports may draw from the global random streams), the distributed session, and
+    ``trainer.deterministic`` for its duration. A training seeds after it has decided where it continues from."""
     import_targets(cfg)
     with dist.session(cfg.trainer.device) as info, deterministic_algorithms(cfg.trainer.deterministic):
         yield info

@@ -112,20 +112,16 @@ def write_config_record(run_dir: Path, config: dict) -> None:
     write_text_atomic(folder / CONFIG_RECORD, json.dumps(config, indent=1, default=str))
 
 
-def candidate_runs(task_root: Path) -> list[CheckpointStore]:
-    """The checkpoint folders of a task's runs that hold a checkpoint: single runs and every sweep's points."""
-    patterns = ("runs/*/checkpoints", "multirun/*/*/checkpoints")
-    stores = [CheckpointStore(p) for pattern in patterns for p in task_root.glob(pattern)]
-    return [s for s in stores if s.checkpoints()]
-
-
 def find_same_run(task_root: Path, requested: dict) -> Path | None:
     """The newest intact checkpoint of the most recently written run of ``requested``'s configuration under
-    ``task_root``. The runs passed over, and why, are logged; a newer checkpoint that fails its checksum is
-    passed over with a warning (``CheckpointStore.latest_intact``)."""
+    ``task_root`` (single runs and every sweep's points). The runs passed over, and why, are logged; a newer
+    checkpoint that fails its checksum is passed over with a warning (``CheckpointStore.latest_intact``)."""
     matching: list[CheckpointStore] = []
-    for store in candidate_runs(task_root):
-        stored = stored_config(store.folder.parent)
+    for folder in [*task_root.glob("runs/*/checkpoints"), *task_root.glob("multirun/*/*/checkpoints")]:
+        store = CheckpointStore(folder)
+        if not store.checkpoints():
+            continue
+        stored = stored_config(folder.parent)
         if stored is None:
             log.info("resume=auto: %s has no readable configuration, passed over", store.folder.parent)
             continue
@@ -164,22 +160,17 @@ def plan(cfg: DictConfig, task_root: Path, run_dir: Path) -> ResumePlan:
             "requeued Slurm job (SLURM_RESTART_COUNT=%s): resume=auto", os.environ["SLURM_RESTART_COUNT"]
         )
         resume = "auto"
-    if resume in (None, "", False):
-        run_dir.mkdir(parents=True, exist_ok=True)
-        return ResumePlan(None, None, run_dir)
-    requested = OmegaConf.to_container(cfg, resolve=True)
-    if resume == "auto":
-        path = find_same_run(task_root, requested)
+    path, state = None, None
+    if resume not in (None, "", False):
+        requested = OmegaConf.to_container(cfg, resolve=True)
+        path = find_same_run(task_root, requested) if resume == "auto" else Path(resume)
         if path is None:
             log.info("resume=auto: no previous run of this configuration under %s, starting fresh", task_root)
-            run_dir.mkdir(parents=True, exist_ok=True)
-            return ResumePlan(None, None, run_dir)
-    else:
-        path = Path(resume)
-    state = checkpoint.load(path)
-    check_same_config(state.get("config"), requested, path, cfg.resume_force)
-    if path.parent.name == "checkpoints":
-        run_dir = path.parent.parent
+    if path is not None:
+        state = checkpoint.load(path)
+        check_same_config(state.get("config"), requested, path, cfg.resume_force)
+        if path.parent.name == "checkpoints":
+            run_dir = path.parent.parent
     run_dir.mkdir(parents=True, exist_ok=True)
     return ResumePlan(state, path, run_dir)
 

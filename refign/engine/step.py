@@ -49,7 +49,7 @@ StepResult = tuple[dict[str, torch.Tensor | float], torch.Tensor, dict]
 
 
 class TrainStep:
-    """``step(batch, step_index)``: one optimiser step of ``method`` (the contract: refign.engine.trainer).
+    """``step(batch, step_index)``: one optimiser step of ``method`` (the contract: docs/architecture.md#engine).
 
     Args:
         method: the method; moved to ``dist_info.device`` unless it is there already.
@@ -60,8 +60,7 @@ class TrainStep:
         sync_batchnorm, find_unused_parameters: DDP options (``trainer.*``).
     """
 
-    # makes each step's ``backward`` for the method; a subclass of LossBackward counts what the backwards do
-    # (``refign.estimate``) or sums the losses as before (the tests)
+    # a subclass of LossBackward counts what the backwards do (``refign.estimate``) or sums the losses (tests)
     loss_backward: Callable[..., LossBackward] = LossBackward
 
     def __init__(
@@ -109,11 +108,8 @@ class TrainStep:
     def __call__(self, batch: dict, step: int) -> StepResult:
         """One optimiser step at ``step`` (the method's schedules read it); returns the logged scalars, a
         device flag that is 1 where the step was skipped for a non-finite loss or gradient, and the panels.
-
-        Nothing here waits for the device (no ``.item()``, ``float()`` of a tensor or branch on a tensor's
-        value): the host queues the next step while this one runs. The trainer reads the scalars every
-        ``log_every`` steps.
-        """
+        Nothing here waits for the device (no ``.item()`` or branch on a tensor's value), so that the host
+        queues the next step while this one runs."""
         before = [t.clone() for t in self.step_state]
         backward = self.loss_backward(
             self.method.loss_names, type(self.method).__name__, self.scaler, self.dist.device.type
