@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
 from refign.engine import checkpoint
@@ -19,6 +20,7 @@ from refign.engine.dist import DistInfo
 from refign.engine.loggers import MetricLogger
 from refign.engine.step import TrainStep
 from refign.engine.trainer import NonFiniteLossError, Trainer, TrainerConfig
+from refign.task import CONF_DIR
 
 LR = 0.1
 CPU = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
@@ -60,12 +62,19 @@ def make_step(method: nn.Module, dist_info: DistInfo = CPU) -> TrainStep:
     )
 
 
+def settings(**cfg) -> TrainerConfig:
+    """``conf/trainer/default.yaml`` (the one home of the defaults) with the toy's steps and cadences."""
+    defaults = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "trainer" / "default.yaml"))
+    toy = {"max_steps": 4, "log_every": 1, "eval_every": 0, "checkpoint_every": 0, "num_workers": 0}
+    return TrainerConfig(**{**defaults, **toy, **cfg})
+
+
 def make_trainer(
     run_dir: Path, method: Toy, evaluations: list[int] | None = None, dist_info: DistInfo = CPU, **cfg
 ) -> Trainer:
     run_dir.mkdir(parents=True, exist_ok=True)
     return Trainer(
-        TrainerConfig(**{"max_steps": 4, "log_every": 1, **cfg}),
+        settings(**cfg),
         make_step(method, dist_info),
         batches=lambda start: (inputs(step) for step in itertools.count(start)),
         evaluate=None if evaluations is None else record_evaluation(evaluations),

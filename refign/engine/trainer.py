@@ -36,26 +36,27 @@ class NonFiniteLossError(RuntimeError):
 
 @dataclass
 class TrainerConfig:
-    """The ``trainer`` node (conf/trainer/) of both trainings. ``device``, ``deterministic``,
-    ``eval_batch_size`` and ``num_workers`` are read by the entry points and the loaders, the rest by the loop."""
+    """The ``trainer`` node (conf/trainer/, where its defaults are) of both trainings. ``device``,
+    ``deterministic``, ``eval_batch_size`` and ``num_workers`` are read by the entry points and the loaders,
+    the step options by ``TrainStep``, the rest by the loop."""
 
     max_steps: int
-    precision: str = "32"
-    grad_clip: float | None = None
-    log_every: int = 10
-    image_every: int = 0
-    eval_every: int = 0
-    checkpoint_every: int = 0
-    keep_checkpoints: int = 2
-    max_nonfinite_steps: int = 5
-    sync_batchnorm: bool = False
-    find_unused_parameters: bool = False
-    device: str = "auto"
-    deterministic: bool = False
-    eval_batch_size: int = 1
-    num_workers: int = 0
-    stop_signals: tuple[str, ...] = ("SIGTERM", "SIGUSR1", "SIGUSR2")
-    requeue: bool = True
+    precision: str
+    grad_clip: float | None
+    log_every: int
+    image_every: int
+    eval_every: int
+    checkpoint_every: int
+    keep_checkpoints: int
+    max_nonfinite_steps: int
+    sync_batchnorm: bool
+    find_unused_parameters: bool
+    device: str
+    deterministic: bool
+    eval_batch_size: int
+    num_workers: int
+    stop_signals: tuple[str, ...]
+    requeue: bool
 
     def __post_init__(self) -> None:
         """Refuse a bad number before anything is built: ``max_steps=-5`` would otherwise "train" no step and
