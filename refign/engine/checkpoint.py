@@ -8,7 +8,6 @@ evaluate, predict and initialise a run as before, but are not resumed.
 from __future__ import annotations
 
 import logging
-import os
 import random
 from typing import Any
 
@@ -16,10 +15,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from refign.engine.checkpoint_store import LAST as LAST  # the name the trainer and tests use
-from refign.engine.checkpoint_store import verify
+# the file and the reader that evaluation, prediction, resume and the tests use
+from refign.engine.checkpoint_store import LAST as LAST
+from refign.engine.checkpoint_store import load as load
 from refign.models.weights import CheckpointError, load_strict
-from refign.utils.safe_load import load_torch
 
 log = logging.getLogger(__name__)
 FORMAT = 3
@@ -47,14 +46,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def load(path: str | os.PathLike) -> dict:
-    """A checkpoint, read without running code (``refign.utils.safe_load``; format-3 files of before the random
-    states became tensors and lists still load, through the allow-list's NumPy array entries), after its
-    checksum (``refign.engine.checkpoint_store.verify``)."""
-    verify(path)
-    return load_torch(path, what="checkpoint")
 
 
 # ---- the method's part of a checkpoint -------------------------------------------------------------------

@@ -23,12 +23,14 @@ from typing import IO, Any
 import torch
 
 from refign.models.weights import CheckpointError
+from refign.utils.safe_load import load_torch
 
 log = logging.getLogger(__name__)
 
 LAST = "last.pt"
 BEST = "best.pt"
 BEST_RECORD = "best.json"
+CONFIG_RECORD = "config.json"  # the run's resolved configuration, written when it starts
 _STEP = re.compile(r"step_(\d+)\.pt")
 _SIDECAR_LINE = re.compile(r"([0-9a-f]{64}) [ *](.+)\n?")
 _TEMP = re.compile(r"\..+\.\d+\.tmp")
@@ -66,6 +68,13 @@ def verify(path: str | os.PathLike) -> None:
             f"checksum mismatch: {shown} is corrupt (truncated or changed after writing): its sha256 is "
             f"{actual}, {record.name} records {match[1]}"
         )
+
+
+def load(path: str | os.PathLike) -> dict:
+    """A checkpoint, after its checksum (``verify``), read without running code (``refign.utils.safe_load``;
+    format-3 files of before the random states became tensors and lists load through its allow-list)."""
+    verify(path)
+    return load_torch(path, what="checkpoint")
 
 
 class CheckpointStore:
@@ -130,6 +139,23 @@ class CheckpointStore:
             "set aside %s: written after the last step with a finite loss", ", ".join(p.name for p in moved)
         )
         return moved
+
+    def write_config(self, config: dict) -> None:
+        """Record the run's configuration (rank 0, when the run starts): what ``resume=auto`` matches."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(self.folder / CONFIG_RECORD, json.dumps(config, indent=1, default=str))
+
+    def config(self) -> dict | None:
+        """The configuration the run was started with: its record, else (runs from before the record) the one
+        in its last checkpoint; None when neither can be read."""
+        try:
+            return json.loads((self.folder / CONFIG_RECORD).read_text())
+        except (OSError, ValueError):
+            pass
+        try:
+            return load(self.folder / LAST).get("config")
+        except CheckpointError:
+            return None
 
     def checkpoints(self) -> list[Path]:
         """The step files, newest first; for a run from before step files, its ``last.pt`` alone."""

@@ -8,7 +8,6 @@ unrelated run of the task; ``resume=PATH`` with another configuration is refused
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from refign.engine import checkpoint
-from refign.engine.checkpoint_store import CheckpointStore, write_text_atomic
+from refign.engine.checkpoint_store import CheckpointStore
 from refign.models.weights import CheckpointError
 
 log = logging.getLogger(__name__)
@@ -48,9 +47,6 @@ RESUMABLE = (
     "backbone.pretrained",
     "alignment.checkpoint",
 )
-# the resolved configuration of a run, written beside its checkpoints when it starts (read by resume=auto
-# without loading a checkpoint)
-CONFIG_RECORD = "config.json"
 
 
 @dataclass(frozen=True)
@@ -91,27 +87,6 @@ def describe(diff: dict[str, tuple[Any, Any]], limit: int = 8) -> str:
     return ", ".join(shown) + (f" … (+{len(diff) - limit})" if len(diff) > limit else "")
 
 
-def stored_config(run_dir: Path) -> dict | None:
-    """The configuration a run was started with: its record, else (runs from before the record) the one in
-    its last checkpoint; None when neither can be read."""
-    record = run_dir / "checkpoints" / CONFIG_RECORD
-    try:
-        return json.loads(record.read_text())
-    except (OSError, ValueError):
-        pass
-    try:
-        return checkpoint.load(run_dir / "checkpoints" / checkpoint.LAST).get("config")
-    except CheckpointError:
-        return None
-
-
-def write_config_record(run_dir: Path, config: dict) -> None:
-    """Record the run's configuration beside its checkpoints (rank 0, when the run starts)."""
-    folder = run_dir / "checkpoints"
-    folder.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(folder / CONFIG_RECORD, json.dumps(config, indent=1, default=str))
-
-
 def find_same_run(task_root: Path, requested: dict) -> Path | None:
     """The newest intact checkpoint of the most recently written run of ``requested``'s configuration under
     ``task_root`` (single runs and every sweep's points). The runs passed over, and why, are logged; a newer
@@ -121,7 +96,7 @@ def find_same_run(task_root: Path, requested: dict) -> Path | None:
         store = CheckpointStore(folder)
         if not store.checkpoints():
             continue
-        stored = stored_config(folder.parent)
+        stored = store.config()
         if stored is None:
             log.info("resume=auto: %s has no readable configuration, passed over", store.folder.parent)
             continue

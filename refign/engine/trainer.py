@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from refign.engine import checkpoint, preemption, resume
+from refign.engine import checkpoint, preemption
 from refign.engine.checkpoint_store import CheckpointStore
 from refign.engine.dist import DistInfo, all_gather_object
 from refign.engine.loggers import MetricLogger
@@ -247,7 +247,7 @@ class Trainer:
         method = self.train_step.method
         method.train()
         if self.dist.is_main and self.resolved_config is not None:
-            resume.write_config_record(self.run_dir, self.resolved_config)
+            self.store.write_config(self.resolved_config)
         batches = self.batches(self.step)
         bar = progress_bar(
             total=self.cfg.max_steps,
