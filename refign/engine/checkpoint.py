@@ -7,7 +7,6 @@ evaluate, predict and initialise a run as before, but are not resumed.
 
 from __future__ import annotations
 
-import logging
 import random
 from typing import Any
 
@@ -20,7 +19,6 @@ from refign.engine.checkpoint_store import LAST as LAST
 from refign.engine.checkpoint_store import load as load
 from refign.models.weights import CheckpointError, load_strict
 
-log = logging.getLogger(__name__)
 FORMAT = 3
 
 

@@ -43,12 +43,9 @@ def sidecar(path: Path) -> Path:
 
 
 def verify(path: str | os.PathLike) -> None:
-    """Raise ``CheckpointError`` naming the file if its bytes differ from the sha256 in its sidecar.
-
-    A symlink (``last.pt``, ``best.pt``) is checked through its target's sidecar. A file without a sidecar
-    is accepted: checkpoints of runs from before the checksums, and files from elsewhere (a downloaded
-    checkpoint, a copy made with ``cp``), have none, and refusing them would lock users out of their own runs.
-    """
+    """Raise ``CheckpointError`` naming the file if its bytes differ from the sha256 in its sidecar (a
+    symlink's: its target's). A file without a sidecar is accepted: runs from before the checksums and files
+    from elsewhere (downloaded, ``cp``-ed) have none, and refusing them would lock users out of their runs."""
     given = Path(path)
     file = given.resolve()
     record = sidecar(file)
@@ -88,12 +85,10 @@ class CheckpointStore:
 
     def save(self, state: dict[str, Any], step: int, *, metric: float | None = None) -> Path:
         """Write ``state`` as the checkpoint of ``step`` and point ``last.pt`` at it; with ``metric`` (higher
-        is better, e.g. mIoU), also ``best.pt`` when it beats the best so far. Then remove the step files
-        beyond the newest ``keep_last`` (the best is kept), and those of steps after ``step``: a run resumed
-        from an earlier checkpoint abandoned them, and they must not pass for its newest.
-
-        Raises ``CheckpointError`` if the write fails (no space: how many bytes it needed and how many the
-        folder has); the checkpoints written before stay as they were, ``last.pt`` included."""
+        is better), also ``best.pt`` when it beats the best so far. Then remove the step files beyond the
+        newest ``keep_last`` (the best is kept), and those of steps after ``step``: a run resumed from an
+        earlier checkpoint abandoned them, and they must not pass for its newest. A failed write raises
+        ``CheckpointError`` and leaves the checkpoints written before as they were."""
         path = self._write(state, f"step_{step:07d}.pt")
         self._point(LAST, path)
         if metric is not None:

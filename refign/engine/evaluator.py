@@ -87,18 +87,9 @@ def segmentation_eval(
     the scalars being ``val/<set>/mIoU`` and ``val/<set>/<condition>``."""
 
     def run(model: nn.Module, autocast: Callable = contextlib.nullcontext) -> tuple[dict, dict[str, float]]:
+        settings = (dist_info, num_classes, batch_size, num_workers, over_present_classes)
         results = {
-            name: evaluate(
-                model,
-                ds,
-                dist_info,
-                num_classes,
-                batch_size,
-                num_workers,
-                over_present_classes,
-                desc=f"eval {name}",
-                autocast=autocast,
-            )
+            name: evaluate(model, ds, *settings, desc=f"eval {name}", autocast=autocast)
             for name, ds in val_sets.items()
         }
         flat = {f"val/{name}/mIoU": r["mIoU"] for name, r in results.items()}

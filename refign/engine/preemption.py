@@ -46,7 +46,7 @@ class StopSignals:
         unknown = [n for n in names if not hasattr(signal.Signals, n)]
         if unknown:
             raise ValueError(f"trainer.stop_signals: unknown signal(s) {unknown}; e.g. SIGTERM, SIGUSR1")
-        self.signals = [signal.Signals[n] for n in names]
+        self.names, self.signals = list(names), [signal.Signals[n] for n in names]
         self.received: str | None = None
         self._previous: dict[signal.Signals, object] = {}
 
@@ -69,10 +69,6 @@ class StopSignals:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
-
-    @property
-    def names(self) -> list[str]:
-        return [s.name for s in self.signals]
 
     def agreed(self, dist_info: DistInfo) -> bool:
         """Whether any rank received a stop signal: the same answer on every rank (a collective under DDP,

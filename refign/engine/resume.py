@@ -98,14 +98,10 @@ def find_same_run(task_root: Path, requested: dict) -> Path | None:
             continue
         stored = store.config()
         if stored is None:
-            log.info("resume=auto: %s has no readable configuration, passed over", store.folder.parent)
-            continue
-        diff = differences(stored, requested)
-        if diff:
+            log.info("resume=auto: %s has no readable configuration, passed over", folder.parent)
+        elif diff := differences(stored, requested):
             log.info(
-                "resume=auto: passed over %s, another configuration: %s",
-                store.folder.parent,
-                describe(diff, 4),
+                "resume=auto: passed over %s, another configuration: %s", folder.parent, describe(diff, 4)
             )
         else:
             matching.append(store)

@@ -61,17 +61,10 @@ class TrainerConfig:
     def __post_init__(self) -> None:
         """Refuse a bad number before anything is built: ``max_steps=-5`` would otherwise "train" no step and
         write a checkpoint. Cadences may be 0 (never)."""
-        for key, minimum, strict in (
-            ("max_steps", 0, True),
-            ("max_nonfinite_steps", 0, True),
-            ("eval_batch_size", 0, True),
-            ("log_every", 0, False),
-            ("image_every", 0, False),
-            ("eval_every", 0, False),
-            ("checkpoint_every", 0, False),
-            ("num_workers", 0, False),
-        ):
-            check_number(f"trainer.{key}", getattr(self, key), minimum, strict, whole=True)
+        for key in ("max_steps", "max_nonfinite_steps", "eval_batch_size"):
+            check_number(f"trainer.{key}", getattr(self, key), 0, strict=True, whole=True)
+        for key in ("log_every", "image_every", "eval_every", "checkpoint_every", "num_workers"):
+            check_number(f"trainer.{key}", getattr(self, key), 0, strict=False, whole=True)
         if self.grad_clip is not None:
             check_number("trainer.grad_clip", self.grad_clip, 0, False)
 
@@ -182,11 +175,8 @@ class Trainer:
         streak = int(self.window.streak.item()) if hasattr(self, "window") else 0
         if streak:
             return f"the last {streak} step(s) were skipped for non-finite values"
-        tensors = [
-            t
-            for t in self.train_step.method.state_dict().values()
-            if torch.is_tensor(t) and t.is_floating_point()
-        ]
+        state = self.train_step.method.state_dict()
+        tensors = [t for t in state.values() if torch.is_tensor(t) and t.is_floating_point()]
         if tensors and not bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()):
             return "a weight or buffer is NaN/inf"
         return None
