@@ -1,7 +1,7 @@
 """Each loss back-propagated the moment the method computes it, as the official training steps do, so that
-each student pass's activations are freed before the next pass runs (docs/self-training.md#one-backward-per-loss).
-A method therefore hands each loss to the ``backward`` it is called with, and returns only detached scalars and
-panels (``MethodStep`` checks it).
+each student pass's activations are freed before the next pass runs
+(docs/self-training.md#one-backward-per-loss). A method therefore hands each loss to the ``backward`` it is
+called with, and returns only detached scalars and panels (``MethodStep`` checks it).
 """
 
 from __future__ import annotations
@@ -40,8 +40,7 @@ class LossBackward:
                 f"{self.owner} delivered the loss {name!r} where its loss_names {list(self.names)} expect "
                 f"{expected!r} next"
             )
-        detached = loss.detach()
-        self.losses[name] = detached
+        self.losses[name] = loss.detach()
         if name != self.names[-1]:
             self.run(loss, retain_graph)
         elif retain_graph:
@@ -67,9 +66,9 @@ class LossBackward:
 
 
 class MethodStep(nn.Module):
-    """What the step calls, and DDP wraps: the method's forward, then its last loss returned beside its outputs,
-    so that DDP sees the tensor whose backward it all-reduces. Refuses a tensor that requires grad (a loss
-    returned instead of handed to ``backward``) and ``loss*`` keys (the delivered losses' names)."""
+    """What the step calls, and DDP wraps: the method's forward, then its last loss returned beside its
+    outputs, so that DDP sees the tensor whose backward it all-reduces. Refuses a tensor that requires grad (a
+    loss returned instead of handed to ``backward``) and ``loss*`` keys (the delivered losses' names)."""
 
     def __init__(self, method: nn.Module) -> None:
         super().__init__()

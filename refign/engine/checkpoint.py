@@ -1,8 +1,8 @@
-"""Training checkpoints (``FORMAT`` 3, docs/checkpoints.md#training-checkpoint): the inference network's weights
-(``segmentor``, all that evaluation and prediction load) apart from the rest of the method and what resuming
-needs, read after their checksum without running code. A frozen module that the configuration rebuilds from a
-file (Refign's matcher) keeps only a fingerprint of its weights, which it checks on resume. Format-2 files
-evaluate, predict and initialise a run as before, but are not resumed.
+"""Training checkpoints (``FORMAT`` 3, docs/checkpoints.md#training-checkpoint): the inference network's
+weights (``segmentor``, all that evaluation and prediction load) apart from the rest of the method and what
+resuming needs. A frozen module that the configuration rebuilds from a file (Refign's matcher) keeps only a
+fingerprint of its weights, which it checks on resume. Format-2 files evaluate, predict and initialise a run
+as before, but are not resumed.
 """
 
 from __future__ import annotations

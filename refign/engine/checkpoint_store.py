@@ -9,6 +9,7 @@ one's place (``save_diverged``). One process writes a folder (rank 0 under DDP).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -143,10 +144,8 @@ class CheckpointStore:
     def config(self) -> dict | None:
         """The configuration the run was started with: its record, else (runs from before the record) the one
         in its last checkpoint; None when neither can be read."""
-        try:
+        with contextlib.suppress(OSError, ValueError):
             return json.loads((self.folder / CONFIG_RECORD).read_text())
-        except (OSError, ValueError):
-            pass
         try:
             return load(self.folder / LAST).get("config")
         except CheckpointError:
@@ -209,10 +208,9 @@ class CheckpointStore:
         needed = _Sink()
         torch.save(state, needed)  # counted, not written
         where = next(p for p in (self.folder, *self.folder.parents) if p.exists())
-        free = shutil.disk_usage(where).free
         return CheckpointError(
-            f"cannot write checkpoint {path}: {_NO_SPACE[err.errno]}; it needs {_size(needed.size)}, "
-            f"{where} has {_size(free)} free (the checkpoints written before are intact)"
+            f"cannot write checkpoint {path}: {_NO_SPACE[err.errno]}; it needs {_size(needed.size)}, {where} "
+            f"has {_size(shutil.disk_usage(where).free)} free (the checkpoints written before are intact)"
         )
 
     def _point(self, name: str, target: Path) -> None:

@@ -34,10 +34,7 @@ def evaluate(
     autocast: Callable = contextlib.nullcontext,
 ) -> dict:
     """mIoU (in %) and the per-class IoU table, overall and per ``condition`` when samples carry one.
-
-    ``model.predict(image, out_size)`` gives logits at the label size (whole or sliding-window inference);
-    ``num_classes`` is the dataset's (``dataset.num_classes`` of the configuration).
-    """
+    ``model.predict(image, out_size)`` gives logits at the label size (whole or sliding-window inference)."""
     shard = Subset(dataset, range(dist_info.rank, len(dataset), dist_info.world_size))
     # Workers from a fork server, not forked from this process: forked from a trainer holding gigabytes, they
     # would keep its pages alive, and every page the evaluation's forward passes then rewrite would be

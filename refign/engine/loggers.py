@@ -24,7 +24,6 @@ class MetricLogger:
     dashboard gets more than the file (docs/configuration.md#wandb), which stays as it is without wandb.
 
     Args:
-        run_dir: folder of the run (the JSONL file lives here).
         enabled: False on ranks other than 0.
         wandb_cfg: None, or keyword arguments for ``wandb.init`` (``mode``, ``project``, ``name`` …).
         config: the resolved run configuration, stored with the wandb run.

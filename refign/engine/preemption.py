@@ -13,7 +13,7 @@ import os
 import signal
 import subprocess
 import threading
-from types import FrameType, TracebackType
+from types import FrameType
 
 import torch
 
@@ -27,8 +27,8 @@ EXIT_PREEMPTED = 75
 
 
 class Preempted(SystemExit):
-    """The run stopped at a step boundary on a signal, after writing its checkpoint. A ``SystemExit``: it ends
-    the process (a whole ``-m`` sweep too) through every ``finally`` on its way, and no entry point handles it."""
+    """The run stopped at a step boundary on a signal, after writing its checkpoint. A ``SystemExit``: it
+    ends the process (a whole ``-m`` sweep too) through every ``finally`` on its way, unhandled."""
 
     def __init__(self, signal_name: str, step: int, requeued: bool) -> None:
         super().__init__(EXIT_PREEMPTED)
@@ -63,9 +63,7 @@ class StopSignals:
             self._previous[sig] = signal.signal(sig, self._record)
         return self
 
-    def __exit__(
-        self, kind: type[BaseException] | None, err: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
@@ -79,18 +77,11 @@ class StopSignals:
         return bool(all_reduce_sum(flag).item())
 
 
-def slurm_job_id() -> str | None:
-    """The id ``scontrol requeue`` takes: ``<array job>_<task>`` for an array task, else ``SLURM_JOB_ID``."""
-    array_job = os.environ.get("SLURM_ARRAY_JOB_ID")
-    if array_job is not None and "SLURM_ARRAY_TASK_ID" in os.environ:
-        return f"{array_job}_{os.environ['SLURM_ARRAY_TASK_ID']}"
-    return os.environ.get("SLURM_JOB_ID")
-
-
 def requeue_slurm_job() -> bool:
-    """Ask Slurm to requeue this job (rank 0 only); False, with the reason logged, where that fails or the
-    process is not a Slurm job."""
-    job = slurm_job_id()
+    """Ask Slurm to requeue this job (rank 0 only; an array task as ``<array job>_<task>``); False, with the
+    reason logged, where that fails or the process is not a Slurm job."""
+    array_job, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    job = os.environ.get("SLURM_JOB_ID") if array_job is None or task is None else f"{array_job}_{task}"
     if job is None:
         return False
     try:

@@ -70,10 +70,8 @@ def deterministic_algorithms(enabled: bool) -> Iterator[None]:
         yield
         return
     cudnn = torch.backends.cudnn
-    mode, warn_only = (
-        torch.are_deterministic_algorithms_enabled(),
-        torch.is_deterministic_algorithms_warn_only_enabled(),
-    )
+    mode = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     benchmark, deterministic = cudnn.benchmark, cudnn.deterministic
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
     torch.use_deterministic_algorithms(True, warn_only=True)
@@ -89,7 +87,7 @@ def deterministic_algorithms(enabled: bool) -> Iterator[None]:
 def task_session(cfg: DictConfig) -> Iterator[DistInfo]:
     """A task's process set-up, the same for every entry point: the configured modules imported before
     anything is seeded (imports may draw from the global random streams), the distributed session, and
-    ``trainer.deterministic`` for its duration. A training seeds after it has decided where it continues from."""
+    ``trainer.deterministic`` for its duration. A training seeds once it knows where it continues from."""
     import_targets(cfg)
     with dist.session(cfg.trainer.device) as info, deterministic_algorithms(cfg.trainer.deterministic):
         yield info

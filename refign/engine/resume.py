@@ -117,16 +117,12 @@ def find_same_run(task_root: Path, requested: dict) -> Path | None:
     return path
 
 
-def requeued_by_slurm() -> bool:
-    return int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0
-
-
 def plan(cfg: DictConfig, task_root: Path, run_dir: Path) -> ResumePlan:
     """The checkpoint (loaded) and run folder for ``cfg.resume`` = null (fresh), ``auto`` (the newest run of
     the same configuration under ``task_root``) or a path; the run folder is created. The configuration is
     resolved only to resume: a fresh run's build checks it first, with errors that name the key at fault."""
     resume = cfg.resume
-    if resume in (None, "", False) and requeued_by_slurm():
+    if resume in (None, "", False) and int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0:
         log.info(
             "requeued Slurm job (SLURM_RESTART_COUNT=%s): resume=auto", os.environ["SLURM_RESTART_COUNT"]
         )

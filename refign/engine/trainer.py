@@ -1,6 +1,6 @@
 """The method-agnostic training loop: data, cadences, logs, checkpoints, evaluation, stop signals around the
 step (``refign.engine.step.TrainStep``). The method contract (``method(batch, step, backward)``,
-``loss_names``, ``inference_model()``) and why evaluation is a callable handed in: docs/architecture.md#engine.
+``loss_names``, ``inference_model()``) and why evaluation is handed in: docs/architecture.md#engine.
 """
 
 from __future__ import annotations
@@ -74,14 +74,10 @@ class Trainer:
     cadences around them: logs, panels, checkpoints, evaluation, stop signals.
 
     Args:
-        cfg: loop settings (steps, cadences, checkpoints kept, the non-finite streak that stops a run).
-        train_step: one optimiser step of the method (``refign.engine.step.TrainStep``): the method, its
-            optimiser, schedule, loss scaler and autocast, all of which the checkpoints hold.
+        train_step: the method, its optimiser, schedule, loss scaler and autocast (the checkpoints hold them).
         batches: ``start_step -> iterator`` of the method's batches (tensors are moved to the device here).
         evaluate: run every ``eval_every`` steps and at the end; None = no evaluation.
-        dist_info: rank, world size and device of this process.
         run_dir: where checkpoints, ``metrics.jsonl`` and ``eval_*.json`` go.
-        logger: scalar and image sink.
         resolved_config: stored in every checkpoint.
         checkpoint_extras: entries added to every checkpoint (e.g. the matcher's bare state dict).
     """
@@ -99,12 +95,10 @@ class Trainer:
         resolved_config: dict | None = None,
         checkpoint_extras: Callable[[], dict] | None = None,
     ) -> None:
-        self.cfg, self.dist = cfg, dist_info
-        self.train_step = train_step
+        self.cfg, self.dist, self.train_step = cfg, dist_info, train_step
         self.batches, self.evaluate = batches, evaluate
         self.run_dir, self.logger = Path(run_dir), logger
-        self.resolved_config = resolved_config
-        self.checkpoint_extras = checkpoint_extras
+        self.resolved_config, self.checkpoint_extras = resolved_config, checkpoint_extras
         self.step = 0
         # the step of the newest checkpoint this process wrote (no double save at the end)
         self.saved_step = -1
@@ -152,8 +146,7 @@ class Trainer:
         log.info("resumed from %s at step %d", source, self.step)
 
     def close(self) -> None:
-        """Release what outlives the loop (the logger's files and wandb run); called whether ``fit`` ended or
-        failed."""
+        """Release what outlives the loop (the wandb run), whether ``fit`` ended or failed."""
         self.logger.close()
 
     def save(self) -> None:

@@ -25,10 +25,10 @@ SWITCHES = ("refign", "mic", "rcs")  # groups with an `enabled` switch that make
 
 
 def identity(cfg: DictConfig, job_type: str) -> dict[str, Any]:
-    """``name``, ``group``, ``job_type`` and ``tags`` for ``wandb.init`` (docs/configuration.md#wandb). A sweep
-    point is named by its overrides, as its folder (``hydra.sweep.subdir``) without the number, and grouped by
-    its sweep (the task name and the sweep's time, the name of ``hydra.sweep.dir``), so that wandb's grouping
-    averages over the points that differ only in ``seed``; a user's ``logger.wandb.name`` / ``.group`` wins."""
+    """``name``, ``group``, ``job_type`` and ``tags`` for ``wandb.init`` (docs/configuration.md#wandb). A
+    sweep point is named by its overrides, as its folder (``hydra.sweep.subdir``) without the number, and
+    grouped by its sweep (the task name and the sweep's time: ``hydra.sweep.dir``'s name), so that wandb's
+    grouping averages over the points that differ only in ``seed``. ``logger.wandb.name`` / ``.group`` win."""
     user = cfg.logger.wandb
     hydra = HydraConfig.get() if HydraConfig.initialized() else None
     sweep = hydra is not None and hydra.mode == RunMode.MULTIRUN
@@ -68,13 +68,11 @@ class WandbRun:
 
     A resumed training continues the run whose id its checkpoint stores (else the run folder's
     ``wandb_run.json``), keeping its name and group. wandb takes only increasing steps, and the steps between
-    the checkpoint and the interruption were sent already (the re-run computes them bit for bit the same): they
-    are not sent again. A training that starts from step 0 is a new run, also in a folder that had one.
+    the checkpoint and the interruption were sent already (the re-run computes them bit for bit the same):
+    they are not sent again. A training that starts from step 0 is a new run, also in a folder that had one.
 
-    Args:
-        run_dir: the run folder (``wandb/`` and ``wandb_run.json`` go there).
-        init: keyword arguments for ``wandb.init`` (``mode``, ``project``, ``name``, ``group``, ``tags`` …).
-        config: the resolved run configuration, stored with the run.
+    ``init``: keyword arguments for ``wandb.init`` (``mode``, ``project``, ``name``, ``group``, ``tags`` …);
+    ``wandb/`` and ``wandb_run.json`` go into ``run_dir``.
     """
 
     def __init__(self, run_dir: Path, init: dict[str, Any], config: dict | None) -> None:
@@ -119,11 +117,8 @@ class WandbRun:
             self.run = wandb.init(
                 dir=str(self.run_dir), config=self.config, id=self.id, resume="allow", **self.init
             )
-            self._write_file()
+            write_text_atomic(self.file, json.dumps(self.state_dict()))
         return self.run
-
-    def _write_file(self) -> None:
-        write_text_atomic(self.file, json.dumps(self.state_dict()))
 
     def log(self, data: dict[str, Any], step: int) -> None:
         """Send ``data`` at ``step`` unless an earlier attempt of this training sent that step already."""
@@ -132,7 +127,7 @@ class WandbRun:
         self._start().log(data, step=step)
         if step > self.last_step:
             self.last_step = step
-            self._write_file()
+            write_text_atomic(self.file, json.dumps(self.state_dict()))
 
     def summarize(self, values: dict[str, Any]) -> None:
         """Set the run's summary entries (what the runs table shows and sorts by)."""

@@ -12,9 +12,8 @@ import torch
 
 @dataclass(frozen=True)
 class WindowSummary:
-    """What a window held: the scalars' means, how many steps it covered, how many of them were skipped for a
-    non-finite loss, and the longest run of consecutive skipped steps seen so far (a streak carries over from
-    one window into the next)."""
+    """A window's means, steps and skipped steps, and the longest streak of consecutive skipped steps so far
+    (a streak carries over from one window into the next)."""
 
     means: dict[str, float]
     steps: int
