@@ -16,11 +16,6 @@ from refign.engine.metrics import ConfusionMatrix
 from refign.utils.progress import progress_bar
 
 
-def class_names(num_classes: int) -> list[str]:
-    """The Cityscapes names for the 19-class benchmarks, class indices otherwise."""
-    return list(CLASS_NAMES) if num_classes == len(CLASS_NAMES) else [str(c) for c in range(num_classes)]
-
-
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -61,9 +56,11 @@ def evaluate(
             if cond in per_condition:
                 per_condition[cond].update(pred[i], label[i])
     model.train(was_training)
+    # the Cityscapes names for the 19-class benchmarks, class indices otherwise
+    names = list(CLASS_NAMES) if num_classes == len(CLASS_NAMES) else [str(c) for c in range(num_classes)]
     result = {
         "mIoU": round(100 * overall.all_reduce().miou(over_present_classes), 2),
-        "per_class": overall.table(class_names(num_classes)),
+        "per_class": overall.table(names),
     }
     if len(per_condition) > 1:
         result["per_condition"] = {
