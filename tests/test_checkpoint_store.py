@@ -28,7 +28,7 @@ def fake_state(step: int) -> dict:
 
 def resume_auto(task_root: Path, folder: Path) -> Path | None:
     """What ``resume=auto`` picks under ``task_root`` for the configuration of the run in ``folder``."""
-    resume.write_config_record(folder.parent, {"seed": 0})
+    CheckpointStore(folder).write_config({"seed": 0})
     return resume.find_same_run(task_root, {"seed": 0})
 
 

@@ -69,7 +69,7 @@ def _worker(rank: int, world: int, port: int, cfg, out_dir) -> None:
 
     def fit_and_dump(self, stop=None):
         result = fit(self, stop)
-        torch.save(self.method.state_dict(), out_dir / f"rank{rank}.pt")
+        torch.save(self.train_step.method.state_dict(), out_dir / f"rank{rank}.pt")
         return result
 
     Trainer.fit = fit_and_dump

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from refign.engine import checkpoint
-from refign.engine.preemption import EXIT_PREEMPTED, Preempted, StopSignals
+from refign.engine.preemption import EXIT_PREEMPTED, Preempted, StopSignals, requeue_slurm_job
 from tests.conftest import tiny_overrides
 from tests.methods import (
     METHODS,
@@ -65,7 +65,9 @@ def test_a_signal_finishes_the_step_checkpoints_it_and_the_resumed_run_is_bit_eq
     resumed.restore(last(tmp_path / "run"), tmp_path / "run")
     resumed.fit()
     resumed.close()
-    assert_bit_equal({"w": straight.method.net.weight}, {"w": resumed.method.net.weight})
+    assert_bit_equal(
+        {"w": straight.train_step.method.net.weight}, {"w": resumed.train_step.method.net.weight}
+    )
 
 
 def test_a_signal_before_the_first_step_leaves_a_resumable_run(tmp_path):
@@ -89,6 +91,26 @@ def fake_scontrol(folder: Path) -> Path:
     script.write_text(f'#!/bin/sh\necho "$@" >> {folder / "calls"}\n')
     script.chmod(script.stat().st_mode | stat.S_IXUSR)
     return folder
+
+
+ARRAY_TASK = {"SLURM_JOB_ID": "4250", "SLURM_ARRAY_JOB_ID": "4242", "SLURM_ARRAY_TASK_ID": "7"}
+
+
+@pytest.mark.parametrize(
+    ("env", "job"), [({"SLURM_JOB_ID": "4242"}, "4242"), (ARRAY_TASK, "4242_7"), ({}, None)]
+)
+def test_requeue_names_the_job_or_its_array_task(tmp_path, monkeypatch, env, job):
+    """``scontrol requeue`` is given an array task as ``<array job>_<task>`` (as Lightning's SLURMEnvironment
+    names it), another job by its id; outside Slurm nothing is called and nothing is requeued."""
+    bin_dir = fake_scontrol(tmp_path / "bin")
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    for key in ARRAY_TASK:
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert requeue_slurm_job() is (job is not None)
+    calls = bin_dir / "calls"
+    assert (calls.read_text().split() if calls.exists() else None) == (["requeue", job] if job else None)
 
 
 def test_sigterm_in_a_slurm_job_requeues_it_and_the_requeued_job_resumes_by_itself(tmp_path):

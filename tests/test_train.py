@@ -54,7 +54,7 @@ def test_bf16_autocasts_the_step_and_keeps_fp32_weights(tiny_cfg, tmp_path, monk
         return out
 
     def fit_from_a_copy_of_the_start(self, stop=None):
-        initial.update(copy.deepcopy(self.method.model.state_dict()))
+        initial.update(copy.deepcopy(self.train_step.method.model.state_dict()))
         return real_fit(self, stop)
 
     monkeypatch.setattr(Segmentor, "forward", recorded_forward)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
 from refign.engine import checkpoint
@@ -19,6 +20,7 @@ from refign.engine.dist import DistInfo
 from refign.engine.loggers import MetricLogger
 from refign.engine.step import TrainStep
 from refign.engine.trainer import NonFiniteLossError, Trainer, TrainerConfig
+from refign.task import CONF_DIR
 
 LR = 0.1
 CPU = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
@@ -60,12 +62,19 @@ def make_step(method: nn.Module, dist_info: DistInfo = CPU) -> TrainStep:
     )
 
 
+def settings(**cfg) -> TrainerConfig:
+    """``conf/trainer/default.yaml`` (the one home of the defaults) with the toy's steps and cadences."""
+    defaults = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "trainer" / "default.yaml"))
+    toy = {"max_steps": 4, "log_every": 1, "eval_every": 0, "checkpoint_every": 0, "num_workers": 0}
+    return TrainerConfig(**{**defaults, **toy, **cfg})
+
+
 def make_trainer(
     run_dir: Path, method: Toy, evaluations: list[int] | None = None, dist_info: DistInfo = CPU, **cfg
 ) -> Trainer:
     run_dir.mkdir(parents=True, exist_ok=True)
     return Trainer(
-        TrainerConfig(**{"max_steps": 4, "log_every": 1, **cfg}),
+        settings(**cfg),
         make_step(method, dist_info),
         batches=lambda start: (inputs(step) for step in itertools.count(start)),
         evaluate=None if evaluations is None else record_evaluation(evaluations),
@@ -104,7 +113,7 @@ def test_the_step_back_propagates_each_delivered_loss_and_only_logs_the_rest(tmp
     trainer = make_trainer(tmp_path, Toy(), max_steps=3)
     trainer.fit()
     trainer.close()
-    assert torch.allclose(trainer.method.net.weight.detach(), hand_sgd([0, 1, 2]), atol=1e-6)
+    assert torch.allclose(trainer.train_step.method.net.weight.detach(), hand_sgd([0, 1, 2]), atol=1e-6)
     lines = [x for x in logged(tmp_path) if "train/loss" in x]
     assert [x["step"] for x in lines] == [1, 2, 3]
     for x in lines:  # the logged total is the sum of the delivered losses; y_doubled is logged, not summed
@@ -116,7 +125,9 @@ def test_a_non_finite_step_is_skipped_and_a_streak_stops_the_run(tmp_path):
     trainer = make_trainer(tmp_path / "one", Toy(nan_steps={1}), max_steps=4, log_every=2)
     trainer.fit()
     trainer.close()
-    assert torch.allclose(trainer.method.net.weight.detach(), hand_sgd([0, 1, 2, 3], skipped={1}), atol=1e-6)
+    assert torch.allclose(
+        trainer.train_step.method.net.weight.detach(), hand_sgd([0, 1, 2, 3], skipped={1}), atol=1e-6
+    )
     assert trainer.step == 4  # a lone bad step does not stop the run
 
     streak = make_trainer(tmp_path / "streak", Toy(nan_steps={2, 3, 4}), max_steps=10, max_nonfinite_steps=3)
@@ -171,13 +182,19 @@ def test_a_step_with_finite_loss_but_non_finite_gradients_is_skipped_and_leaves_
     bad = make_trainer(tmp_path / "bad", Counting(inf_grad_steps={1}), max_steps=3, log_every=3)
     bad.fit()
     bad.close()
-    assert torch.allclose(bad.method.net.weight.detach(), hand_sgd([0, 1, 2], skipped={1}), atol=1e-6)
-    assert float(bad.method.passes) == 2  # the skipped step's pass is undone
+    assert torch.allclose(
+        bad.train_step.method.net.weight.detach(), hand_sgd([0, 1, 2], skipped={1}), atol=1e-6
+    )
+    assert float(bad.train_step.method.passes) == 2  # the skipped step's pass is undone
     expected = Counting()  # the statistics of steps 0 and 2 only
     for step in (0, 2):
         expected.norm(torch.cat([inputs(step)["x"], 2 * inputs(step)["x"]]))
-    torch.testing.assert_close(bad.method.norm.running_mean, expected.norm.running_mean, rtol=0, atol=0)
-    torch.testing.assert_close(bad.method.norm.running_var, expected.norm.running_var, rtol=0, atol=0)
+    torch.testing.assert_close(
+        bad.train_step.method.norm.running_mean, expected.norm.running_mean, rtol=0, atol=0
+    )
+    torch.testing.assert_close(
+        bad.train_step.method.norm.running_var, expected.norm.running_var, rtol=0, atol=0
+    )
     assert [x["train/loss"] for x in logged(tmp_path / "bad") if "train/loss" in x]  # logged as usual
 
 
@@ -226,8 +243,8 @@ def test_a_resumed_run_ends_where_the_uninterrupted_one_does(tmp_path):
     assert second.step == 3
     second.fit()
     second.close()
-    assert torch.equal(second.method.net.weight, straight.method.net.weight)
-    assert torch.allclose(second.method.net.weight.detach(), hand_sgd(list(range(6))), atol=1e-6)
+    assert torch.equal(second.train_step.method.net.weight, straight.train_step.method.net.weight)
+    assert torch.allclose(second.train_step.method.net.weight.detach(), hand_sgd(list(range(6))), atol=1e-6)
 
 
 def test_best_is_the_checkpoint_with_the_highest_target_miou(tmp_path):

@@ -1,12 +1,7 @@
-"""Each loss back-propagated the moment the method computes it, as the official training steps do
-(docs/self-training.md#one-backward-per-loss).
-
-The official steps (Refign's ``manual_backward`` calls, lhoyer's DAFormer / HRDA / MIC ``DACS.train_step``)
-call ``backward`` once per loss, right after computing it, so each student pass's activations are freed
-before the next pass runs. Summing the losses into one backward gives the same gradients up to the order of
-the sums, but keeps every pass alive together (+1 pass of activations for DAFormer and HRDA, +2 with MIC).
-So a method does not return its losses: it hands each to the ``backward`` it is called with, and may return
-only detached scalars and panels (``MethodStep`` checks it).
+"""Each loss back-propagated the moment the method computes it, as the official training steps do, so that
+each student pass's activations are freed before the next pass runs
+(docs/self-training.md#one-backward-per-loss). A method therefore hands each loss to the ``backward`` it is
+called with, and returns only detached scalars and panels (``MethodStep`` checks it).
 """
 
 from __future__ import annotations
@@ -19,20 +14,13 @@ class LossBackward:
     """The ``backward(name, loss, retain_graph=False)`` a method's forward gets for one step.
 
     Each loss but the method's last declared one (``loss_names[-1]``) is back-propagated at once. The last is
-    kept for ``backward_last``, which the trainer calls once the method's forward has returned: under DDP
-    that is where its reducer expects gradients, so the last backward all-reduces the step's summed gradient
-    once, while the earlier ones, run inside DDP's forward, accumulate locally exactly as under ``no_sync``
-    (nothing else is computed after a method's last loss, so keeping it costs no memory).
-
-    Each backward is scaled by the loss scaler (fp16; the trainer unscales once per step) and runs with
-    autocast off (torch advises against a backward under autocast). The detached losses are kept for the logs
-    and the non-finite guard.
-
-    Args:
-        names: the method's ``loss_names``: every loss it delivers, in order.
-        owner: the method's name, for the errors.
-        scaler: the trainer's ``GradScaler`` (disabled unless fp16).
-        device_type: where autocast is switched off around each backward.
+    kept for ``backward_last``, called once the method's forward has returned: under DDP that is where its
+    reducer expects gradients, so the last backward all-reduces the step's summed gradient once, while the
+    earlier ones, run inside DDP's forward, accumulate locally as under ``no_sync`` (nothing is computed after
+    a method's last loss, so keeping it costs no memory). Each backward is scaled by the loss scaler (fp16)
+    and runs with autocast off (torch advises against a backward under autocast); the detached losses are kept
+    for the logs and the non-finite guard. ``names``: the method's ``loss_names``; ``owner``: its name, for
+    the errors.
     """
 
     def __init__(
@@ -52,8 +40,7 @@ class LossBackward:
                 f"{self.owner} delivered the loss {name!r} where its loss_names {list(self.names)} expect "
                 f"{expected!r} next"
             )
-        detached = loss.detach()
-        self.losses[name] = detached
+        self.losses[name] = loss.detach()
         if name != self.names[-1]:
             self.run(loss, retain_graph)
         elif retain_graph:
@@ -79,11 +66,9 @@ class LossBackward:
 
 
 class MethodStep(nn.Module):
-    """What the trainer calls, and DDP wraps: the method's forward, then its last loss returned beside its
-    outputs, so that DDP sees the tensor whose backward it all-reduces (``find_unused_parameters`` looks
-    for the parameters it used). Refuses outputs that could still hold an activation graph: a tensor that
-    requires grad is a loss that was returned instead of handed to ``backward``, and ``loss*`` keys are the
-    engine's (the delivered losses are logged as ``loss_<name>``)."""
+    """What the step calls, and DDP wraps: the method's forward, then its last loss returned beside its
+    outputs, so that DDP sees the tensor whose backward it all-reduces. Refuses a tensor that requires grad (a
+    loss returned instead of handed to ``backward``) and ``loss*`` keys (the delivered losses' names)."""
 
     def __init__(self, method: nn.Module) -> None:
         super().__init__()

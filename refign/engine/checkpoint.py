@@ -1,23 +1,12 @@
-"""Training checkpoints: what inference needs apart from what resuming needs, written atomically.
-
-A checkpoint (``FORMAT`` 3) holds
-
-* ``segmentor``: the weights of the method's inference network (``method.inference_model()``), all that
-  ``refign.evaluate`` / ``refign.predict`` load, into a segmentor they rebuild alone;
-* ``method``: the rest of the method's state (EMA teacher, frozen ImageNet copy, counters), without the
-  segmentor (``segmentor_prefix`` says where it sits in the method). A frozen module that the configuration
-  rebuilds from a file (Refign's matcher) leaves its weights out and keeps a fingerprint of them in its own
-  extra state (``RefignPseudoLabeler.get_extra_state``), which it checks when the run is resumed;
-* optimiser, scheduler, AMP scaler, step, every random number generator and the resolved configuration.
-
-Format 2 kept the matcher's fingerprint beside the method; its segmentor entry is read as before (evaluation,
-prediction, ``init_weights``), but it is not resumed.
+"""Training checkpoints (``FORMAT`` 3, docs/checkpoints.md#training-checkpoint): the inference network's
+weights (``segmentor``, all that evaluation and prediction load) apart from the rest of the method and what
+resuming needs. A frozen module that the configuration rebuilds from a file (Refign's matcher) keeps only a
+fingerprint of its weights, which it checks on resume. Format-2 files evaluate, predict and initialise a run
+as before, but are not resumed.
 """
 
 from __future__ import annotations
 
-import logging
-import os
 import random
 from typing import Any
 
@@ -25,12 +14,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from refign.engine.checkpoint_store import LAST as LAST  # the name the trainer and tests use
-from refign.engine.checkpoint_store import verify
+# the file and the reader that evaluation, prediction, resume and the tests use
+from refign.engine.checkpoint_store import LAST as LAST
+from refign.engine.checkpoint_store import load as load
 from refign.models.weights import CheckpointError, load_strict
-from refign.utils.safe_load import load_torch
 
-log = logging.getLogger(__name__)
 FORMAT = 3
 
 
@@ -56,14 +44,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def load(path: str | os.PathLike) -> dict:
-    """A checkpoint, read without running code (``refign.utils.safe_load``; format-3 files of before the random
-    states became tensors and lists still load, through the allow-list's NumPy array entries), after its
-    checksum (``refign.engine.checkpoint_store.verify``)."""
-    verify(path)
-    return load_torch(path, what="checkpoint")
 
 
 # ---- the method's part of a checkpoint -------------------------------------------------------------------

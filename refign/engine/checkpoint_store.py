@@ -1,24 +1,15 @@
 """The checkpoints of one run (``<run_dir>/checkpoints/``): each written completely or not at all, verifiable,
-and few.
+and few. The files: docs/checkpoints.md#checkpoint-folder; the faults they survive: docs/reliability.md.
 
-A save writes ``step_<step:07d>.pt`` beside its checksum ``step_<step:07d>.pt.sha256`` (the line
-``sha256sum`` writes, so ``sha256sum -c`` checks it too), then points ``last.pt`` at it: a relative symlink,
-replaced atomically, so that ``last.pt`` always names a complete checkpoint and costs no second copy. The
-newest ``keep_last`` step files are kept, and the one with the highest validation metric as ``best.pt`` (a
-symlink as well; ``best.json`` records its metric across resumes).
-
-Why each step, as in databases and torchtitan: a crash mid-write (kill -9, a node lost) must leave the
-previous checkpoint as it was, hence a temporary file that is flushed, fsynced and then renamed, and a
-folder fsync so that the rename itself survives a power loss. Corruption after writing (a truncated copy,
-a flipped bit on a disk or a network file system) must be detected, not loaded: ``verify`` compares the
-bytes with the checksum, and ``latest_intact`` passes over a damaged file to the newest intact one. A
-diverged state (``save_diverged``) goes to a file of its own, never in place of a good one.
-
-One process writes a folder (rank 0 under DDP).
+Why each step, as in databases and torchtitan: a crash mid-write must leave the previous checkpoint as it was
+(a temporary file, flushed, fsynced, renamed, then the folder fsynced so that the rename survives a power
+loss); corruption after writing must be detected, not loaded (``verify``); a diverged state never takes a good
+one's place (``save_diverged``). One process writes a folder (rank 0 under DDP).
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -33,12 +24,14 @@ from typing import IO, Any
 import torch
 
 from refign.models.weights import CheckpointError
+from refign.utils.safe_load import load_torch
 
 log = logging.getLogger(__name__)
 
 LAST = "last.pt"
 BEST = "best.pt"
 BEST_RECORD = "best.json"
+CONFIG_RECORD = "config.json"  # the run's resolved configuration, written when it starts
 _STEP = re.compile(r"step_(\d+)\.pt")
 _SIDECAR_LINE = re.compile(r"([0-9a-f]{64}) [ *](.+)\n?")
 _TEMP = re.compile(r"\..+\.\d+\.tmp")
@@ -51,12 +44,9 @@ def sidecar(path: Path) -> Path:
 
 
 def verify(path: str | os.PathLike) -> None:
-    """Raise ``CheckpointError`` naming the file if its bytes differ from the sha256 in its sidecar.
-
-    A symlink (``last.pt``, ``best.pt``) is checked through its target's sidecar. A file without a sidecar
-    is accepted: checkpoints of runs from before the checksums, and files from elsewhere (a downloaded
-    checkpoint, a copy made with ``cp``), have none, and refusing them would lock users out of their own runs.
-    """
+    """Raise ``CheckpointError`` naming the file if its bytes differ from the sha256 in its sidecar (a
+    symlink's: its target's). A file without a sidecar is accepted: runs from before the checksums and files
+    from elsewhere (downloaded, ``cp``-ed) have none, and refusing them would lock users out of their runs."""
     given = Path(path)
     file = given.resolve()
     record = sidecar(file)
@@ -78,6 +68,13 @@ def verify(path: str | os.PathLike) -> None:
         )
 
 
+def load(path: str | os.PathLike) -> dict:
+    """A checkpoint, after its checksum (``verify``), read without running code (``refign.utils.safe_load``;
+    format-3 files of before the random states became tensors and lists load through its allow-list)."""
+    verify(path)
+    return load_torch(path, what="checkpoint")
+
+
 class CheckpointStore:
     """The checkpoints of one run in ``folder`` (``<run_dir>/checkpoints``)."""
 
@@ -89,12 +86,10 @@ class CheckpointStore:
 
     def save(self, state: dict[str, Any], step: int, *, metric: float | None = None) -> Path:
         """Write ``state`` as the checkpoint of ``step`` and point ``last.pt`` at it; with ``metric`` (higher
-        is better, e.g. mIoU), also ``best.pt`` when it beats the best so far. Then remove the step files
-        beyond the newest ``keep_last`` (the best is kept), and those of steps after ``step``: a run resumed
-        from an earlier checkpoint abandoned them, and they must not pass for its newest.
-
-        Raises ``CheckpointError`` if the write fails (no space: how many bytes it needed and how many the
-        folder has); the checkpoints written before stay as they were, ``last.pt`` included."""
+        is better), also ``best.pt`` when it beats the best so far. Then remove the step files beyond the
+        newest ``keep_last`` (the best is kept), and those of steps after ``step``: a run resumed from an
+        earlier checkpoint abandoned them, and they must not pass for its newest. A failed write raises
+        ``CheckpointError`` and leaves the checkpoints written before as they were."""
         path = self._write(state, f"step_{step:07d}.pt")
         self._point(LAST, path)
         if metric is not None:
@@ -130,20 +125,31 @@ class CheckpointStore:
             moved.append(target)
         if not moved:
             return moved
-        remaining = self.checkpoints()
-        for name in (LAST, BEST):
-            link = self.folder / name
-            if link.is_symlink() and not link.exists():  # it pointed at a file set aside
-                link.unlink()
-                if name == LAST and remaining:
-                    self._point(LAST, remaining[0])
-        if not (self.folder / BEST).exists():
-            (self.folder / BEST_RECORD).unlink(missing_ok=True)
-        _sync_folder(self.folder)
+        last = self.folder / LAST
+        if last.is_symlink() and not last.exists():  # it pointed at a file set aside
+            last.unlink()
+            if remaining := self.checkpoints():
+                self._point(LAST, remaining[0])
+        self._drop_lost_best()
         log.warning(
             "set aside %s: written after the last step with a finite loss", ", ".join(p.name for p in moved)
         )
         return moved
+
+    def write_config(self, config: dict) -> None:
+        """Record the run's configuration (rank 0, when the run starts): what ``resume=auto`` matches."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(self.folder / CONFIG_RECORD, json.dumps(config, indent=1, default=str))
+
+    def config(self) -> dict | None:
+        """The configuration the run was started with: its record, else (runs from before the record) the one
+        in its last checkpoint; None when neither can be read."""
+        with contextlib.suppress(OSError, ValueError):
+            return json.loads((self.folder / CONFIG_RECORD).read_text())
+        try:
+            return load(self.folder / LAST).get("config")
+        except CheckpointError:
+            return None
 
     def checkpoints(self) -> list[Path]:
         """The step files, newest first; for a run from before step files, its ``last.pt`` alone."""
@@ -202,10 +208,9 @@ class CheckpointStore:
         needed = _Sink()
         torch.save(state, needed)  # counted, not written
         where = next(p for p in (self.folder, *self.folder.parents) if p.exists())
-        free = shutil.disk_usage(where).free
         return CheckpointError(
-            f"cannot write checkpoint {path}: {_NO_SPACE[err.errno]}; it needs {_size(needed.size)}, "
-            f"{where} has {_size(free)} free (the checkpoints written before are intact)"
+            f"cannot write checkpoint {path}: {_NO_SPACE[err.errno]}; it needs {_size(needed.size)}, {where} "
+            f"has {_size(shutil.disk_usage(where).free)} free (the checkpoints written before are intact)"
         )
 
     def _point(self, name: str, target: Path) -> None:
@@ -253,9 +258,12 @@ class CheckpointStore:
                 continue
             path.unlink()
             sidecar(path).unlink(missing_ok=True)
-        if not (
-            self.folder / BEST
-        ).exists():  # the best was abandoned with its step (exists() follows the link)
+        self._drop_lost_best()
+
+    def _drop_lost_best(self) -> None:
+        """Remove ``best.pt`` and ``best.json`` once the file they name is gone (set aside or abandoned with
+        its step); make the folder's changes durable."""
+        if not (self.folder / BEST).exists():  # exists() follows the link
             (self.folder / BEST).unlink(missing_ok=True)
             (self.folder / BEST_RECORD).unlink(missing_ok=True)
         _sync_folder(self.folder)
@@ -298,23 +306,21 @@ class _Sink:
 
     def write(self, data: Any) -> int:
         view = memoryview(data)
-        if self.file is not None:
-            try:
-                self.file.write(view)
-            except OSError as err:
-                self.error = err
-                raise
+        self._on_file(lambda f: f.write(view))
         self.sha256.update(view)
         self.size += view.nbytes
         return view.nbytes
 
     def flush(self) -> None:
-        if self.file is not None:
-            try:
-                self.file.flush()
-            except OSError as err:
-                self.error = err
-                raise
+        self._on_file(lambda f: f.flush())
+
+    def _on_file(self, op: Callable[[IO[bytes]], Any]) -> None:
+        try:
+            if self.file is not None:
+                op(self.file)
+        except OSError as err:
+            self.error = err
+            raise
 
 
 def _temp(path: Path) -> Path:

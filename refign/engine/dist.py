@@ -28,8 +28,24 @@ class DistInfo:
         return self.world_size > 1
 
 
-def setup(device: str = "auto") -> DistInfo:
-    """Join the process group when launched by torchrun; a single process otherwise."""
+def _attempt_store() -> dist.Store:
+    """The rendezvous store of this launch (``env://``, as a plain ``init_process_group``), its keys prefixed
+    with torchrun's restart count: a restarted worker group meets in the old group's store, where a restarted
+    rank 0 could read a dead rank's address (docs/running.md#elastic-restarts)."""
+    store, _, _ = next(dist.rendezvous("env://"))
+    return dist.PrefixStore(f"attempt{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
+
+
+@contextlib.contextmanager
+def session(device: str = "auto") -> Iterator[DistInfo]:
+    """The process's distributed session: the process group joined when launched by torchrun (a single
+    process otherwise), and left on exit, whatever happens inside.
+
+    Leave the run's objects in a function called inside the block (not in the block's own frame): on an
+    error their frames are cleared here, before the teardown. A gloo process group whose last owner is DDP's
+    reducer is destroyed with the GIL held and deadlocks against its own worker threads (the end of a failed
+    CPU DDP run hung about every second time while the traceback kept the trainer alive).
+    """
     world = int(os.environ.get("WORLD_SIZE", 1))
     rank, local = int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0))
     use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
@@ -40,45 +56,14 @@ def setup(device: str = "auto") -> DistInfo:
         dist.init_process_group(
             "nccl" if use_cuda else "gloo", store=_attempt_store(), rank=rank, world_size=world
         )
-    return DistInfo(rank, world, local, dev)
-
-
-def _attempt_store() -> dist.Store:
-    """The rendezvous store of this launch, its keys prefixed with torchrun's restart count.
-
-    Why: when torchrun restarts a failed worker group (``--max-restarts``), the new workers meet in the same
-    store as the old ones (the agent's store lives as long as the launch), and the backend publishes each
-    rank's listening address under a key named after the group and the rank only. A restarted rank 0 could
-    read the dead rank 1's address before the new rank 1 overwrote it, and stop in ``init_process_group``
-    with "Gloo connectFullMesh failed ... Connection refused". A prefix per attempt gives each attempt keys
-    of its own (docs/running.md#elastic-restarts). ``env://`` gives the same store as a plain
-    ``init_process_group`` (the agent's when torchrun shares it, one hosted by rank 0 otherwise)."""
-    store, _, _ = next(dist.rendezvous("env://"))
-    return dist.PrefixStore(f"attempt{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
-
-
-def teardown() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
-
-
-@contextlib.contextmanager
-def session(device: str = "auto") -> Iterator[DistInfo]:
-    """The process's distributed session: ``setup`` on entry, ``teardown`` on exit, whatever happens inside.
-
-    Leave the run's objects in a function called inside the block (not in the block's own frame): on an
-    error their frames are cleared here, before the teardown. A gloo process group whose last owner is DDP's
-    reducer is destroyed with the GIL held and deadlocks against its own worker threads (the end of a failed
-    CPU DDP run hung about every second time while the traceback kept the trainer alive).
-    """
-    info = setup(device)
     try:
-        yield info
+        yield DistInfo(rank, world, local, dev)
     except BaseException as err:
         traceback.clear_frames(err.__traceback__)  # frames still executing are skipped
         raise
     finally:
-        teardown()
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:

@@ -16,11 +16,6 @@ from refign.engine.metrics import ConfusionMatrix
 from refign.utils.progress import progress_bar
 
 
-def class_names(num_classes: int) -> list[str]:
-    """The Cityscapes names for the 19-class benchmarks, class indices otherwise."""
-    return list(CLASS_NAMES) if num_classes == len(CLASS_NAMES) else [str(c) for c in range(num_classes)]
-
-
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -34,10 +29,7 @@ def evaluate(
     autocast: Callable = contextlib.nullcontext,
 ) -> dict:
     """mIoU (in %) and the per-class IoU table, overall and per ``condition`` when samples carry one.
-
-    ``model.predict(image, out_size)`` gives logits at the label size (whole or sliding-window inference);
-    ``num_classes`` is the dataset's (``dataset.num_classes`` of the configuration).
-    """
+    ``model.predict(image, out_size)`` gives logits at the label size (whole or sliding-window inference)."""
     shard = Subset(dataset, range(dist_info.rank, len(dataset), dist_info.world_size))
     # Workers from a fork server, not forked from this process: forked from a trainer holding gigabytes, they
     # would keep its pages alive, and every page the evaluation's forward passes then rewrite would be
@@ -64,9 +56,11 @@ def evaluate(
             if cond in per_condition:
                 per_condition[cond].update(pred[i], label[i])
     model.train(was_training)
+    # the Cityscapes names for the 19-class benchmarks, class indices otherwise
+    names = list(CLASS_NAMES) if num_classes == len(CLASS_NAMES) else [str(c) for c in range(num_classes)]
     result = {
         "mIoU": round(100 * overall.all_reduce().miou(over_present_classes), 2),
-        "per_class": overall.table(class_names(num_classes)),
+        "per_class": overall.table(names),
     }
     if len(per_condition) > 1:
         result["per_condition"] = {
@@ -87,18 +81,9 @@ def segmentation_eval(
     the scalars being ``val/<set>/mIoU`` and ``val/<set>/<condition>``."""
 
     def run(model: nn.Module, autocast: Callable = contextlib.nullcontext) -> tuple[dict, dict[str, float]]:
+        settings = (dist_info, num_classes, batch_size, num_workers, over_present_classes)
         results = {
-            name: evaluate(
-                model,
-                ds,
-                dist_info,
-                num_classes,
-                batch_size,
-                num_workers,
-                over_present_classes,
-                desc=f"eval {name}",
-                autocast=autocast,
-            )
+            name: evaluate(model, ds, *settings, desc=f"eval {name}", autocast=autocast)
             for name, ds in val_sets.items()
         }
         flat = {f"val/{name}/mIoU": r["mIoU"] for name, r in results.items()}

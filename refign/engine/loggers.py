@@ -21,12 +21,9 @@ class MetricLogger:
 
     ``metrics.jsonl`` holds each step once, in order: a run resumed at step N (or started over at 0) first
     drops the records of later steps, which the interrupted attempt wrote and this one writes again. The
-    dashboard gets more than the file (the file stays as it was without wandb): every parameter group's
-    learning rate, the running count of steps skipped for a non-finite loss, a per-class IoU table at each
-    evaluation, and in the summary the last and the best of each validation mIoU with their steps.
+    dashboard gets more than the file (docs/configuration.md#wandb), which stays as it is without wandb.
 
     Args:
-        run_dir: folder of the run (the JSONL file lives here).
         enabled: False on ranks other than 0.
         wandb_cfg: None, or keyword arguments for ``wandb.init`` (``mode``, ``project``, ``name`` …).
         config: the resolved run configuration, stored with the wandb run.
@@ -110,14 +107,12 @@ class MetricLogger:
         if not self.enabled:
             return
         self._write(metrics, step)
-        if self.wandb is not None:
-            self.wandb.log({**metrics, **self._dashboard_extras()}, step)
-
-    def _dashboard_extras(self) -> dict[str, float]:
+        if self.wandb is None:
+            return
         extras: dict[str, float] = {"train/nonfinite_steps": self.nonfinite_steps}
         for i, group in enumerate(self.optimizer.param_groups if self.optimizer is not None else ()):
             extras[f"train/lr/{group.get('name', i)}"] = group["lr"]
-        return extras
+        self.wandb.log({**metrics, **extras}, step)
 
     def log_eval(self, results: dict[str, dict], scalars: dict[str, float], step: int) -> None:
         """An evaluation: its ``scalars`` as a record; on wandb also each set's per-class IoU as one table,
@@ -137,7 +132,9 @@ class MetricLogger:
         }
         rows = [[name, c, iou] for name, table in per_class.items() for c, iou in table.items()]
         if rows:
-            self.wandb.log_table("val/per_class", ["set", "class", "IoU"], rows, step)
+            import wandb
+
+            self.wandb.log({"val/per_class": wandb.Table(columns=["set", "class", "IoU"], data=rows)}, step)
         summary = {}
         for key, (value, at) in self.best.items():
             if key in scalars:
@@ -156,7 +153,9 @@ class MetricLogger:
         folder.mkdir(exist_ok=True)
         Image.fromarray(image).save(folder / f"{key.replace('/', '_')}_{step:07d}.png")
         if self.wandb is not None:
-            self.wandb.log_image(key, image, step)
+            import wandb
+
+            self.wandb.log({key: wandb.Image(image)}, step)
 
     def close(self) -> None:
         if self.wandb is not None:

@@ -21,9 +21,7 @@ class ConfusionMatrix:
         """``pred`` and ``target``: integer label maps of the same shape."""
         keep = target != self.ignore_index
         idx = target[keep].long().cpu() * self.num_classes + pred[keep].long().cpu()
-        self.mat += torch.bincount(idx, minlength=self.num_classes**2).reshape(
-            self.num_classes, self.num_classes
-        )
+        self.mat += torch.bincount(idx, minlength=self.num_classes**2).reshape_as(self.mat)
 
     def all_reduce(self) -> ConfusionMatrix:
         """Sum over ranks so that every rank reports the whole dataset."""

@@ -20,16 +20,12 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float, backbone_lr_f
         short = name.split("model.", 1)[1] if name.startswith("model.") else name
         part = "backbone" if short.startswith("backbone") else "head"
         kind = "bias" if p.ndim == 1 else "weight"
-        g = groups.setdefault(
-            f"{part}_{kind}",
-            {
-                "name": f"{part}_{kind}",
-                "params": [],
-                "lr": lr * (backbone_lr_factor if part == "backbone" else 1.0),
-                "weight_decay": weight_decay if kind == "weight" else 0.0,
-            },
-        )
-        g["params"].append(p)
+        key = f"{part}_{kind}"
+        if key not in groups:
+            scale = backbone_lr_factor if part == "backbone" else 1.0
+            decay = weight_decay if kind == "weight" else 0.0
+            groups[key] = {"name": key, "params": [], "lr": lr * scale, "weight_decay": decay}
+        groups[key]["params"].append(p)
     return list(groups.values())
 
 
@@ -43,10 +39,10 @@ def build_optimizer(
     fused: bool | None,
     device: torch.device | None = None,
 ) -> torch.optim.Optimizer:
-    """``fused``: one kernel for the whole update (the same AdamW arithmetic up to rounding), which also
-    skips a step on the device when the trainer flags a non-finite loss, so the host never waits for it.
-    None: fused where training runs on CUDA (``device``, default: where the parameters are now), where a host
-    read per step would stall the GPU; the per-tensor update elsewhere (bit-identical to the official one)."""
+    """``fused``: one kernel for the whole update (the same AdamW arithmetic up to rounding), which also skips
+    a step on the device when the trainer flags a non-finite loss. None: fused where training runs on CUDA
+    (``device``, default: the parameters'), where a host read per step would stall the GPU; the per-tensor
+    update elsewhere (bit-identical to the official one)."""
     if fused is None:
         fused = (device or next(model.parameters()).device).type == "cuda"
     return torch.optim.AdamW(

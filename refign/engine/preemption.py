@@ -1,14 +1,9 @@
 """Stopping a run cleanly when the cluster asks: finish the step, write a checkpoint, requeue, exit.
 
-Slurm sends SIGTERM before it ends a job at its time limit or preempts it (then SIGKILL after ``KillWait``,
-30 s by default), and ``sbatch --signal=USR1@120`` sends SIGUSR1 a chosen time before the limit. Python's
-default for both is to die on the spot, losing every step since the last periodic checkpoint — up to
-``trainer.checkpoint_every`` steps, hours of GPU at the paper's cadence. Here the signal only sets a flag;
-the trainer reads it between steps, all ranks agree on the step to stop at, rank 0 writes the checkpoint, and
-the process exits with ``EXIT_PREEMPTED``. On Slurm, the job then asks to be requeued (``scontrol requeue``,
-as Lightning's ``SLURMEnvironment`` does), and the requeued job resumes the same run by itself
-(``refign.engine.resume``: ``SLURM_RESTART_COUNT`` > 0 makes ``resume=null`` act as ``resume=auto``).
-See docs/reliability.md#preemption.
+Slurm sends SIGTERM before it ends or preempts a job (SIGKILL follows after ``KillWait``), ``sbatch
+--signal=USR1@120`` SIGUSR1; Python's default is to die on the spot, losing up to ``trainer.checkpoint_every``
+steps. Here the signal only sets a flag that the trainer reads between steps (all ranks agree on the step);
+the job is requeued as Lightning's ``SLURMEnvironment`` does. See docs/reliability.md#preemption.
 """
 
 from __future__ import annotations
@@ -18,7 +13,7 @@ import os
 import signal
 import subprocess
 import threading
-from types import FrameType, TracebackType
+from types import FrameType
 
 import torch
 
@@ -32,9 +27,8 @@ EXIT_PREEMPTED = 75
 
 
 class Preempted(SystemExit):
-    """The run stopped at a step boundary on a signal, after writing its checkpoint. A ``SystemExit`` with
-    code ``EXIT_PREEMPTED``: it ends the process (a whole ``-m`` sweep too) through every ``finally`` on its
-    way, which close the logger and the process group, and no entry point needs to handle it."""
+    """The run stopped at a step boundary on a signal, after writing its checkpoint. A ``SystemExit``: it
+    ends the process (a whole ``-m`` sweep too) through every ``finally`` on its way, unhandled."""
 
     def __init__(self, signal_name: str, step: int, requeued: bool) -> None:
         super().__init__(EXIT_PREEMPTED)
@@ -44,21 +38,15 @@ class Preempted(SystemExit):
 
 
 class StopSignals:
-    """Catches the configured signals for the life of a ``with`` block and remembers the first one.
-
-    The handler does nothing but record the signal (nothing else is safe in a handler); ``pending`` is read by
-    the trainer between steps. Outside the main thread signal handlers cannot be installed (Python's rule):
-    the signals then keep their default action, and a warning says so.
-
-    Args:
-        names: e.g. ``["SIGTERM", "SIGUSR1"]`` (``trainer.stop_signals``); empty = nothing caught.
-    """
+    """Catches the signals ``names`` (``trainer.stop_signals``; empty: none) for the life of a ``with`` block
+    and records the first one, nothing else being safe in a handler; the trainer reads it between steps.
+    Outside the main thread no handler can be installed (Python's rule): a warning says so."""
 
     def __init__(self, names: list[str]) -> None:
         unknown = [n for n in names if not hasattr(signal.Signals, n)]
         if unknown:
             raise ValueError(f"trainer.stop_signals: unknown signal(s) {unknown}; e.g. SIGTERM, SIGUSR1")
-        self.signals = [signal.Signals[n] for n in names]
+        self.names, self.signals = list(names), [signal.Signals[n] for n in names]
         self.received: str | None = None
         self._previous: dict[signal.Signals, object] = {}
 
@@ -75,16 +63,10 @@ class StopSignals:
             self._previous[sig] = signal.signal(sig, self._record)
         return self
 
-    def __exit__(
-        self, kind: type[BaseException] | None, err: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
-
-    @property
-    def names(self) -> list[str]:
-        return [s.name for s in self.signals]
 
     def agreed(self, dist_info: DistInfo) -> bool:
         """Whether any rank received a stop signal: the same answer on every rank (a collective under DDP,
@@ -95,18 +77,11 @@ class StopSignals:
         return bool(all_reduce_sum(flag).item())
 
 
-def slurm_job_id() -> str | None:
-    """The id ``scontrol requeue`` takes: ``<array job>_<task>`` for an array task, else ``SLURM_JOB_ID``."""
-    array_job = os.environ.get("SLURM_ARRAY_JOB_ID")
-    if array_job is not None and "SLURM_ARRAY_TASK_ID" in os.environ:
-        return f"{array_job}_{os.environ['SLURM_ARRAY_TASK_ID']}"
-    return os.environ.get("SLURM_JOB_ID")
-
-
 def requeue_slurm_job() -> bool:
-    """Ask Slurm to requeue this job (rank 0 only); False, with the reason logged, where that fails or the
-    process is not a Slurm job."""
-    job = slurm_job_id()
+    """Ask Slurm to requeue this job (rank 0 only; an array task as ``<array job>_<task>``); False, with the
+    reason logged, where that fails or the process is not a Slurm job."""
+    array_job, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    job = os.environ.get("SLURM_JOB_ID") if array_job is None or task is None else f"{array_job}_{task}"
     if job is None:
         return False
     try:

@@ -1,13 +1,9 @@
 """One random state per seed, whatever ran before in the process, and the opt-in deterministic kernels.
 
-A run seeds the global random streams (Python ``random``, NumPy's global generator, torch's CPU and CUDA
-generators) once and then draws from them: the model initialisation, dropout and DropPath, ClassMix, the
-strong augmentation, HRDA's detail crop, Refign's adapt-to-reference choice. Anything else that draws from
-them between the seed and those uses makes the run depend on what the process did before. The case found
-(issue 15): the mmseg backbones import mmengine, which imports ``rich``, and ``rich.style`` calls
-``random.getrandbits(24)`` at import time. Hydra's ``instantiate`` imported it lazily, after the seed, in the
-first run of a process only, so every later run in the process (the second point of a ``-m`` sweep, a second
-``refign.train.run`` call) saw a Python stream shifted by one draw and trained differently.
+A run seeds the global random streams once and then draws from them; anything that draws from them between
+the seed and those uses makes the run depend on what the process did before. The case found (issue 15):
+``rich``, imported by mmengine under the mmseg backbones, draws from Python's ``random`` at import time, and
+was imported after the seed in the first run of a process only (docs/reproducibility.md#how).
 """
 
 from __future__ import annotations
@@ -57,10 +53,8 @@ def target_modules(cfg: DictConfig) -> list[str]:
 
 def import_targets(cfg: DictConfig) -> None:
     """Import everything the configuration will instantiate, so that import-time draws from the global
-    random streams happen before the run seeds them (see the module docstring).
-
-    A module that cannot be imported is skipped: the build reports it with the key that names it.
-    """
+    random streams happen before the run seeds them. A module that cannot be imported is skipped: the build
+    reports it with the key that names it."""
     for module in target_modules(cfg):
         with contextlib.suppress(ImportError):
             importlib.import_module(module)
@@ -68,23 +62,16 @@ def import_targets(cfg: DictConfig) -> None:
 
 @contextlib.contextmanager
 def deterministic_algorithms(enabled: bool) -> Iterator[None]:
-    """``trainer.deterministic``: deterministic kernels where PyTorch has them, for the duration of a run.
-
-    Switches ``torch.use_deterministic_algorithms`` on in warn-only mode (this model's bilinear upsampling
-    and cross-entropy have no deterministic CUDA backward: strict mode would stop every GPU run, so PyTorch
-    warns about them instead), turns cuDNN autotuning off and selects cuDNN's deterministic algorithms, and
-    sets ``CUBLAS_WORKSPACE_CONFIG`` unless the environment already does. The torch settings are restored on
-    exit, so that the next run of a sweep starts from the process's own; the cuBLAS variable stays (cuBLAS
-    reads it once per process).
-    """
+    """``trainer.deterministic`` for the duration of a run (docs/reproducibility.md#gpu). Warn-only: this
+    model's bilinear upsampling and cross-entropy have no deterministic CUDA backward, so strict mode would
+    stop every GPU run. The torch settings are restored on exit, so that the next run of a sweep starts from
+    the process's own; the cuBLAS variable stays (cuBLAS reads it once per process)."""
     if not enabled:
         yield
         return
     cudnn = torch.backends.cudnn
-    mode, warn_only = (
-        torch.are_deterministic_algorithms_enabled(),
-        torch.is_deterministic_algorithms_warn_only_enabled(),
-    )
+    mode = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     benchmark, deterministic = cudnn.benchmark, cudnn.deterministic
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
     torch.use_deterministic_algorithms(True, warn_only=True)
@@ -98,10 +85,9 @@ def deterministic_algorithms(enabled: bool) -> Iterator[None]:
 
 @contextlib.contextmanager
 def task_session(cfg: DictConfig) -> Iterator[DistInfo]:
-    """A training task's process set-up, the same for every entry point that trains (``refign.train``,
-    ``refign.align_train``): the configured modules imported before anything is seeded (imports may draw from
-    the global random streams), the distributed session, and ``trainer.deterministic`` for its duration. Each
-    entry point seeds after it has decided where the run continues from."""
+    """A task's process set-up, the same for every entry point: the configured modules imported before
+    anything is seeded (imports may draw from the global random streams), the distributed session, and
+    ``trainer.deterministic`` for its duration. A training seeds once it knows where it continues from."""
     import_targets(cfg)
     with dist.session(cfg.trainer.device) as info, deterministic_algorithms(cfg.trainer.deterministic):
         yield info

@@ -1,18 +1,13 @@
 """Which checkpoint a run continues from: ``resume=null | auto | PATH``, and only a run of the same configuration.
 
-``resume=auto`` used to take the newest ``last.pt`` of the task, whatever its configuration: a sweep point
-(``seed=0``) continued an unrelated run (``seed=5 optim.lr=0.01``), and the next point continued what the first
-had just written. Here a run is continued only when its stored configuration equals the requested one in
-everything but what a resume may change (``RESUMABLE``: steps, cadences, paths, logging, the device); a
-sweep point therefore finds its own point (the same overrides), in whichever earlier sweep it ran.
-``resume=PATH`` with another configuration is refused with the differing keys named, unless
-``resume_force=true`` (then a warning names them). A requeued Slurm job (``SLURM_RESTART_COUNT`` > 0) resumes
-as with ``resume=auto`` without being asked. See docs/reliability.md#resume.
+A run is continued only when its stored configuration equals the requested one in everything but what a
+resume may change (``RESUMABLE``), so that a ``resume=auto`` sweep point finds its own point and never an
+unrelated run of the task; ``resume=PATH`` with another configuration is refused naming the keys unless
+``resume_force=true``; a requeued Slurm job resumes without being asked. See docs/reliability.md#resume.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass
@@ -22,7 +17,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from refign.engine import checkpoint
-from refign.engine.checkpoint_store import CheckpointStore, write_text_atomic
+from refign.engine.checkpoint_store import CheckpointStore
 from refign.models.weights import CheckpointError
 
 log = logging.getLogger(__name__)
@@ -52,9 +47,6 @@ RESUMABLE = (
     "backbone.pretrained",
     "alignment.checkpoint",
 )
-# the resolved configuration of a run, written beside its checkpoints when it starts (read by resume=auto
-# without loading a checkpoint)
-CONFIG_RECORD = "config.json"
 
 
 @dataclass(frozen=True)
@@ -95,50 +87,21 @@ def describe(diff: dict[str, tuple[Any, Any]], limit: int = 8) -> str:
     return ", ".join(shown) + (f" … (+{len(diff) - limit})" if len(diff) > limit else "")
 
 
-def stored_config(run_dir: Path) -> dict | None:
-    """The configuration a run was started with: its record, else (runs from before the record) the one in
-    its last checkpoint; None when neither can be read."""
-    record = run_dir / "checkpoints" / CONFIG_RECORD
-    try:
-        return json.loads(record.read_text())
-    except (OSError, ValueError):
-        pass
-    try:
-        return checkpoint.load(run_dir / "checkpoints" / checkpoint.LAST).get("config")
-    except CheckpointError:
-        return None
-
-
-def write_config_record(run_dir: Path, config: dict) -> None:
-    """Record the run's configuration beside its checkpoints (rank 0, when the run starts)."""
-    folder = run_dir / "checkpoints"
-    folder.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(folder / CONFIG_RECORD, json.dumps(config, indent=1, default=str))
-
-
-def candidate_runs(task_root: Path) -> list[CheckpointStore]:
-    """The checkpoint folders of a task's runs that hold a checkpoint: single runs and every sweep's points."""
-    patterns = ("runs/*/checkpoints", "multirun/*/*/checkpoints")
-    stores = [CheckpointStore(p) for pattern in patterns for p in task_root.glob(pattern)]
-    return [s for s in stores if s.checkpoints()]
-
-
 def find_same_run(task_root: Path, requested: dict) -> Path | None:
     """The newest intact checkpoint of the most recently written run of ``requested``'s configuration under
-    ``task_root``. The runs passed over, and why, are logged; a newer checkpoint that fails its checksum is
-    passed over with a warning (``CheckpointStore.latest_intact``)."""
+    ``task_root`` (single runs and every sweep's points). The runs passed over, and why, are logged; a newer
+    checkpoint that fails its checksum is passed over with a warning (``CheckpointStore.latest_intact``)."""
     matching: list[CheckpointStore] = []
-    for store in candidate_runs(task_root):
-        stored = stored_config(store.folder.parent)
-        if stored is None:
-            log.info("resume=auto: %s has no readable configuration, passed over", store.folder.parent)
+    for folder in [*task_root.glob("runs/*/checkpoints"), *task_root.glob("multirun/*/*/checkpoints")]:
+        store = CheckpointStore(folder)
+        if not store.checkpoints():
             continue
-        diff = differences(stored, requested)
-        if diff:
+        stored = store.config()
+        if stored is None:
+            log.info("resume=auto: %s has no readable configuration, passed over", folder.parent)
+        elif diff := differences(stored, requested):
             log.info(
-                "resume=auto: passed over %s, another configuration: %s",
-                store.folder.parent,
-                describe(diff, 4),
+                "resume=auto: passed over %s, another configuration: %s", folder.parent, describe(diff, 4)
             )
         else:
             matching.append(store)
@@ -154,36 +117,27 @@ def find_same_run(task_root: Path, requested: dict) -> Path | None:
     return path
 
 
-def requeued_by_slurm() -> bool:
-    return int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0
-
-
 def plan(cfg: DictConfig, task_root: Path, run_dir: Path) -> ResumePlan:
     """The checkpoint (loaded) and run folder for ``cfg.resume`` = null (fresh), ``auto`` (the newest run of
     the same configuration under ``task_root``) or a path; the run folder is created. The configuration is
     resolved only to resume: a fresh run's build checks it first, with errors that name the key at fault."""
     resume = cfg.resume
-    if resume in (None, "", False) and requeued_by_slurm():
+    if resume in (None, "", False) and int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0:
         log.info(
             "requeued Slurm job (SLURM_RESTART_COUNT=%s): resume=auto", os.environ["SLURM_RESTART_COUNT"]
         )
         resume = "auto"
-    if resume in (None, "", False):
-        run_dir.mkdir(parents=True, exist_ok=True)
-        return ResumePlan(None, None, run_dir)
-    requested = OmegaConf.to_container(cfg, resolve=True)
-    if resume == "auto":
-        path = find_same_run(task_root, requested)
+    path, state = None, None
+    if resume not in (None, "", False):
+        requested = OmegaConf.to_container(cfg, resolve=True)
+        path = find_same_run(task_root, requested) if resume == "auto" else Path(resume)
         if path is None:
             log.info("resume=auto: no previous run of this configuration under %s, starting fresh", task_root)
-            run_dir.mkdir(parents=True, exist_ok=True)
-            return ResumePlan(None, None, run_dir)
-    else:
-        path = Path(resume)
-    state = checkpoint.load(path)
-    check_same_config(state.get("config"), requested, path, cfg.resume_force)
-    if path.parent.name == "checkpoints":
-        run_dir = path.parent.parent
+    if path is not None:
+        state = checkpoint.load(path)
+        check_same_config(state.get("config"), requested, path, cfg.resume_force)
+        if path.parent.name == "checkpoints":
+            run_dir = path.parent.parent
     run_dir.mkdir(parents=True, exist_ok=True)
     return ResumePlan(state, path, run_dir)
 

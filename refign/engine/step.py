@@ -1,10 +1,7 @@
-"""One optimiser step of a method, callable on its own (as detectron2's ``SimpleTrainer.run_step``).
-
-``TrainStep`` owns what happens inside a step: autocast, the loss scaler, each loss back-propagated as the
-method delivers it (``refign.engine.backward``), the check for non-finite values and the skip it causes,
-gradient clipping, the optimiser and the schedule. The Trainer composes it with data, cadences, logs,
-evaluation and checkpoints; the estimator and the benchmarks call it directly on batches they make, so they
-measure exactly the step that ``refign.train`` runs.
+"""One optimiser step of a method, callable on its own (as detectron2's ``SimpleTrainer.run_step``): autocast,
+the loss scaler, each loss back-propagated as the method delivers it (``refign.engine.backward``), the
+non-finite check and the skip it causes, gradient clipping, the optimiser and the schedule. The estimator and
+the benchmarks call it directly, so they measure exactly the step that ``refign.train`` runs.
 """
 
 from __future__ import annotations
@@ -28,9 +25,8 @@ AUTO16 = "auto16"
 
 def resolve_precision(precision: str, device: torch.device) -> str:
     """``auto16`` → ``bf16`` on a CUDA device that supports it, ``fp16`` (with the GradScaler) on one that
-    does not, ``32`` on the CPU: a CPU's bfloat16 autocast is slower than fp32 on most CPUs and changes the
-    numbers, so CPU runs (dry runs, tests) stay in fp32 unless ``bf16`` is asked for by name. Any other
-    value is returned as it is."""
+    does not, ``32`` on the CPU, where bfloat16 autocast is slower than fp32 on most CPUs and changes the
+    numbers (``bf16`` by name still works); any other value as it is."""
     if precision != AUTO16:
         return precision
     if device.type != "cuda":
@@ -47,12 +43,8 @@ def on_device(module: nn.Module, device: torch.device) -> nn.Module:
     return module.to(device)
 
 
-# one step's logged scalars (device tensors, not read), the skip flag on the device, the ``img/*`` panels
-StepResult = tuple[dict[str, torch.Tensor | float], torch.Tensor, dict]
-
-
 class TrainStep:
-    """``step(batch, step_index)``: one optimiser step of ``method`` (the contract: refign.engine.trainer).
+    """``step(batch, step_index)``: one optimiser step of ``method`` (its contract: docs/architecture.md).
 
     Args:
         method: the method; moved to ``dist_info.device`` unless it is there already.
@@ -63,8 +55,7 @@ class TrainStep:
         sync_batchnorm, find_unused_parameters: DDP options (``trainer.*``).
     """
 
-    # makes each step's ``backward`` for the method; a subclass of LossBackward counts what the backwards do
-    # (``refign.estimate``) or sums the losses as before (the tests)
+    # a subclass of LossBackward counts what the backwards do (``refign.estimate``) or sums the losses (tests)
     loss_backward: Callable[..., LossBackward] = LossBackward
 
     def __init__(
@@ -109,14 +100,12 @@ class TrainStep:
             MethodStep(method), device_ids=ids, find_unused_parameters=find_unused_parameters
         )
 
-    def __call__(self, batch: dict, step: int) -> StepResult:
-        """One optimiser step at ``step`` (the method's schedules read it); returns the logged scalars, a
-        device flag that is 1 where the step was skipped for a non-finite loss or gradient, and the panels.
-
-        Nothing here waits for the device (no ``.item()``, ``float()`` of a tensor or branch on a tensor's
-        value): the host queues the next step while this one runs. The trainer reads the scalars every
-        ``log_every`` steps.
-        """
+    def __call__(self, batch: dict, step: int) -> tuple[dict[str, torch.Tensor | float], torch.Tensor, dict]:
+        """One optimiser step at ``step`` (the method's schedules read it); returns the logged scalars (device
+        tensors, not read), a device flag that is 1 where the step was skipped for a non-finite loss or
+        gradient, and the ``img/*`` panels.
+        Nothing here waits for the device (no ``.item()`` or branch on a tensor's value), so that the host
+        queues the next step while this one runs."""
         before = [t.clone() for t in self.step_state]
         backward = self.loss_backward(
             self.method.loss_names, type(self.method).__name__, self.scaler, self.dist.device.type
@@ -148,11 +137,9 @@ class TrainStep:
         return logged, skipped, images
 
     def _non_finite(self, loss: torch.Tensor) -> torch.Tensor:
-        """1 on the device where the loss or (without the fp16 scaler) a gradient is NaN/inf.
-
-        A finite loss can still give non-finite gradients (an overflow in backward); the check is the one the
-        GradScaler makes, with a scale of 1. Under fp16 the scaler checks the gradients itself, and its
-        overflows are routine (it backs off its scale), so only the loss counts towards the guard there."""
+        """1 on the device where the loss or (without the fp16 scaler) a gradient is NaN/inf: a finite loss
+        can still give non-finite gradients, checked as the GradScaler checks them, with a scale of 1. Under
+        fp16 the scaler's overflows are routine (it backs off its scale), so only the loss counts there."""
         flag = (~torch.isfinite(loss.detach())).float().reshape(1)
         if self.scaler.is_enabled():
             return flag
@@ -174,14 +161,9 @@ class TrainStep:
             now.copy_(torch.where(keep_old, old, now))
 
     def _optimizer_step(self, skipped: torch.Tensor) -> None:
-        """The update, left out on the device where ``skipped`` is 1.
-
-        A fused optimiser (``optim.fused=true``, the default) takes the flag as its ``found_inf`` input and
-        leaves parameters, moments and step count untouched, without the host reading the flag. Under fp16 the
-        GradScaler does the same from the gradients, which a non-finite loss makes non-finite (and it backs
-        off its scale). A non-fused optimiser cannot skip on the device: there the host reads the flag, one
-        synchronisation per step.
-        """
+        """The update, left out where ``skipped`` is 1: on the device by a fused optimiser (the flag is its
+        ``found_inf`` input) or, under fp16, by the GradScaler (a non-finite loss makes the gradients
+        non-finite); a non-fused optimiser cannot skip on the device, so the host reads the flag there."""
         if self.scaler.is_enabled():
             self.scaler.step(self.optimizer)
             self.scaler.update()

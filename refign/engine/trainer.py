@@ -1,14 +1,6 @@
 """The method-agnostic training loop: data, cadences, logs, checkpoints, evaluation, stop signals around the
-step (``refign.engine.step.TrainStep``: devices, DDP, AMP, the backward of each loss, optimiser and schedule).
-
-It knows three things about the method (an ``nn.Module``: ``refign.uda.base.UDAMethod``, or the matcher's
-``MatcherTraining``): ``method(batch, step, backward)`` hands each loss to ``backward(name, loss)`` as soon
-as it is computed, which back-propagates it at once (``refign.engine.backward``: one pass's activations
-alive at a time, as in the official steps), and returns a dict of detached scalars and panels that is
-logged; ``method.loss_names`` declares those losses in order; ``method.inference_model()`` is the network
-that is evaluated and stored apart in checkpoints. Evaluation is a callable handed in by the caller (mIoU
-for segmentation, PCK for the matcher), so the engine knows neither tasks nor class counts; both trainings
-(``refign.train``, ``refign.align_train``) run here. See docs/architecture.md#engine.
+step (``refign.engine.step.TrainStep``). The method contract (``method(batch, step, backward)``,
+``loss_names``, ``inference_model()``) and why evaluation is handed in: docs/architecture.md#engine.
 """
 
 from __future__ import annotations
@@ -23,7 +15,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from refign.engine import checkpoint, preemption, resume
+from refign.engine import checkpoint, preemption
 from refign.engine.checkpoint_store import CheckpointStore
 from refign.engine.dist import DistInfo, all_gather_object
 from refign.engine.loggers import MetricLogger
@@ -44,41 +36,35 @@ class NonFiniteLossError(RuntimeError):
 
 @dataclass
 class TrainerConfig:
-    """The ``trainer`` node (conf/trainer/) of both trainings. ``device``, ``deterministic``,
-    ``eval_batch_size`` and ``num_workers`` are read by the entry points and the loaders, the rest by the loop."""
+    """The ``trainer`` node (conf/trainer/, where its defaults are) of both trainings. ``device``,
+    ``deterministic``, ``eval_batch_size`` and ``num_workers`` are read by the entry points and the loaders,
+    the step options by ``TrainStep``, the rest by the loop."""
 
     max_steps: int
-    precision: str = "32"
-    grad_clip: float | None = None
-    log_every: int = 10
-    image_every: int = 0
-    eval_every: int = 0
-    checkpoint_every: int = 0
-    keep_checkpoints: int = 2
-    max_nonfinite_steps: int = 5
-    sync_batchnorm: bool = False
-    find_unused_parameters: bool = False
-    device: str = "auto"
-    deterministic: bool = False
-    eval_batch_size: int = 1
-    num_workers: int = 0
-    stop_signals: tuple[str, ...] = ("SIGTERM", "SIGUSR1", "SIGUSR2")
-    requeue: bool = True
+    precision: str
+    grad_clip: float | None
+    log_every: int
+    image_every: int
+    eval_every: int
+    checkpoint_every: int
+    keep_checkpoints: int
+    max_nonfinite_steps: int
+    sync_batchnorm: bool
+    find_unused_parameters: bool
+    device: str
+    deterministic: bool
+    eval_batch_size: int
+    num_workers: int
+    stop_signals: tuple[str, ...]
+    requeue: bool
 
     def __post_init__(self) -> None:
         """Refuse a bad number before anything is built: ``max_steps=-5`` would otherwise "train" no step and
         write a checkpoint. Cadences may be 0 (never)."""
-        for key, minimum, strict in (
-            ("max_steps", 0, True),
-            ("max_nonfinite_steps", 0, True),
-            ("eval_batch_size", 0, True),
-            ("log_every", 0, False),
-            ("image_every", 0, False),
-            ("eval_every", 0, False),
-            ("checkpoint_every", 0, False),
-            ("num_workers", 0, False),
-        ):
-            check_number(f"trainer.{key}", getattr(self, key), minimum, strict, whole=True)
+        for key in ("max_steps", "max_nonfinite_steps", "eval_batch_size"):
+            check_number(f"trainer.{key}", getattr(self, key), 0, strict=True, whole=True)
+        for key in ("log_every", "image_every", "eval_every", "checkpoint_every", "num_workers"):
+            check_number(f"trainer.{key}", getattr(self, key), 0, strict=False, whole=True)
         if self.grad_clip is not None:
             check_number("trainer.grad_clip", self.grad_clip, 0, False)
 
@@ -88,14 +74,10 @@ class Trainer:
     cadences around them: logs, panels, checkpoints, evaluation, stop signals.
 
     Args:
-        cfg: loop settings (steps, cadences, checkpoints kept, the non-finite streak that stops a run).
-        train_step: one optimiser step of the method (``refign.engine.step.TrainStep``): the method, its
-            optimiser, schedule, loss scaler and autocast, all of which the checkpoints hold.
+        train_step: the method, its optimiser, schedule, loss scaler and autocast (the checkpoints hold them).
         batches: ``start_step -> iterator`` of the method's batches (tensors are moved to the device here).
         evaluate: run every ``eval_every`` steps and at the end; None = no evaluation.
-        dist_info: rank, world size and device of this process.
         run_dir: where checkpoints, ``metrics.jsonl`` and ``eval_*.json`` go.
-        logger: scalar and image sink.
         resolved_config: stored in every checkpoint.
         checkpoint_extras: entries added to every checkpoint (e.g. the matcher's bare state dict).
     """
@@ -113,16 +95,10 @@ class Trainer:
         resolved_config: dict | None = None,
         checkpoint_extras: Callable[[], dict] | None = None,
     ) -> None:
-        self.cfg, self.dist = cfg, dist_info
-        self.train_step = train_step
-        self.method, self.optimizer = (
-            train_step.method,
-            train_step.optimizer,
-        )  # read by the loop and checkpoints
+        self.cfg, self.dist, self.train_step = cfg, dist_info, train_step
         self.batches, self.evaluate = batches, evaluate
         self.run_dir, self.logger = Path(run_dir), logger
-        self.resolved_config = resolved_config
-        self.checkpoint_extras = checkpoint_extras
+        self.resolved_config, self.checkpoint_extras = resolved_config, checkpoint_extras
         self.step = 0
         # the step of the newest checkpoint this process wrote (no double save at the end)
         self.saved_step = -1
@@ -133,11 +109,12 @@ class Trainer:
         """Everything a resumed run needs to continue bit for bit. A collective (every rank calls it): each
         rank draws its own random numbers (augmentation, ClassMix, dropout), so all ranks' generator states
         are kept, in rank order."""
+        step = self.train_step
         return {
-            **checkpoint.method_entries(self.method),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.train_step.scheduler.state_dict(),
-            "scaler": self.train_step.scaler.state_dict(),
+            **checkpoint.method_entries(step.method),
+            "optimizer": step.optimizer.state_dict(),
+            "scheduler": step.scheduler.state_dict(),
+            "scaler": step.scaler.state_dict(),
             "step": self.step,
             "rng": all_gather_object(checkpoint.rng_state()),
             "config": self.resolved_config,
@@ -145,12 +122,14 @@ class Trainer:
             **(self.checkpoint_extras() if self.checkpoint_extras else {}),
         }
 
-    def load_state_dict(self, state: dict, source: str = "checkpoint") -> None:
-        checkpoint.restore_method(self.method, state, source)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.train_step.scheduler.load_state_dict(state["scheduler"])
-        self.train_step.scaler.load_state_dict(state["scaler"])
-        self.step = state["step"]
+    def restore(self, state: dict, source: Path) -> None:
+        """Continue from a loaded checkpoint (``refign.engine.resume.plan`` finds and loads it)."""
+        step = self.train_step
+        checkpoint.restore_method(step.method, state, str(source))
+        step.optimizer.load_state_dict(state["optimizer"])
+        step.scheduler.load_state_dict(state["scheduler"])
+        step.scaler.load_state_dict(state["scaler"])
+        self.step = self.saved_step = state["step"]
         self.logger.resume(self.step, state.get("logger"))
         rng = state["rng"]
         if isinstance(rng, dict):  # a checkpoint from before per-rank states: the saving rank's only
@@ -164,16 +143,10 @@ class Trainer:
             )
         if self.dist.rank < len(rng):
             checkpoint.set_rng_state(rng[self.dist.rank])
-
-    def restore(self, state: dict, source: Path) -> None:
-        """Continue from a loaded checkpoint (``refign.engine.resume.plan`` finds and loads it)."""
-        self.load_state_dict(state, str(source))
-        self.saved_step = self.step
         log.info("resumed from %s at step %d", source, self.step)
 
     def close(self) -> None:
-        """Release what outlives the loop (the logger's files and wandb run); called whether ``fit`` ended or
-        failed."""
+        """Release what outlives the loop (the wandb run), whether ``fit`` ended or failed."""
         self.logger.close()
 
     def save(self) -> None:
@@ -195,9 +168,8 @@ class Trainer:
         streak = int(self.window.streak.item()) if hasattr(self, "window") else 0
         if streak:
             return f"the last {streak} step(s) were skipped for non-finite values"
-        tensors = [
-            t for t in self.method.state_dict().values() if torch.is_tensor(t) and t.is_floating_point()
-        ]
+        state = self.train_step.method.state_dict()
+        tensors = [t for t in state.values() if torch.is_tensor(t) and t.is_floating_point()]
         if tensors and not bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()):
             return "a weight or buffer is NaN/inf"
         return None
@@ -241,7 +213,7 @@ class Trainer:
             )
         if summary.worst_streak >= self.cfg.max_nonfinite_steps:
             self._stop_diverged(summary.worst_streak)
-        means = summary.means | {"lr": self.optimizer.param_groups[0]["lr"]}
+        means = summary.means | {"lr": self.train_step.optimizer.param_groups[0]["lr"]}
         if self.dist.device.type == "cuda":  # the GPU memory the run needs, as mmcv's logger reports it
             means["cuda_peak_gib"] = torch.cuda.max_memory_allocated(self.dist.device) / 2**30
         bar.set_postfix({k: f"{v:.3g}" for k, v in means.items() if k.startswith("loss")})
@@ -255,9 +227,10 @@ class Trainer:
     def fit(self, stop: preemption.StopSignals | None = None) -> dict:
         """Train to ``max_steps``, then save and evaluate; returns the final evaluation. ``stop``: the signals
         that end the run at a step boundary with a checkpoint (``refign.engine.preemption``)."""
-        self.method.train()
+        method = self.train_step.method
+        method.train()
         if self.dist.is_main and self.resolved_config is not None:
-            resume.write_config_record(self.run_dir, self.resolved_config)
+            self.store.write_config(self.resolved_config)
         batches = self.batches(self.step)
         bar = progress_bar(
             total=self.cfg.max_steps,
@@ -272,7 +245,7 @@ class Trainer:
                 bar.close()
                 self._preempt(stop.received or "a stop signal on another rank")
             batch = {k: v.to(self.dist.device, non_blocking=True) for k, v in next(batches).items()}
-            self.method.wants_images = self.dist.is_main and self._due(self.cfg.image_every, self.step + 1)
+            method.wants_images = self.dist.is_main and self._due(self.cfg.image_every, self.step + 1)
             logged, skipped, images = self.train_step(batch, self.step)
             self.step += 1
             self.window.add(logged, skipped)
@@ -299,7 +272,7 @@ class Trainer:
         """Evaluate the method's inference network; log the scalars and write ``eval_<step>.json``."""
         if self.evaluate is None:
             return {}
-        results, flat = self.evaluate(self.method.inference_model(), self.train_step.autocast)
+        results, flat = self.evaluate(self.train_step.method.inference_model(), self.train_step.autocast)
         self.logger.log_eval(results, flat, self.step)
         if self.dist.is_main:
             (self.run_dir / f"eval_{self.step:07d}.json").write_text(json.dumps(results, indent=1))

@@ -1,18 +1,12 @@
-"""A run on the wandb dashboard: who it is (name, group, job type, tags, from the Hydra job) and one wandb run
-per training across its resumes (the id kept with the run, steps already sent never sent again).
-
-Hydra's conventions for wandb: a sweep point is named by its overrides, as its folder is
-(``hydra.sweep.subdir``, without the point's number), and the points of one ``-m`` sweep form one group
-(the task name and the sweep's time, the name of ``hydra.sweep.dir``), so that wandb's grouping averages
-over the points that differ only in ``seed``. Lightning's ``WandbLogger`` keeps the run id in the checkpoint
-and continues that run on resume; so does this (and in the run folder, ``wandb_run.json``).
+"""A run on the wandb dashboard: who it is (name, group, job type, tags, from the Hydra job, as Hydra's wandb
+conventions have it) and one wandb run per training across its resumes (the id kept with the run, as
+Lightning's ``WandbLogger`` does; steps already sent never sent again). See docs/configuration.md#wandb.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import secrets
 from pathlib import Path
 from typing import Any
@@ -30,35 +24,28 @@ RUN_FILE = "wandb_run.json"  # in the run folder: the wandb run of this training
 SWITCHES = ("refign", "mic", "rcs")  # groups with an `enabled` switch that make a tag when on
 
 
-def sweep_group(task_name: str, sweep_dir: str | os.PathLike) -> str:
-    """The group of a sweep's runs: the task name and the sweep's time (the name of ``hydra.sweep.dir``,
-    ``outputs/<task_name>/multirun/<time>``)."""
-    return f"{task_name}-{Path(sweep_dir).name}"
-
-
 def identity(cfg: DictConfig, job_type: str) -> dict[str, Any]:
-    """``name``, ``group``, ``job_type`` and ``tags`` for ``wandb.init``. A sweep point is named by its
-    overrides (its folder's name without the number; the task name when it has none) and grouped by its
-    sweep; a single run is named by its task and has no group. A ``logger.wandb.name`` / ``.group`` set by
-    the user wins; ``logger.wandb.tags`` are added to the derived ones."""
+    """``name``, ``group``, ``job_type`` and ``tags`` for ``wandb.init`` (docs/configuration.md#wandb). A
+    sweep point is named by its overrides, as its folder (``hydra.sweep.subdir``) without the number, and
+    grouped by its sweep (the task name and the sweep's time: ``hydra.sweep.dir``'s name), so that wandb's
+    grouping averages over the points that differ only in ``seed``. ``logger.wandb.name`` / ``.group`` win."""
     user = cfg.logger.wandb
     hydra = HydraConfig.get() if HydraConfig.initialized() else None
     sweep = hydra is not None and hydra.mode == RunMode.MULTIRUN
     name = short_dirname(hydra.job.override_dirname) if sweep else ""
+    group = f"{cfg.task_name}-{Path(hydra.sweep.dir).name}" if sweep else None
     return {
         "name": user.get("name") or name or cfg.task_name,
-        "group": user.get("group") or (sweep_group(cfg.task_name, hydra.sweep.dir) if sweep else None),
+        "group": user.get("group") or group,
         "job_type": job_type,
         "tags": tags(cfg, dict(hydra.runtime.choices) if hydra is not None else {}),
     }
 
 
 def tags(cfg: DictConfig, choices: dict[str, str | None]) -> list[str]:
-    """The method (the ``uda`` choice, or the matcher's for ``refign.align_train``), the experiment, the
-    dataset (``refign.align_train``: the ``pairs``), each switch that is on (``refign`` with its matcher,
-    ``mic``, ``rcs``), the ablation row and the matcher's training stage, then the user's
-    ``logger.wandb.tags``. Outside a Hydra job (a configuration composed in Python) the method is the module
-    of ``uda._target_``."""
+    """The method, the experiment, the dataset, each switch that is on, the ablation row, the matcher's stage,
+    then the user's ``logger.wandb.tags``. Outside a Hydra job (a configuration composed in Python) the method
+    is the module of ``uda._target_``."""
     if "uda" in cfg:
         method = choices.get("uda") or cfg.uda._target_.rsplit(".", 2)[-2]
     else:
@@ -80,27 +67,21 @@ class WandbRun:
     """The wandb run of one training, started at its first use.
 
     A resumed training continues the run whose id its checkpoint stores (else the run folder's
-    ``wandb_run.json``), with ``resume="allow"``, keeping the name and group it was created with. wandb takes
-    only increasing steps, and the steps between the checkpoint and the interruption were sent already: they
-    are not sent again (the re-run computes them bit for bit the same, ``docs/checkpoints.md``). A training
-    that starts from step 0 is a new run, also in a folder that had one.
+    ``wandb_run.json``), keeping its name and group. wandb takes only increasing steps, and the steps between
+    the checkpoint and the interruption were sent already (the re-run computes them bit for bit the same):
+    they are not sent again. A training that starts from step 0 is a new run, also in a folder that had one.
 
-    Args:
-        run_dir: the run folder (``wandb/`` and ``wandb_run.json`` go there).
-        init: keyword arguments for ``wandb.init`` (``mode``, ``project``, ``name``, ``group``, ``tags`` …).
-        config: the resolved run configuration, stored with the run.
+    ``init``: keyword arguments for ``wandb.init`` (``mode``, ``project``, ``name``, ``group``, ``tags`` …);
+    ``wandb/`` and ``wandb_run.json`` go into ``run_dir``.
     """
 
     def __init__(self, run_dir: Path, init: dict[str, Any], config: dict | None) -> None:
         self.run_dir, self.init, self.config = Path(run_dir), dict(init), config
+        self.file = self.run_dir / RUN_FILE
         self.run = None
         self.id: str | None = None
         self.sent_before = -1  # the last step an earlier attempt sent: later ones only are sent
         self.last_step = -1
-
-    @property
-    def file(self) -> Path:
-        return self.run_dir / RUN_FILE
 
     def state_dict(self) -> dict[str, Any]:
         """Plain values (the checkpoint loads with ``weights_only=True``)."""
@@ -136,11 +117,8 @@ class WandbRun:
             self.run = wandb.init(
                 dir=str(self.run_dir), config=self.config, id=self.id, resume="allow", **self.init
             )
-            self._write_file()
+            write_text_atomic(self.file, json.dumps(self.state_dict()))
         return self.run
-
-    def _write_file(self) -> None:
-        write_text_atomic(self.file, json.dumps(self.state_dict()))
 
     def log(self, data: dict[str, Any], step: int) -> None:
         """Send ``data`` at ``step`` unless an earlier attempt of this training sent that step already."""
@@ -149,17 +127,7 @@ class WandbRun:
         self._start().log(data, step=step)
         if step > self.last_step:
             self.last_step = step
-            self._write_file()
-
-    def log_image(self, key: str, image, step: int) -> None:
-        import wandb
-
-        self.log({key: wandb.Image(image)}, step)
-
-    def log_table(self, key: str, columns: list[str], rows: list[list], step: int) -> None:
-        import wandb
-
-        self.log({key: wandb.Table(columns=columns, data=rows)}, step)
+            write_text_atomic(self.file, json.dumps(self.state_dict()))
 
     def summarize(self, values: dict[str, Any]) -> None:
         """Set the run's summary entries (what the runs table shows and sorts by)."""
@@ -169,12 +137,6 @@ class WandbRun:
         if self.run is not None:
             self.run.finish()
             self.run = None
-
-
-def logger_defaults(root: Path) -> dict[str, Any]:
-    """``conf/logger/wandb.yaml``'s ``wandb`` node (mode, project), for the scripts that do not compose Hydra."""
-    node = OmegaConf.load(root / "conf" / "logger" / "wandb.yaml").wandb
-    return {"mode": node.mode, "project": node.project}
 
 
 def log_table(
@@ -187,7 +149,9 @@ def log_table(
     import wandb
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    run = wandb.init(dir=str(out_dir), name=key, group=group, job_type="table", **logger_defaults(root))
+    node = OmegaConf.load(root / "conf" / "logger" / "wandb.yaml").wandb  # the scripts compose no Hydra
+    init = {"mode": node.mode, "project": node.project}
+    run = wandb.init(dir=str(out_dir), name=key, group=group, job_type="table", **init)
     run.log({key: wandb.Table(columns=columns, data=rows)})
     folder = Path(run.dir).parent
     run.finish()

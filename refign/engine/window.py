@@ -1,9 +1,6 @@
-"""The logging window: each step's scalars summed on the device, read in one transfer every ``log_every`` steps.
-
-Reading a scalar on the host waits for the device, so a step adds its scalars to device sums without reading
-them (``add``), and the trainer reads the window once per logging step (``read``): the means over the window,
-as mmcv's logger hook logs them, and the counters of the non-finite guard (skipped steps, the longest streak of
-consecutive skipped steps). What to do about a streak is the trainer's decision, not the window's.
+"""The logging window: each step's scalars summed on the device (reading one on the host would wait for the
+device), read in one transfer every ``log_every`` steps: the means over the window, as mmcv's logger hook logs
+them, and the counters of the non-finite guard. What to do about a streak is the trainer's decision.
 """
 
 from __future__ import annotations
@@ -15,9 +12,8 @@ import torch
 
 @dataclass(frozen=True)
 class WindowSummary:
-    """What a window held: the scalars' means, how many steps it covered, how many of them were skipped for a
-    non-finite loss, and the longest run of consecutive skipped steps seen so far (a streak carries over from
-    one window into the next)."""
+    """A window's means, steps and skipped steps, and the longest streak of consecutive skipped steps so far
+    (a streak carries over from one window into the next)."""
 
     means: dict[str, float]
     steps: int

@@ -1,8 +1,7 @@
 """Image helpers every layer shares: ImageNet (de)normalisation, bilinear resize, separable Gaussian blur.
 
 They sit below ``models``, ``data``, ``alignment`` and ``uda`` so that none of those has to import another
-for a three-line tensor operation (the heads used to import the segmentor for ``resize``, the matcher's
-pair pipeline and the DACS augmentation each had their own normalisation and blur).
+(or keep a copy) for a three-line tensor operation.
 """
 
 from __future__ import annotations

@@ -1,9 +1,6 @@
-"""Progress bars that read well both in a terminal and in a log file.
-
-In a terminal, tqdm redraws its bar in place with ``\\r`` several times a second. Written into a file or a
-pipe (``python -m refign.train > run.log 2>&1``, a cluster job's log), those redraws pile up on one line of
-many kilobytes. Outside a terminal every bar therefore prints a whole line instead, at most one every
-``LINE_EVERY_S`` seconds, and a last one when it closes.
+"""Progress bars that read well both in a terminal and in a log file: tqdm's in-place redraws (``\\r``),
+written into a file or a pipe (a cluster job's log), pile up on one line of many kilobytes, so outside a
+terminal a bar prints a whole line, at most one every ``LINE_EVERY_S`` seconds, and a last one when it closes.
 """
 
 from __future__ import annotations

@@ -13,9 +13,7 @@ MAX_DIRNAME = 96
 
 # characters of Hydra's override grammar that a path may not hold unquoted (``=`` ends the key, ``,`` makes a
 # sweep, brackets and braces a list or dict): replaced, so that ``checkpoint=<sweep point>/...`` can be typed as is
-GRAMMAR_CHARS = str.maketrans(
-    {"=": "-", ",": "_", "[": "", "]": "", "{": "", "}": "", "'": "", '"': "", " ": ""}
-)
+GRAMMAR_CHARS = str.maketrans("=,", "-_", "[]{}'\" ")
 
 
 def short_dirname(overrides: str, limit: int = MAX_DIRNAME) -> str:

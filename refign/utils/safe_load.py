@@ -1,18 +1,8 @@
-"""Reading weight, checkpoint and scene-info files without running any code they hold.
-
-A pickle can call any Python function while it is read, and users bring files from the internet (the
-released matcher, official Refign checkpoints, MiT weights). Every loader of the project reads through this
-module, which never unpickles with full ``pickle``:
-
-* ``load_torch``: ``torch.load(weights_only=True)`` — tensors and plain containers — plus ``ALLOWED``, the
-  few globals that the third-party formats need, each mapped to an inert stand-in where the original could do
-  more than hold data (docs/checkpoints.md#safe-loading lists them with their sources);
-* ``load_npz``: the members of an ``.npz`` file; object arrays (MegaDepth scene info) go through an
-  unpickler that builds only NumPy arrays and scalars around lists, dicts, tuples, strings and numbers.
-
-A file that needs anything else is refused before any of it runs: ``UnsafeFileError`` names the file and the
-globals, and says how to write a clean copy once the file has been inspected (``scripts/convert_checkpoint.py
-clean … --trust-pickle``, the project's only full unpickling, behind that explicit flag).
+"""Reading weight, checkpoint and scene-info files without running any code they hold: a pickle can call
+any Python function while it is read, and users bring files from the internet. Every loader of the project
+reads through ``load_torch`` (``weights_only=True`` plus ``ALLOWED``, each original that could do more than
+hold data mapped to an inert stand-in) or ``load_npz`` (object arrays through an unpickler that builds only
+arrays around plain containers); anything else is refused unread (docs/checkpoints.md#safe-loading).
 """
 
 from __future__ import annotations
@@ -86,9 +76,8 @@ ALLOWED: list[tuple[Any, str]] = [
     # Lightning 0.8-0.9 stored ``model.hparams`` itself, an AttributeDict (a dict with attribute access);
     # 1.x stores dict(model.hparams) (trainer/connectors/checkpoint_connector.py, dump_checkpoint)
     (dict, "pytorch_lightning.utilities.parsing.AttributeDict"),
-    # NumPy arrays: the random state (np.random.get_state(), a uint32 key) that format-3 training checkpoints
-    # stored until the states became tensors and lists (refign/engine/checkpoint.py, rng_state); the dtype's
-    # class is what the unpickler builds, so no other dtype can be set up
+    # NumPy arrays: the random state (np.random.get_state(), a uint32 key) of format-3 training checkpoints
+    # written before the states became lists; only the uint32 dtype's class can be built
     (_multiarray._reconstruct, "numpy._core.multiarray._reconstruct"),
     (_multiarray._reconstruct, "numpy.core.multiarray._reconstruct"),
     (np.ndarray, "numpy.ndarray"),
