@@ -102,9 +102,9 @@ def test_sliding_window_evaluation_on_cuda_matches_cpu(tiny_cfg):
     image = val[0]["image"][None]
     with torch.no_grad():
         cpu_logits = model.predict(image, out_size=image.shape[-2:])
-        cpu = evaluate(model, val, DistInfo(0, 1, 0, torch.device("cpu")))
+        cpu = evaluate(model, val, DistInfo(0, 1, 0, torch.device("cpu")), cfg.dataset.num_classes)
         model.to(CUDA)
         cuda_logits = model.predict(image.to(CUDA), out_size=image.shape[-2:])
-        cuda = evaluate(model, val, DistInfo(0, 1, 0, CUDA))
+        cuda = evaluate(model, val, DistInfo(0, 1, 0, CUDA), cfg.dataset.num_classes)
     torch.testing.assert_close(cuda_logits.cpu(), cpu_logits, rtol=1e-4, atol=1e-4)
     assert cuda["mIoU"] == pytest.approx(cpu["mIoU"], abs=0.05)
