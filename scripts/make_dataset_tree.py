@@ -3,12 +3,10 @@
     python -m scripts.make_dataset_tree OUT [--datasets cityscapes acdc dark_zurich nighttime_driving
         bdd100k_night robotcar] [--images N] [--eval-images M] [--overwrite]
 
-Writes ``N`` images per training split (``M`` per val/test split) of each dataset at its native resolution (Cityscapes 1024×2048, ACDC and Dark
-Zurich 1080×1920 with references, Nighttime Driving 1080×1920, BDD100k-night 720×1280 — all 87 listed images,
-RobotCar 1024×1024 with correspondence files) under OUT, the folder ``paths.data_root`` then points to. It is
-the way to check an installation, a GPU and a configuration before downloading 100 GB
-(docs/performance.md#dataset-trees). A non-empty OUT is refused unless --overwrite, which replaces only the
-named datasets' folders.
+``N`` images per training split (``M`` per val/test split) of each dataset at its native resolution under OUT,
+the folder ``paths.data_root`` then points to: an installation, a GPU and a configuration checked before
+downloading 100 GB (docs/performance.md#dataset-trees). A non-empty OUT is refused unless --overwrite, which
+replaces only the named datasets' folders.
 """
 
 from __future__ import annotations

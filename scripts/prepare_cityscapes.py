@@ -2,13 +2,10 @@
 
     python -m scripts.prepare_cityscapes $REFIGN_DATA_DIR/Cityscapes [--gt-dir gtFine] [-o OUT] [--nproc 4]
 
-For every ``gtFine/<split>/<city>/*_gtFine_polygons.json`` the official converter
-(``cityscapesscripts.preparation.json2labelImg``, encoding ``trainIds``) writes the trainId PNG next to it;
-existing PNGs are kept unless --force. As the official ``tools/convert_cityscapes.py`` (docs/refign.md#cityscapes), the
-per-image pixel counts of the train labels go to OUT (default: the Cityscapes root):
-``sample_class_stats.json``, ``sample_class_stats_dict.json``, ``samples_with_class.json`` and the stem
-lists ``train.txt``, ``val.txt``, ``test.txt``. (Training itself recomputes and caches these counts for rare
-class sampling, so the json files are for inspection and for tools that expect them.)
+The official converter (``json2labelImg``, ``trainIds``) writes each trainId PNG beside its polygons (existing
+ones kept unless --force). As the official ``tools/convert_cityscapes.py`` (docs/refign.md#cityscapes), the
+train labels' per-image pixel counts and the stem lists go to OUT (default: the Cityscapes root). Training
+recomputes and caches these counts itself: the json files are for inspection and for tools that expect them.
 """
 
 from __future__ import annotations

@@ -1,18 +1,20 @@
-"""What the measurement tools share: a configuration of this checkout, random weight files where it expects
-the released ones, a random batch at its size, and a child process measured under a lock and a memory watchdog.
-
-The tools run from the repository root as modules (``python -m scripts.measure.<tool>``, as torchtitan runs
-its ``scripts/estimate``), so that they and the tests import this module by its package path.
+"""What the measurement tools share (scripts/README.md): a configuration of this checkout, random weight files
+where it expects the released ones, a seeded method and a random batch at its size, the rise of a step's peak
+resident set, and a child process measured under a lock and a memory watchdog.
 """
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
+import gc
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -25,12 +27,16 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, open_dict
 
 from refign import build
+from refign.engine.dist import DistInfo
+from refign.engine.reproducibility import seed_everything
+from refign.engine.step import TrainStep
 from refign.task import compose
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
 GIB = 2**30
 PAGE = os.sysconf("SC_PAGE_SIZE")
+CPU = DistInfo(0, 1, 0, torch.device("cpu"))
 
 
 def compose_here(config_name: str, overrides: Sequence[str]) -> DictConfig:
@@ -86,6 +92,28 @@ def random_batch(
         :, 0, :h, :w
     ].long()
     return {k: v.to(device or "cpu") for k, v in batch.items()}
+
+
+def seeded_method(cfg: DictConfig) -> torch.nn.Module:
+    """The configured method in training mode, built after seeding every generator with ``cfg.seed``, so that
+    each tool steps the same weights on every run."""
+    seed_everything(cfg.seed)
+    return build.build_method(cfg).train()
+
+
+def status_kib(key: str) -> int:
+    return int(re.search(rf"{key}:\s+(\d+)", Path("/proc/self/status").read_text()).group(1))
+
+
+def peak_rise(step: TrainStep, batch: dict[str, torch.Tensor], index: int) -> int:
+    """Bytes the peak resident set rises by during one real step, over the resident set before it (freed
+    memory returned to the system first, so that it does not hide the step's own allocations)."""
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    before = status_kib("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # the peak resident set starts again from now
+    step(batch, index)
+    return (status_kib("VmHWM") - before) * 1024
 
 
 @contextmanager
@@ -195,12 +223,31 @@ def run_watched(
         watcher.join()
     wall = time.perf_counter() - start
     usage = json.loads(usage_path.read_text()) if usage_path.is_file() else {"cpu_s": 0.0, "maxrss_kib": 0}
-    verdict = (
-        f"killed (RSS {killed[0]:.1f} > {max_rss / GIB:.0f} GiB)"
-        if killed
-        else "ok"
-        if rc == 0
-        else f"failed (rc {rc})"
-    )
+    verdict = "ok" if rc == 0 else f"failed (rc {rc})"
+    if killed:
+        verdict = f"killed (RSS {killed[0]:.1f} > {max_rss / GIB:.0f} GiB)"
     peak = usage["maxrss_kib"] * 1024 / GIB
     return Phase(verdict, wall, usage["cpu_s"], peak, group_peak[0] / GIB, str(log_path))
+
+
+class ChildError(RuntimeError):
+    """A child that failed, was killed or printed no result; ``status`` as ``Phase.status``."""
+
+    def __init__(self, status: str, log: str) -> None:
+        super().__init__(f"{status}:\n{log[-3000:]}")
+        self.status = status
+
+
+def run_json_child(module: str, args: list[str], max_rss_gb: float, mmap_threshold: int) -> dict:
+    """``python -m <module> --child <args>``, killed above ``max_rss_gb`` (``run_watched``), with glibc's mmap
+    threshold fixed at ``mmap_threshold`` bytes (a freed block leaves the resident set the same way on every
+    run); returns the JSON object on the last line of its output that holds one (its warnings do not)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        log = Path(tmp) / "child.log"
+        env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(mmap_threshold)}
+        phase = run_watched([sys.executable, "-m", module, "--child", *args], log, max_rss_gb * GIB, env=env)
+        text = log.read_text()
+    results = [line for line in text.splitlines() if line.startswith("{")]
+    if phase.status != "ok" or not results:
+        raise ChildError(phase.status if phase.status != "ok" else "printed no result", text)
+    return json.loads(results[-1])

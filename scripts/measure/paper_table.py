@@ -3,13 +3,10 @@
     python -m scripts.measure.paper_table [EXPERIMENT …] [--dry-run outputs/dry_run] [--estimates DIR]
     python -m scripts.measure.paper_table --estimate-only     # docs/estimate.md's table: fp32 / bf16 estimates
 
-Runs ``python -m refign.estimate experiment=E trainer.precision=P`` for each experiment in fp32 and bf16 (one
-process each, one at a time; a result already in ``ESTIMATES/<E>_<P>/estimate.json`` is kept). Experiments
-whose composed networks, crop and batch equal an earlier one's (Dark Zurich's and RobotCar's equal ACDC's) are
-not traced again. Joins the estimates with ``DRY_RUN/dry_run.json`` (``scripts/measure/dry_run.py``: 2 steps
-at true size on the CPU, the evaluation, the archive) by experiment and prints one Markdown row per
-experiment, with "–" where the dry run has not been run. Measured and estimated figures stay in their own,
-labelled columns.
+Runs ``python -m refign.estimate`` for each experiment in fp32 and bf16, one process at a time, unless
+``ESTIMATES/<E>_<P>/estimate.json`` holds it; an experiment whose networks, crop and batch equal an earlier
+one's shares its trace. Joins them with ``DRY_RUN/dry_run.json`` (``scripts/measure/dry_run.py``) by
+experiment, "–" where either is missing; measured and estimated figures stay in their own columns.
 """
 
 from __future__ import annotations
