@@ -108,9 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("kind", choices=["mit", "refign", "vgg", "clean"])
     p.add_argument("src", type=Path)
     p.add_argument("out", type=Path, nargs="?")
-    p.add_argument(
-        "--drop-unmatched", action="store_true", help="drop official keys the model has no place for"
-    )
+    p.add_argument("--drop-unmatched", action="store_true", help="drop official keys the model cannot hold")
     p.add_argument("--force", action="store_true", help="replace an existing output file")
     p.add_argument(
         "--trust-pickle",
@@ -124,8 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.trust_pickle and args.kind != "clean":
         p.error("--trust-pickle applies to 'clean' only: convert the clean copy afterwards")
     if args.kind == "mit":
-        state = convert_mit(read_state_dict(args.src), str(args.src))
-        save(state, args.out, args.force)
+        save(convert_mit(read_state_dict(args.src), str(args.src)), args.out, args.force)
     elif args.kind == "refign":
         save(refign_checkpoint(args.src, overrides, args.drop_unmatched), args.out, args.force)
     elif args.kind == "clean":

@@ -73,13 +73,10 @@ def main(argv: list[str] | None = None) -> None:
         polys = sorted(str(f) for f in (gt / split).glob(f"*/*{POLYGONS}"))
         jobs = [(f, args.force, split == "train") for f in polys]
         with Pool(max(1, args.nproc)) as pool:
-            results = list(
-                progress_bar(
-                    pool.imap(convert_one, jobs, chunksize=8), total=len(jobs), desc=f"{split} labels"
-                )
-            )
+            converted = pool.imap(convert_one, jobs, chunksize=8)
+            results = list(progress_bar(converted, total=len(jobs), desc=f"{split} labels"))
         if split == "train":
-            train_stats = [(label, counts) for label, counts in results]
+            train_stats = results
         stems = [str(Path(f).relative_to(gt / split))[: -len(POLYGONS)] for f in polys]
         (out / f"{split}.txt").write_text("".join(s + "\n" for s in stems))
     write_stats(out, train_stats)

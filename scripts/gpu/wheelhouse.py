@@ -34,13 +34,8 @@ def carried(requirements: Path, image: Path | None) -> list[Requirement]:
 
 def missing(requirements: Path) -> list[Requirement]:
     """The requirements whose distribution is not installed in this interpreter (at any version)."""
-    out = []
-    for r in read(requirements):
-        try:
-            importlib.metadata.version(r.name)
-        except importlib.metadata.PackageNotFoundError:
-            out.append(r)
-    return out
+    installed = {canonicalize_name(d.name) for d in importlib.metadata.distributions() if d.name}
+    return [r for r in read(requirements) if canonicalize_name(r.name) not in installed]
 
 
 def main() -> None:

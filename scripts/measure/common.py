@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -69,10 +68,8 @@ def write_random_weights(cfg: DictConfig) -> list[Path]:
             fresh.backbone.pretrained = None
         save(build.build_segmentor(fresh).state_dict(), cfg.init_weights)
     if cfg.get("refign", {}).get("enabled") and missing(cfg.alignment.get("checkpoint")):
-        save(
-            {"state_dict": build.instantiate(cfg.alignment, checkpoint=None).state_dict()},
-            cfg.alignment.checkpoint,
-        )
+        matcher = build.instantiate(cfg.alignment, checkpoint=None)
+        save({"state_dict": matcher.state_dict()}, cfg.alignment.checkpoint)
     return written
 
 
@@ -88,9 +85,8 @@ def random_batch(
     if build.method_class(cfg).needs_target:
         keys += ["image_trg", *(["image_ref"] if "image_ref" in build.target_load_keys(cfg) else [])]
     batch = {k: torch.randn(b, 3, h, w, generator=generator) for k in keys}
-    batch["semantic_src"] = F.interpolate(coarse.float(), scale_factor=32, mode="nearest")[
-        :, 0, :h, :w
-    ].long()
+    labels = F.interpolate(coarse.float(), scale_factor=32, mode="nearest")
+    batch["semantic_src"] = labels[:, 0, :h, :w].long()
     return {k: v.to(device or "cpu") for k, v in batch.items()}
 
 
@@ -123,11 +119,8 @@ def locked(path: Path | None) -> Iterator[None]:
         yield
         return
     with Path(path).open("a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+        fcntl.flock(f, fcntl.LOCK_EX)  # released when the file closes
+        yield
 
 
 # ---- a child process, measured and watched ---------------------------------------------------------------
@@ -192,42 +185,31 @@ def run_watched(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     usage_path = log_path.with_suffix(".rusage.json")
     usage_path.unlink(missing_ok=True)
-    killed: list[float] = []
-    group_peak = [0]
+    killed, group_peak, rc = None, 0, None
     start = time.perf_counter()
-    with log_path.open("w") as log:
+    with log_path.open("w") as log, open(trace_path or os.devnull, "w") as trace:
         launcher = [sys.executable, "-S", "-c", LAUNCHER, str(usage_path), *cmd]
         proc = subprocess.Popen(
             launcher, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env, start_new_session=True
         )
-        done = threading.Event()
-
-        def watch() -> None:
-            trace = trace_path.open("w") if trace_path else None
-            while not done.wait(0.5):
+        while rc is None:  # a sample of the group's memory every 0.5 s until the child ends
+            try:
+                rc = proc.wait(timeout=0.5)
+            except subprocess.TimeoutExpired:
                 largest, total = group_memory(proc.pid)
-                group_peak[0] = max(group_peak[0], total)
-                if trace and total:
+                group_peak = max(group_peak, total)
+                if total:
                     trace.write(f"{time.perf_counter() - start:.1f},{largest / GIB:.3f},{total / GIB:.3f}\n")
-                if total > max_rss:
-                    killed.append(total / GIB)
+                if total > max_rss and killed is None:
+                    killed = total / GIB
                     os.killpg(proc.pid, signal.SIGKILL)
-                    break
-            if trace:
-                trace.close()
-
-        watcher = threading.Thread(target=watch, daemon=True)
-        watcher.start()
-        rc = proc.wait()
-        done.set()
-        watcher.join()
     wall = time.perf_counter() - start
     usage = json.loads(usage_path.read_text()) if usage_path.is_file() else {"cpu_s": 0.0, "maxrss_kib": 0}
     verdict = "ok" if rc == 0 else f"failed (rc {rc})"
-    if killed:
-        verdict = f"killed (RSS {killed[0]:.1f} > {max_rss / GIB:.0f} GiB)"
+    if killed is not None:
+        verdict = f"killed (RSS {killed:.1f} > {max_rss / GIB:.0f} GiB)"
     peak = usage["maxrss_kib"] * 1024 / GIB
-    return Phase(verdict, wall, usage["cpu_s"], peak, group_peak[0] / GIB, str(log_path))
+    return Phase(verdict, wall, usage["cpu_s"], peak, group_peak / GIB, str(log_path))
 
 
 class ChildError(RuntimeError):

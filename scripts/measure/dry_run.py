@@ -174,8 +174,8 @@ HEADER = (
 def format_row(row: dict) -> str:
     ph = row["phases"]
 
-    def cell(phase: str, key: str, fmt: str) -> str:
-        return format(ph[phase][key], fmt) if phase in ph else "–"
+    def num(value: float | None, fmt: str = ".0f") -> str:
+        return "–" if value is None else format(value, fmt)
 
     def peak(phase: str) -> str:
         """The phase's process, and in brackets the phase with its data workers where they add 0.1 GiB."""
@@ -191,14 +191,14 @@ def format_row(row: dict) -> str:
         " ".join([row["batch"], *row.get("overrides", [])]),  # e.g. 1 (paper 2) debug=tiny_model
         "random" if row["random_weights"] else "released",
         status,
-        f"{row['s_per_step']:.0f}" if row["s_per_step"] is not None else "–",
-        f"{row['cpu_s_per_step']:.0f}" if row.get("cpu_s_per_step") is not None else "–",
-        cell("train", "cpu_s", ".0f"),
+        num(row["s_per_step"]),
+        num(row.get("cpu_s_per_step")),
+        num(ph.get("train", {}).get("cpu_s")),
         peak("train"),
-        cell("evaluate", "cpu_s", ".0f"),
+        num(ph.get("evaluate", {}).get("cpu_s")),
         peak("evaluate"),
-        f"{row['miou']:.2f}" if row["miou"] is not None else "–",
-        cell("predict", "cpu_s", ".0f"),
+        num(row["miou"], ".2f"),
+        num(ph.get("predict", {}).get("cpu_s")),
         peak("predict"),
         row["archive"] or "–",
         row["commit"],

@@ -89,14 +89,9 @@ def ratio_cell(row: dict) -> str:
 def estimate_only_row(row: dict) -> str:
     """docs/estimate.md's row: the experiment (and the trace it shares), peaks, GFLOPs, Refign's ratio."""
     name = row["experiment"]
-    cells = [
-        name if row["traced_as"] == name else f"{name} (= {row['traced_as']})",
-        f"{row['peak_gib']['32']:.1f}",
-        f"{row['peak_gib']['bf16']:.1f}",
-        f"{row['gflops']:,.0f}",
-        ratio_cell(row),
-    ]
-    return f"| {' | '.join(cells)} |"
+    shared = name if row["traced_as"] == name else f"{name} (= {row['traced_as']})"
+    peaks = [f"{row['peak_gib'][prec]:.1f}" for prec in PRECISIONS]
+    return f"| {' | '.join([shared, *peaks, *estimated_cells(row)[1:]])} |"
 
 
 # ---- the joined table --------------------------------------------------------------------------------------
