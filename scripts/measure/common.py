@@ -185,7 +185,8 @@ def run_watched(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     usage_path = log_path.with_suffix(".rusage.json")
     usage_path.unlink(missing_ok=True)
-    killed, group_peak, rc = None, 0, None
+    killed: float | None = None  # the group's total PSS (GiB) when the watchdog killed it
+    group_peak, rc = 0, None
     start = time.perf_counter()
     with log_path.open("w") as log, open(trace_path or os.devnull, "w") as trace:
         launcher = [sys.executable, "-S", "-c", LAUNCHER, str(usage_path), *cmd]

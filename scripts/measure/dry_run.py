@@ -210,14 +210,18 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join([HEADER, "|" + "---|" * HEADER.count(" | ") + "---|", *map(format_row, rows)])
 
 
+def load_rows(out: Path) -> dict[str, dict]:
+    """The rows of ``OUT/dry_run.json`` by experiment (none before the first run into ``out``)."""
+    path = out / "dry_run.json"
+    return {r["experiment"]: r for r in json.loads(path.read_text())} if path.is_file() else {}
+
+
 def save_rows(out: Path, rows: list[Row]) -> list[dict]:
     """Merge ``rows`` into ``OUT/dry_run.json`` (by experiment, in the order of conf/experiment/) and rewrite
     ``OUT/dry_run.md``; returns every row."""
-    path = out / "dry_run.json"
-    merged = {r["experiment"]: r for r in (json.loads(path.read_text()) if path.is_file() else [])}
-    merged.update({r.experiment: asdict(r) for r in rows})
+    merged = load_rows(out) | {r.experiment: asdict(r) for r in rows}
     ordered = [merged[name] for name in sorted(merged, key=lambda n: (n not in EXPERIMENTS, n))]
-    path.write_text(json.dumps(ordered, indent=1))
+    (out / "dry_run.json").write_text(json.dumps(ordered, indent=1))
     (out / "dry_run.md").write_text(format_table(ordered) + "\n")
     return ordered
 

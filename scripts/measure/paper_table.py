@@ -21,6 +21,7 @@ from omegaconf import OmegaConf
 
 from refign.task import compose
 from scripts.measure.common import EXPERIMENTS, GIB, ROOT
+from scripts.measure.dry_run import load_rows
 
 PRECISIONS = ("32", "bf16")
 # the keys that decide a step's memory and FLOPs
@@ -44,7 +45,6 @@ def signature(experiment: str) -> str:
         for k in SHAPE_KEYS
     }
     keys.update({k: OmegaConf.to_container(cfg.dataset, resolve=True)[k] for k in DATA_KEYS})
-    keys["pretrained"] = None  # weights are not read
     return json.dumps(keys, sort_keys=True, default=str)
 
 
@@ -95,10 +95,6 @@ def estimate_only_row(row: dict) -> str:
 
 
 # ---- the joined table --------------------------------------------------------------------------------------
-def load(path: Path) -> dict[str, dict]:
-    return {r["experiment"]: r for r in json.loads(path.read_text())} if path.is_file() else {}
-
-
 def measured_cells(row: dict | None) -> list[str]:
     """batch, s/step (CPU seconds of the training process; a phase that failed is named there), peaks."""
     if row is None:
@@ -157,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
         rule = "|" + "---|" * (ESTIMATE_HEADER.count(" | ") + 1)
         print("\n".join([ESTIMATE_HEADER, rule, *(estimate_only_row(estimates[n]) for n in experiments)]))
     else:
-        print(table(load(args.dry_run / "dry_run.json"), estimates, experiments))
+        print(table(load_rows(args.dry_run), estimates, experiments))
 
 
 if __name__ == "__main__":

@@ -99,10 +99,8 @@ def main() -> None:
             print(f"| {name} | – | {r['error']} | – | – | – |", flush=True)
             continue
         est, second, first = (r[k] / GIB for k in ("estimated", "measured", "first_step"))
-        print(
-            f"| {name} | {est:.3f} | {second:.3f} | {est / second:.2f} | {first:.3f} | {est / first:.2f} |",
-            flush=True,
-        )
+        row = f"| {name} | {est:.3f} | {second:.3f} | {est / second:.2f} | {first:.3f} | {est / first:.2f} |"
+        print(row, flush=True)
 
 
 if __name__ == "__main__":
