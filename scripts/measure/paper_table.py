@@ -140,9 +140,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--estimates", type=Path, default=ROOT / "outputs" / "estimate_table", help="the estimates' runs"
     )
-    p.add_argument(
-        "--estimate-only", action="store_true", help="the estimates' columns only, fp32 and bf16 apart"
-    )
+    p.add_argument("--estimate-only", action="store_true", help="the estimates only, fp32 and bf16 apart")
     args = p.parse_args(argv)
     unknown = sorted(set(args.experiments) - set(EXPERIMENTS))
     if unknown:
