@@ -4,11 +4,10 @@
     python -m scripts.ablation_table outputs/ablation/multirun/<date>      # one or more sweep folders
     python -m scripts.ablation_table outputs/ablation/multirun/<date> --wandb   # also as a wandb table run
 
-Runs are recognised by their own ``.hydra/overrides.yaml`` (not by the sweep's folder names), so several sweeps
-(e.g. the seeds run on different days) can be combined; a run without an evaluation file yet is reported as
-unfinished and left out. The minutes per run are the time between the run's config dump and its last
-evaluation file. ``--wandb`` logs the table as a wandb run (offline) in the group of the sweep's wandb runs
-(their ``wandb_run.json``), so that it sits beside them on the dashboard.
+Runs are recognised by their own ``.hydra/overrides.yaml``, so several sweeps (e.g. seeds run on different
+days) combine; a run without an evaluation file yet is reported as unfinished and left out. Minutes per run:
+from its config dump to its last evaluation file. ``--wandb`` logs the table (offline) in the wandb group of
+the sweep's runs, beside them on the dashboard.
 """
 
 from __future__ import annotations

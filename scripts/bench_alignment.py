@@ -18,16 +18,14 @@ from refign.data.transforms import JointTransform
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--checkpoint", default=None, help="matcher checkpoint (alignment_head.* keys)")
-    parser.add_argument("--vgg-weights", default=None, help="torchvision ImageNet VGG-16 weights")
-    parser.add_argument("--num-pairs", type=int, default=16)
-    parser.add_argument("--size", type=int, nargs=2, default=(128, 256), metavar=("H", "W"))
-    parser.add_argument("--cache-dir", default="outputs/cache")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = parser.parse_args()
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", default=None, help="matcher checkpoint (alignment_head.* keys)")
+    p.add_argument("--vgg-weights", default=None, help="torchvision ImageNet VGG-16 weights")
+    p.add_argument("--num-pairs", type=int, default=16)
+    p.add_argument("--size", type=int, nargs=2, default=(128, 256), metavar=("H", "W"))
+    p.add_argument("--cache-dir", default="outputs/cache")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = p.parse_args()
 
     torch.manual_seed(0)
     device = torch.device(args.device)

@@ -1,16 +1,12 @@
-"""The synthetic benchmark's method table: source-only < DAFormer < DAFormer + Refign, HRDA (± Refign), and
-DAFormer + MIC (± Refign).
+"""The synthetic benchmark's method table: source-only, DAFormer, HRDA and DAFormer + MIC, each ± Refign.
 
     python -m scripts.bench_refign                          # every row, seeds 0 1 2
     python -m scripts.bench_refign --rows daformer daformer_refign --seeds 0
-    python -m scripts.bench_refign --rows daformer daformer_mic daformer_refign daformer_refign_mic
     python -m scripts.bench_refign --seeds 0 -- dataset.benchmark_seed=1   # another draw of the benchmark
-    python -m scripts.bench_refign --wandb                  # the table also as a wandb run (offline)
 
-Every row starts from the shipped source-only segmentor (``init_weights``, the benchmark's analogue of the
-paper's pretrained weights) and trains the benchmark's 1000 steps; ``refign=on`` aligns with the shipped
-CPU-scale matcher, ``oracle`` with the ground-truth flow (Refign's upper bound on this benchmark). A preset of
-``scripts/benchmark.py``: one process per run, finished runs are skipped, ``--jobs`` runs several at once;
+Every row starts from the shipped source-only segmentor and trains the benchmark's 1000 steps; ``refign=on``
+aligns with the shipped CPU-scale matcher, ``oracle`` with the ground-truth flow (Refign's upper bound here).
+A preset of ``scripts/benchmark.py`` (one process per run, finished runs skipped, ``--jobs``, ``--wandb``);
 extra Hydra overrides go after ``--``.
 """
 

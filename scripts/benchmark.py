@@ -3,11 +3,10 @@
     python -m scripts.benchmark --row source-only uda=source_only --row daformer uda=daformer --seeds 0 1 2
 
 Each row is a name followed by Hydra overrides; ``--common`` overrides apply to every row. Every run is a
-separate ``python -m refign.train`` process writing to ``<out>/<row>/seed<k>``; a run whose ``eval_*.json``
-already exists is not repeated (its wall time is kept in ``bench_time.json``), so an interrupted benchmark
-continues where it stopped. ``--jobs N`` runs N processes at once, each with ``cores / N`` threads (on a
-2-core machine two 1-thread runs finish sooner than two 2-thread runs in a row; times per run are then
-per-process times under that load). The table is printed and written to ``<out>/table.md``.
+``python -m refign.train`` process writing to ``<out>/<row>/seed<k>``; a run whose ``eval_*.json`` exists is
+not repeated, so an interrupted benchmark continues. ``--jobs N`` runs N processes at once, each with
+``cores / N`` threads (then times per run are per-process times under that load). The table is printed and
+written to ``<out>/table.md``.
 """
 
 from __future__ import annotations
@@ -56,15 +55,8 @@ def train(
     done, timing = last_eval(run_dir), run_dir / "bench_time.json"
     if done is not None:
         return done, json.loads(timing.read_text())["seconds"] if timing.exists() else float("nan")
-    cmd = [
-        sys.executable,
-        "-m",
-        "refign.train",
-        f"seed={seed}",
-        f"task_name=bench_{name}",
-        f"hydra.run.dir={run_dir}",
-        *overrides,
-    ]
+    cmd = [sys.executable, "-m", "refign.train", f"seed={seed}", f"task_name=bench_{name}"]
+    cmd += [f"hydra.run.dir={run_dir}", *overrides]
     env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
     print(f"[benchmark] {name} seed {seed}: {' '.join(cmd[2:])}", flush=True)
     start = time.time()

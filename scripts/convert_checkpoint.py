@@ -1,23 +1,16 @@
-"""Import published weights from local files.
+"""Import published weights from local files (docs/data.md, docs/checkpoints.md).
 
-    # ImageNet MiT-B5 (SegFormer release, mit_b5.pth) or the Cityscapes SegFormer-B5 → mmseg MiT names
     python -m scripts.convert_checkpoint mit pretrained_models/mit_b5.pth pretrained_models/mit_b5_mmseg.pth
-
-    # an official Refign checkpoint → a refign checkpoint for refign.evaluate / refign.predict;
-    # the Hydra overrides after -- describe the model it holds (as for training)
     python -m scripts.convert_checkpoint refign refign_daformer_acdc.ckpt outputs/refign_daformer_acdc.pt \
-        -- dataset=acdc uda=daformer [refign=…]
-
-    # check the torchvision VGG-16 file of the aligner (and optionally write its conv layers only)
-    python -m scripts.convert_checkpoint vgg pretrained_models/vgg16-397923af.pth
-
-    # a file refign refuses to read because its pickle needs other globals (the error names them): once you
-    # have inspected it and trust it, a copy with only tensors, numbers, strings and containers
+        -- dataset=acdc uda=daformer [refign=…]      # the overrides describe the model the file holds
+    python -m scripts.convert_checkpoint vgg pretrained_models/vgg16-397923af.pth   # check VGG-16 [copy]
     python -m scripts.convert_checkpoint clean downloaded.ckpt clean.ckpt --trust-pickle
 
-Every file is read as refign reads it, without running code (docs/checkpoints.md#safe-loading), except with
---trust-pickle (clean only), which unpickles SRC in full: that RUNS WHATEVER CODE THE FILE HOLDS.
-A file that does not fit stops with the offending keys listed; nothing is overwritten without --force.
+``mit``: SegFormer's MiT names to mmseg's; ``refign``: an official Refign checkpoint to a refign checkpoint;
+``clean``: of a file whose pickle needs other globals, a copy with only tensors, numbers, strings, containers.
+Every file is read as refign reads it, without running code, except with --trust-pickle (clean only), which
+unpickles SRC in full: that RUNS WHATEVER CODE THE FILE HOLDS. A file that does not fit stops with the
+offending keys listed; nothing is overwritten without --force.
 """
 
 from __future__ import annotations
@@ -115,9 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("kind", choices=["mit", "refign", "vgg", "clean"])
     p.add_argument("src", type=Path)
     p.add_argument("out", type=Path, nargs="?")
-    p.add_argument(
-        "--drop-unmatched", action="store_true", help="drop official keys the model has no place for"
-    )
+    p.add_argument("--drop-unmatched", action="store_true", help="drop official keys the model cannot hold")
     p.add_argument("--force", action="store_true", help="replace an existing output file")
     p.add_argument(
         "--trust-pickle",
@@ -131,8 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.trust_pickle and args.kind != "clean":
         p.error("--trust-pickle applies to 'clean' only: convert the clean copy afterwards")
     if args.kind == "mit":
-        state = convert_mit(read_state_dict(args.src), str(args.src))
-        save(state, args.out, args.force)
+        save(convert_mit(read_state_dict(args.src), str(args.src)), args.out, args.force)
     elif args.kind == "refign":
         save(refign_checkpoint(args.src, overrides, args.drop_unmatched), args.out, args.force)
     elif args.kind == "clean":

@@ -23,11 +23,8 @@ def unit(module: str) -> str:
 
 
 def module_name(path: Path) -> str:
-    rel = path.relative_to(ROOT.parent).with_suffix("")
-    parts = list(rel.parts)
-    if parts[-1] == "__init__":
-        parts = parts[:-1]
-    return ".".join(parts)
+    parts = path.relative_to(ROOT.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
 def imports_of(path: Path) -> set[str]:
@@ -75,9 +72,8 @@ def layers(edges: dict[str, set[str]]) -> dict[str, int]:
 
 
 def main() -> int:
-    argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    ).parse_args()
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.parse_args()
     edges = graph()
     for src in sorted(edges):
         print(f"{src:14s} -> {', '.join(sorted(edges[src])) or '-'}")

@@ -3,12 +3,10 @@
     python -m scripts.make_dataset_tree OUT [--datasets cityscapes acdc dark_zurich nighttime_driving
         bdd100k_night robotcar] [--images N] [--eval-images M] [--overwrite]
 
-Writes ``N`` images per training split (``M`` per val/test split) of each dataset at its native resolution (Cityscapes 1024×2048, ACDC and Dark
-Zurich 1080×1920 with references, Nighttime Driving 1080×1920, BDD100k-night 720×1280 — all 87 listed images,
-RobotCar 1024×1024 with correspondence files) under OUT, the folder ``paths.data_root`` then points to. It is
-the way to check an installation, a GPU and a configuration before downloading 100 GB
-(docs/performance.md#dataset-trees). A non-empty OUT is refused unless --overwrite, which replaces only the
-named datasets' folders.
+``N`` images per training split (``M`` per val/test split) of each dataset at its native resolution under OUT,
+the folder ``paths.data_root`` then points to: an installation, a GPU and a configuration checked before
+downloading 100 GB (docs/performance.md#dataset-trees). A non-empty OUT is refused unless --overwrite, which
+replaces only the named datasets' folders.
 """
 
 from __future__ import annotations
@@ -22,25 +20,16 @@ from refign.data.synthetic.trees import WRITERS, TreeError, write_tree
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("out", type=Path, help="tree root (paths.data_root)")
-    parser.add_argument(
-        "--datasets",
-        nargs="+",
-        default=list(WRITERS),
-        metavar="NAME",
-        help=f"any of {', '.join(WRITERS)} (default: all)",
-    )
-    parser.add_argument("--images", type=int, default=1, help="images per split (default 1)")
-    parser.add_argument(
-        "--eval-images", type=int, default=None, help="images per val/test split (default: --images)"
-    )
-    parser.add_argument("--overwrite", action="store_true", help="replace the named datasets' folders in OUT")
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("out", type=Path, help="tree root (paths.data_root)")
+    names = f"any of {', '.join(WRITERS)} (default: all)"
+    p.add_argument("--datasets", nargs="+", default=list(WRITERS), metavar="NAME", help=names)
+    p.add_argument("--images", type=int, default=1, help="images per split (default 1)")
+    p.add_argument("--eval-images", type=int, default=None, help="per val/test split (default: --images)")
+    p.add_argument("--overwrite", action="store_true", help="replace the named datasets' folders in OUT")
     # quick tests only: every side divided by this (the trees exist to be full-size)
-    parser.add_argument("--size-divisor", type=int, default=1, help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
+    p.add_argument("--size-divisor", type=int, default=1, help=argparse.SUPPRESS)
+    return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:

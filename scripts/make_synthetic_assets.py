@@ -4,12 +4,9 @@
     python -m scripts.make_synthetic_assets matcher     # the CPU-scale UAWarpC matcher (alignment=uawarpc_small)
     python -m scripts.make_synthetic_assets all
 
-They play the part of the paper's ImageNet / Cityscapes weights and of ``uawarpc_megadepth.ckpt``: every
-synthetic run starts from them, so nothing slow happens on a fresh clone. Each command trains with the
-project's own entry points (``refign.train``, ``refign.align_train``) in a separate process, keeps only the
-network weights (a bare state dict, no optimiser), scores the file exactly as the test suite does
-(``refign/assets/scores.py``) and records command, SHA-256 and scores in ``refign/assets/manifest.json``.
-Extra Hydra overrides go after ``--``.
+Each trains with the project's own entry point in a separate process, keeps only the network weights, scores
+the file as the test suite does (``refign/assets/scores.py``) and records command, SHA-256 and scores in
+``refign/assets/manifest.json``. Extra Hydra overrides go after ``--``.
 """
 
 from __future__ import annotations
@@ -20,7 +17,6 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -36,7 +32,6 @@ from refign.assets.scores import (
 from refign.models.weights import read_state_dict, segmentor_state
 
 ROOT = Path(__file__).resolve().parents[1]
-SEGMENTOR_STEPS = 3000
 
 
 def sha256(path: Path) -> str:
@@ -64,16 +59,33 @@ def record(name: str, path: Path, command: list[str], seconds: float, scores: di
     print(f"[assets] {path} ({path.stat().st_size / 2**20:.1f} MiB): {manifest[name]['scores']}")
 
 
-def produce(
-    name: str,
-    file: str,
-    cmd: list[str],
-    run_dir: Path,
-    read: Callable[[Path], dict[str, torch.Tensor]],
-    score: Callable[[Path], dict[str, float]],
-) -> None:
-    """Train with ``cmd``, keep the bare weights of its last checkpoint as ``refign/assets/<file>`` (fresh
+# asset → (entry point, overrides, file, how to read the bare weights from a checkpoint, how to score them);
+# the manifest records the whole command
+SEGMENTOR_RUN = ["uda=source_only", "refign=off", "init_weights=null", "seed=0", "trainer.max_steps=3000"]
+RECIPES = {
+    "segmentor": (
+        "refign.train",
+        [*SEGMENTOR_RUN, "task_name=assets_segmentor"],
+        SEGMENTOR_FILE,
+        segmentor_state,
+        segmentor_scores,
+    ),
+    "matcher": (
+        "refign.align_train",
+        ["pairs=synthetic", "alignment.checkpoint=null", "seed=0"],
+        MATCHER_FILE,
+        read_state_dict,
+        matcher_scores,
+    ),
+}
+
+
+def produce(name: str, extra: list[str]) -> None:
+    """Train asset ``name``, keep the bare weights of its last checkpoint as ``refign/assets/<file>`` (fresh
     tensors, so the file holds no storage shared with the rest of the checkpoint) and record it."""
+    entry, overrides, file, read, score = RECIPES[name]
+    run_dir = Path("outputs") / "assets" / name
+    cmd = ["-m", entry, *overrides, f"hydra.run.dir={run_dir}", *extra]
     seconds = run(cmd)
     state = {k: v.clone() for k, v in read(ROOT / run_dir / "checkpoints" / "last.pt").items()}
     path = ASSETS / file
@@ -81,46 +93,13 @@ def produce(
     record(name, path, cmd, seconds, score(path))
 
 
-def make_segmentor(extra: list[str]) -> None:
-    run_dir = Path("outputs") / "assets" / "segmentor"
-    cmd = [
-        "-m",
-        "refign.train",
-        "uda=source_only",
-        "refign=off",
-        "init_weights=null",
-        "seed=0",
-        f"trainer.max_steps={SEGMENTOR_STEPS}",
-        "task_name=assets_segmentor",
-        f"hydra.run.dir={run_dir}",
-        *extra,
-    ]
-    produce("segmentor", SEGMENTOR_FILE, cmd, run_dir, segmentor_state, segmentor_scores)
-
-
-def make_matcher(extra: list[str]) -> None:
-    run_dir = Path("outputs") / "assets" / "matcher"
-    cmd = [
-        "-m",
-        "refign.align_train",
-        "pairs=synthetic",
-        "alignment.checkpoint=null",
-        "seed=0",
-        f"hydra.run.dir={run_dir}",
-        *extra,
-    ]
-    produce("matcher", MATCHER_FILE, cmd, run_dir, read_state_dict, matcher_scores)
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["segmentor", "matcher", "all"])
+    p.add_argument("what", choices=[*RECIPES, "all"])
     args, extra = p.parse_known_args()
     extra = [e for e in extra if e != "--"]
-    if args.what in ("segmentor", "all"):
-        make_segmentor(extra)
-    if args.what in ("matcher", "all"):
-        make_matcher(extra)
+    for name in RECIPES if args.what == "all" else [args.what]:
+        produce(name, extra)
 
 
 if __name__ == "__main__":

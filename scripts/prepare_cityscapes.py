@@ -2,13 +2,10 @@
 
     python -m scripts.prepare_cityscapes $REFIGN_DATA_DIR/Cityscapes [--gt-dir gtFine] [-o OUT] [--nproc 4]
 
-For every ``gtFine/<split>/<city>/*_gtFine_polygons.json`` the official converter
-(``cityscapesscripts.preparation.json2labelImg``, encoding ``trainIds``) writes the trainId PNG next to it;
-existing PNGs are kept unless --force. As the official ``tools/convert_cityscapes.py`` (docs/refign.md#cityscapes), the
-per-image pixel counts of the train labels go to OUT (default: the Cityscapes root):
-``sample_class_stats.json``, ``sample_class_stats_dict.json``, ``samples_with_class.json`` and the stem
-lists ``train.txt``, ``val.txt``, ``test.txt``. (Training itself recomputes and caches these counts for rare
-class sampling, so the json files are for inspection and for tools that expect them.)
+The official converter (``json2labelImg``, ``trainIds``) writes each trainId PNG beside its polygons (existing
+ones kept unless --force). As the official ``tools/convert_cityscapes.py`` (docs/refign.md#cityscapes), the
+train labels' per-image pixel counts and the stem lists go to OUT (default: the Cityscapes root). Training
+recomputes and caches these counts itself: the json files are for inspection and for tools that expect them.
 """
 
 from __future__ import annotations
@@ -76,13 +73,10 @@ def main(argv: list[str] | None = None) -> None:
         polys = sorted(str(f) for f in (gt / split).glob(f"*/*{POLYGONS}"))
         jobs = [(f, args.force, split == "train") for f in polys]
         with Pool(max(1, args.nproc)) as pool:
-            results = list(
-                progress_bar(
-                    pool.imap(convert_one, jobs, chunksize=8), total=len(jobs), desc=f"{split} labels"
-                )
-            )
+            converted = pool.imap(convert_one, jobs, chunksize=8)
+            results = list(progress_bar(converted, total=len(jobs), desc=f"{split} labels"))
         if split == "train":
-            train_stats = [(label, counts) for label, counts in results]
+            train_stats = results
         stems = [str(Path(f).relative_to(gt / split))[: -len(POLYGONS)] for f in polys]
         (out / f"{split}.txt").write_text("".join(s + "\n" for s in stems))
     write_stats(out, train_stats)

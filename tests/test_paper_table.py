@@ -7,6 +7,7 @@ import json
 
 from scripts.measure import paper_table
 from scripts.measure.common import GIB
+from scripts.measure.dry_run import load_rows
 
 
 def dry_run_row(name: str, evaluate_status: str = "ok") -> dict:
@@ -44,7 +45,7 @@ def test_rows_join_measured_and_estimated_figures_by_experiment(tmp_path):
         ),
     }
     names = ["acdc_mic_hrda", "acdc_refign_hrda_star", "dark_zurich_refign_hrda_star"]
-    text = paper_table.table(paper_table.load(tmp_path / "dry_run.json"), estimates, names)
+    text = paper_table.table(load_rows(tmp_path), estimates, names)
     header, rule, *rows = text.splitlines()
     assert header == paper_table.HEADER and rule.count("---") == header.count(" | ") + 1
     cells = [[c.strip() for c in r.strip("|").split("|")] for r in rows]

@@ -9,10 +9,9 @@
 #   scripts/gpu/gpu_check.sh [--report FILE] [--cpu-dry]    run the checks (report: outputs/gpu_check/report.md)
 #   scripts/gpu/gpu_check.sh --fill-wheelhouse [--all]      where the package registry is reachable: fill wheelhouse/
 #
-# What refign needs beyond the GPU machine's own Python, torch and packages is installed from wheelhouse/
-# (WHEELHOUSE; git-ignored, no torch wheel: scripts/gpu/wheelhouse.py says what it holds), mmcv built there
-# from its sdist with its CUDA ops for this GPU's architecture only. --cpu-dry runs every step at the
-# CPU-sized scale (no install, no GPU) to check the script and its report.
+# What refign needs beyond the machine's own Python, torch and packages comes from wheelhouse/ (WHEELHOUSE;
+# scripts/gpu/README.md). --cpu-dry runs every step at the CPU-sized scale (no install, no GPU) to check the
+# script and its report.
 set -uo pipefail
 case ${1:-} in -h | --help) sed -n '2,/^set /{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;; esac
 cd "$(dirname "$0")/../.."

@@ -3,11 +3,9 @@
     python -m scripts.gpu.wheelhouse carried [--all]   # requirements.txt less what the GPU image has (image.txt)
     python -m scripts.gpu.wheelhouse missing           # the lines whose package this interpreter lacks
 
-Why: a GPU machine may bring its own Python, torch and many packages, and no package registry. Every pinned
-wheel is 110 MB (opencv-python-headless 48, scipy 36), and installing a pin over a package the machine already
-has would replace part of its working stack. So the wheelhouse holds only what the machine's image lacks
-(``--image``: a list of its packages; ``--all``: every pin), and the install there takes only what the
-interpreter lacks, at the pinned version.
+Installing a pin over a package the machine's image already has would replace part of its working stack, so
+the wheelhouse holds only what the image lacks and the install takes only what the interpreter lacks
+(scripts/gpu/README.md).
 """
 
 from __future__ import annotations
@@ -36,13 +34,8 @@ def carried(requirements: Path, image: Path | None) -> list[Requirement]:
 
 def missing(requirements: Path) -> list[Requirement]:
     """The requirements whose distribution is not installed in this interpreter (at any version)."""
-    out = []
-    for r in read(requirements):
-        try:
-            importlib.metadata.version(r.name)
-        except importlib.metadata.PackageNotFoundError:
-            out.append(r)
-    return out
+    installed = {canonicalize_name(d.name) for d in importlib.metadata.distributions() if d.name}
+    return [r for r in read(requirements) if canonicalize_name(r.name) not in installed]
 
 
 def main() -> None:

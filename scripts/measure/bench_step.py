@@ -4,27 +4,17 @@
     python -m scripts.measure.bench_step --precision 32 bf16 fp16 --steps 50
     python -m scripts.measure.bench_step --scale small --steps 3 --warmup 1   # the same code on CPU, ~1 min
 
-Paper scale composes the Cityscapes→ACDC experiments (``experiment=acdc_refign_daformer`` and
-``acdc_refign_hrda_star``; ``refign=off`` for the base rows): MiT-B5 + DAFormer head, 512² crops (HRDA: 1024²
-crops, 512² context and detail views), the paper's UAWarpC matcher, 2 source + 2 target images per step.
-``--scale small`` composes the synthetic benchmark's CPU-sized model instead (MiT-B0, small head, 128² crops,
-the CPU-scale matcher). Every weight file a configuration reads (ImageNet / Cityscapes backbone, matcher
-checkpoint, initial segmentor) is written with random weights into a temporary ``paths.pretrained_dir`` /
-``paths.assets_dir``: the time of a step does not depend on the weights. No dataset is read: random images
-and blocky random labels go straight into the trainer's step (autocast, GradScaler, fused AdamW, schedule),
-the same step as ``python -m refign.train``.
-
-Refign keeps its official 50 % adapt-to-reference steps (no alignment on those), as in training; the row
-``daformer_refign_every_step`` aligns on every step (``refine.adapt_to_ref=false``, the worst case). Timing:
-``--warmup`` steps, then ``--steps`` steps between two device synchronisations. Peak memory is CUDA's
-``max_memory_allocated`` per row on a GPU, the process's peak resident set (cumulative over rows) on CPU.
+Paper scale composes the Cityscapes→ACDC experiments (``refign=off`` for the base rows), ``--scale small``
+the synthetic benchmark's CPU-sized model; random weights where they expect files, random batches straight
+into the training step of ``python -m refign.train``. Refign keeps its official 50 % adapt-to-reference steps;
+the row ``daformer_refign_every_step`` aligns on every step. Peak memory: CUDA's ``max_memory_allocated`` per
+row on a GPU, the process's peak resident set (cumulative over rows) on CPU. docs/gpu.md says more.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
-import random
 import resource
 import tempfile
 import time
@@ -35,7 +25,7 @@ from omegaconf import DictConfig, open_dict
 
 from refign import build
 from refign.engine.dist import DistInfo, setup
-from scripts.measure.common import compose_here, random_batch, write_random_weights
+from scripts.measure.common import compose_here, random_batch, seeded_method, write_random_weights
 
 STEPS_PER_RUN = 40_000
 # the configuration of each method per scale: the official Cityscapes→ACDC experiments, or the synthetic
@@ -63,34 +53,29 @@ def compose_row(row: str, scale: str, weights_dir: Path, extra: list[str]) -> Di
     return compose_here("train", [METHODS[scale][method], *switches, *weights, *extra])
 
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def time_row(cfg: DictConfig, precision: str, info: DistInfo, steps: int, warmup: int, clock: str) -> dict:
     """Steps per second and peak memory of ``steps`` training steps after ``warmup`` ones, by the wall clock
     or (``clock="cpu"``) by the CPU time of the process."""
-    torch.manual_seed(0)
-    random.seed(0)
-    method = build.build_method(cfg).to(info.device)
+    method = seeded_method(cfg).to(info.device)
     with open_dict(cfg):
         cfg.trainer.max_steps = STEPS_PER_RUN
     step = build.build_train_step(cfg, method, info, precision)
-    method.train()
     batch = random_batch(cfg, torch.Generator().manual_seed(0), info.device)
-    if info.device.type == "cuda":
+    cuda = info.device.type == "cuda"
+    if cuda:
         torch.cuda.reset_peak_memory_stats(info.device)
     for index in range(warmup):
         step(batch, index)
     timer = time.process_time if clock == "cpu" else time.perf_counter
-    synchronize(info.device)
+    if cuda:
+        torch.cuda.synchronize(info.device)
     start = timer()
     for index in range(warmup, warmup + steps):
         step(batch, index)
-    synchronize(info.device)
+    if cuda:
+        torch.cuda.synchronize(info.device)
     elapsed = timer() - start
-    if info.device.type == "cuda":
+    if cuda:
         peak = torch.cuda.max_memory_allocated(info.device) / 2**30
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
@@ -101,11 +86,6 @@ def device_name(info: DistInfo) -> str:
     if info.device.type == "cuda":
         return f"CUDA: {torch.cuda.get_device_name(info.device)}"
     return f"CPU ({torch.get_num_threads()} threads)"
-
-
-def check_clock(clock: str, info: DistInfo) -> None:
-    if clock == "cpu" and info.device.type == "cuda":
-        raise SystemExit("--clock cpu measures host CPU time: it says nothing about a GPU step (use wall)")
 
 
 def format_table(results: list[dict], memory: str) -> str:
@@ -146,7 +126,8 @@ def main() -> None:
     args, extra = p.parse_known_args()
     extra = [o for o in extra if o != "--"]
     info = setup(args.device)
-    check_clock(args.clock, info)
+    if args.clock == "cpu" and info.device.type == "cuda":
+        raise SystemExit("--clock cpu measures host CPU time: it says nothing about a GPU step (use wall)")
     memory = "peak GiB (CUDA allocated)" if info.device.type == "cuda" else "peak GiB (CPU RSS, cumulative)"
     print(
         f"device: {device_name(info)}; scale: {args.scale}; {args.steps} steps after {args.warmup}",

@@ -1,19 +1,20 @@
-"""What the measurement tools share: a configuration of this checkout, random weight files where it expects
-the released ones, a random batch at its size, and a child process measured under a lock and a memory watchdog.
-
-The tools run from the repository root as modules (``python -m scripts.measure.<tool>``, as torchtitan runs
-its ``scripts/estimate``), so that they and the tests import this module by its package path.
+"""What the measurement tools share (scripts/README.md): a configuration of this checkout, random weight files
+where it expects the released ones, a seeded method and a random batch at its size, the rise of a step's peak
+resident set, and a child process measured under a lock and a memory watchdog.
 """
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
+import gc
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
-import threading
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -25,12 +26,16 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, open_dict
 
 from refign import build
+from refign.engine.dist import DistInfo
+from refign.engine.reproducibility import seed_everything
+from refign.engine.step import TrainStep
 from refign.task import compose
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
 GIB = 2**30
 PAGE = os.sysconf("SC_PAGE_SIZE")
+CPU = DistInfo(0, 1, 0, torch.device("cpu"))
 
 
 def compose_here(config_name: str, overrides: Sequence[str]) -> DictConfig:
@@ -63,10 +68,8 @@ def write_random_weights(cfg: DictConfig) -> list[Path]:
             fresh.backbone.pretrained = None
         save(build.build_segmentor(fresh).state_dict(), cfg.init_weights)
     if cfg.get("refign", {}).get("enabled") and missing(cfg.alignment.get("checkpoint")):
-        save(
-            {"state_dict": build.instantiate(cfg.alignment, checkpoint=None).state_dict()},
-            cfg.alignment.checkpoint,
-        )
+        matcher = build.instantiate(cfg.alignment, checkpoint=None)
+        save({"state_dict": matcher.state_dict()}, cfg.alignment.checkpoint)
     return written
 
 
@@ -82,10 +85,31 @@ def random_batch(
     if build.method_class(cfg).needs_target:
         keys += ["image_trg", *(["image_ref"] if "image_ref" in build.target_load_keys(cfg) else [])]
     batch = {k: torch.randn(b, 3, h, w, generator=generator) for k in keys}
-    batch["semantic_src"] = F.interpolate(coarse.float(), scale_factor=32, mode="nearest")[
-        :, 0, :h, :w
-    ].long()
+    labels = F.interpolate(coarse.float(), scale_factor=32, mode="nearest")
+    batch["semantic_src"] = labels[:, 0, :h, :w].long()
     return {k: v.to(device or "cpu") for k, v in batch.items()}
+
+
+def seeded_method(cfg: DictConfig) -> torch.nn.Module:
+    """The configured method in training mode, built after seeding every generator with ``cfg.seed``, so that
+    each tool steps the same weights on every run."""
+    seed_everything(cfg.seed)
+    return build.build_method(cfg).train()
+
+
+def status_kib(key: str) -> int:
+    return int(re.search(rf"{key}:\s+(\d+)", Path("/proc/self/status").read_text()).group(1))
+
+
+def peak_rise(step: TrainStep, batch: dict[str, torch.Tensor], index: int) -> int:
+    """Bytes the peak resident set rises by during one real step, over the resident set before it (freed
+    memory returned to the system first, so that it does not hide the step's own allocations)."""
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    before = status_kib("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # the peak resident set starts again from now
+    step(batch, index)
+    return (status_kib("VmHWM") - before) * 1024
 
 
 @contextmanager
@@ -95,11 +119,8 @@ def locked(path: Path | None) -> Iterator[None]:
         yield
         return
     with Path(path).open("a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+        fcntl.flock(f, fcntl.LOCK_EX)  # released when the file closes
+        yield
 
 
 # ---- a child process, measured and watched ---------------------------------------------------------------
@@ -164,43 +185,52 @@ def run_watched(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     usage_path = log_path.with_suffix(".rusage.json")
     usage_path.unlink(missing_ok=True)
-    killed: list[float] = []
-    group_peak = [0]
+    killed: float | None = None  # the group's total PSS (GiB) when the watchdog killed it
+    group_peak, rc = 0, None
     start = time.perf_counter()
-    with log_path.open("w") as log:
+    with log_path.open("w") as log, open(trace_path or os.devnull, "w") as trace:
         launcher = [sys.executable, "-S", "-c", LAUNCHER, str(usage_path), *cmd]
         proc = subprocess.Popen(
             launcher, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env, start_new_session=True
         )
-        done = threading.Event()
-
-        def watch() -> None:
-            trace = trace_path.open("w") if trace_path else None
-            while not done.wait(0.5):
+        while rc is None:  # a sample of the group's memory every 0.5 s until the child ends
+            try:
+                rc = proc.wait(timeout=0.5)
+            except subprocess.TimeoutExpired:
                 largest, total = group_memory(proc.pid)
-                group_peak[0] = max(group_peak[0], total)
-                if trace and total:
+                group_peak = max(group_peak, total)
+                if total:
                     trace.write(f"{time.perf_counter() - start:.1f},{largest / GIB:.3f},{total / GIB:.3f}\n")
-                if total > max_rss:
-                    killed.append(total / GIB)
+                if total > max_rss and killed is None:
+                    killed = total / GIB
                     os.killpg(proc.pid, signal.SIGKILL)
-                    break
-            if trace:
-                trace.close()
-
-        watcher = threading.Thread(target=watch, daemon=True)
-        watcher.start()
-        rc = proc.wait()
-        done.set()
-        watcher.join()
     wall = time.perf_counter() - start
     usage = json.loads(usage_path.read_text()) if usage_path.is_file() else {"cpu_s": 0.0, "maxrss_kib": 0}
-    verdict = (
-        f"killed (RSS {killed[0]:.1f} > {max_rss / GIB:.0f} GiB)"
-        if killed
-        else "ok"
-        if rc == 0
-        else f"failed (rc {rc})"
-    )
+    verdict = "ok" if rc == 0 else f"failed (rc {rc})"
+    if killed is not None:
+        verdict = f"killed (RSS {killed:.1f} > {max_rss / GIB:.0f} GiB)"
     peak = usage["maxrss_kib"] * 1024 / GIB
-    return Phase(verdict, wall, usage["cpu_s"], peak, group_peak[0] / GIB, str(log_path))
+    return Phase(verdict, wall, usage["cpu_s"], peak, group_peak / GIB, str(log_path))
+
+
+class ChildError(RuntimeError):
+    """A child that failed, was killed or printed no result; ``status`` as ``Phase.status``."""
+
+    def __init__(self, status: str, log: str) -> None:
+        super().__init__(f"{status}:\n{log[-3000:]}")
+        self.status = status
+
+
+def run_json_child(module: str, args: list[str], max_rss_gb: float, mmap_threshold: int) -> dict:
+    """``python -m <module> --child <args>``, killed above ``max_rss_gb`` (``run_watched``), with glibc's mmap
+    threshold fixed at ``mmap_threshold`` bytes (a freed block leaves the resident set the same way on every
+    run); returns the JSON object on the last line of its output that holds one (its warnings do not)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        log = Path(tmp) / "child.log"
+        env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(mmap_threshold)}
+        phase = run_watched([sys.executable, "-m", module, "--child", *args], log, max_rss_gb * GIB, env=env)
+        text = log.read_text()
+    results = [line for line in text.splitlines() if line.startswith("{")]
+    if phase.status != "ok" or not results:
+        raise ChildError(phase.status if phase.status != "ok" else "printed no result", text)
+    return json.loads(results[-1])

@@ -3,26 +3,13 @@
     python -m scripts.measure.dry_run EXPERIMENT… --data-root DIR --out DIR [--random-weights] [--batch-size N]
         [--steps 2] [--max-rss-gb 21] [--lock FILE] [-- OVERRIDE…]
 
-For each ``conf/experiment/<EXPERIMENT>.yaml`` (``all``: the 12 of them), on a tree written by
-``scripts/make_dataset_tree.py``, through the real entry points and with the experiment's real backbone, head,
-crop, batch, matcher and inference mode:
-
-1. ``train``: ``python -m refign.train`` for ``--steps`` steps (the validation left to phase 2), which saves
-   its checkpoint;
-2. ``evaluate``: ``python -m refign.evaluate split=test`` on that checkpoint — the experiment's val split
-   with labels at native resolution, the official "test" stage (HRDA*: sliding windows); only the
-   experiment's own dataset (Dark Zurich's Nighttime Driving and BDD100k-night sets are left out);
-3. ``predict``: ``python -m refign.predict`` on its test split, writing the test-server archive.
-
-Each phase is a child process: its CPU seconds (user + system, of it and its data workers), wall seconds and
-peak resident memory (``ru_maxrss`` from ``wait4``, forked from a small launcher so that this script's own
-memory does not count) are measured; a watchdog samples the memory of its process group (total PSS: the
-phase with its data workers, the "group" peak) and kills the group above ``--max-rss-gb``. One Markdown row
-per experiment is printed and merged into ``OUT/dry_run.md`` and ``OUT/dry_run.json`` (rows of earlier invocations with the same OUT are kept, so
-experiments can be run one at a time). Missing pretrained files are an error naming them unless
-``--random-weights``, which writes random weights into ``OUT/random_weights/`` (as ``paths.pretrained_dir``)
-and marks every printed line. ``--lock FILE`` holds an exclusive ``flock`` on FILE for each experiment (on
-a machine shared with other heavy jobs). See docs/performance.md#dry-run.
+For each ``conf/experiment/<EXPERIMENT>.yaml`` (``all``: every one), on a tree written by
+``scripts/make_dataset_tree.py``, three phases through the real entry points, each a watched child process:
+``train`` (``--steps`` steps, which save a checkpoint), ``evaluate`` (``split=test`` on it, the experiment's
+own dataset only) and ``predict`` (the test-server archive). One Markdown row per experiment is printed and
+merged into ``OUT/dry_run.md`` and ``OUT/dry_run.json`` (earlier rows of the same OUT are kept). Missing
+pretrained files are an error naming them unless ``--random-weights``, which writes random weights into
+``OUT/random_weights/`` and marks every printed line. See docs/performance.md#dry-run.
 """
 
 from __future__ import annotations
@@ -77,17 +64,11 @@ def weight_files(cfg: DictConfig) -> dict[str, str]:
 
 def code_version() -> str:
     """The checkout's commit, ``+`` when it has uncommitted changes: each row says which code it measured."""
-    git = ["git", "-C", str(ROOT)]
+    git = ["git", "-C", str(ROOT), "describe", "--always", "--dirty=+", "--exclude=*"]  # no tag names
     try:
-        commit = subprocess.run(
-            [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
-        )
-        dirty = subprocess.run(
-            [*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
-        )
+        return subprocess.run(git, capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
-    return commit.stdout.strip() + ("+" if dirty.stdout.strip() else "")
 
 
 def step_seconds(metrics: Path) -> tuple[float | None, float | None]:
@@ -193,8 +174,8 @@ HEADER = (
 def format_row(row: dict) -> str:
     ph = row["phases"]
 
-    def cell(phase: str, key: str, fmt: str) -> str:
-        return format(ph[phase][key], fmt) if phase in ph else "–"
+    def num(value: float | None, fmt: str = ".0f") -> str:
+        return "–" if value is None else format(value, fmt)
 
     def peak(phase: str) -> str:
         """The phase's process, and in brackets the phase with its data workers where they add 0.1 GiB."""
@@ -207,19 +188,17 @@ def format_row(row: dict) -> str:
     status = next((f"{p}: {v['status']}" for p, v in ph.items() if v["status"] != "ok"), "ok")
     fields = [
         row["experiment"],
-        " ".join(
-            [row["batch"], *row.get("overrides", [])]
-        ),  # e.g. 1 (paper 2) backbone.checkpoint_activations=true
+        " ".join([row["batch"], *row.get("overrides", [])]),  # e.g. 1 (paper 2) debug=tiny_model
         "random" if row["random_weights"] else "released",
         status,
-        f"{row['s_per_step']:.0f}" if row["s_per_step"] is not None else "–",
-        f"{row['cpu_s_per_step']:.0f}" if row.get("cpu_s_per_step") is not None else "–",
-        cell("train", "cpu_s", ".0f"),
+        num(row["s_per_step"]),
+        num(row.get("cpu_s_per_step")),
+        num(ph.get("train", {}).get("cpu_s")),
         peak("train"),
-        cell("evaluate", "cpu_s", ".0f"),
+        num(ph.get("evaluate", {}).get("cpu_s")),
         peak("evaluate"),
-        f"{row['miou']:.2f}" if row["miou"] is not None else "–",
-        cell("predict", "cpu_s", ".0f"),
+        num(row["miou"], ".2f"),
+        num(ph.get("predict", {}).get("cpu_s")),
         peak("predict"),
         row["archive"] or "–",
         row["commit"],
@@ -231,33 +210,31 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join([HEADER, "|" + "---|" * HEADER.count(" | ") + "---|", *map(format_row, rows)])
 
 
+def load_rows(out: Path) -> dict[str, dict]:
+    """The rows of ``OUT/dry_run.json`` by experiment (none before the first run into ``out``)."""
+    path = out / "dry_run.json"
+    return {r["experiment"]: r for r in json.loads(path.read_text())} if path.is_file() else {}
+
+
 def save_rows(out: Path, rows: list[Row]) -> list[dict]:
     """Merge ``rows`` into ``OUT/dry_run.json`` (by experiment, in the order of conf/experiment/) and rewrite
     ``OUT/dry_run.md``; returns every row."""
-    path = out / "dry_run.json"
-    merged = {r["experiment"]: r for r in (json.loads(path.read_text()) if path.is_file() else [])}
-    merged.update({r.experiment: asdict(r) for r in rows})
+    merged = load_rows(out) | {r.experiment: asdict(r) for r in rows}
     ordered = [merged[name] for name in sorted(merged, key=lambda n: (n not in EXPERIMENTS, n))]
-    path.write_text(json.dumps(ordered, indent=1))
+    (out / "dry_run.json").write_text(json.dumps(ordered, indent=1))
     (out / "dry_run.md").write_text(format_table(ordered) + "\n")
     return ordered
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument(
-        "experiments", nargs="+", metavar="EXPERIMENT", help="names under conf/experiment/, or all"
-    )
+    p.add_argument("experiments", nargs="+", metavar="EXPERIMENT", help="conf/experiment/ names, or all")
     p.add_argument("--data-root", type=Path, required=True, help="a tree from scripts/make_dataset_tree.py")
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument(
-        "--random-weights", action="store_true", help="random weights for missing pretrained files"
-    )
+    p.add_argument("--random-weights", action="store_true", help="random weights for missing weight files")
     p.add_argument("--batch-size", type=int, default=None, help="images per domain (default: the paper's)")
     p.add_argument("--steps", type=int, default=2)
-    p.add_argument(
-        "--max-rss-gb", type=float, default=21.0, help="the watchdog's limit, a phase with its workers (GiB)"
-    )
+    p.add_argument("--max-rss-gb", type=float, default=21.0, help="the watchdog's limit per phase (GiB)")
     p.add_argument("--lock", type=Path, default=None, help="flock this file around each experiment")
     argv = sys.argv[1:] if argv is None else argv
     split = argv.index("--") if "--" in argv else len(argv)

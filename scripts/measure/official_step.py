@@ -1,27 +1,13 @@
-"""This project's training step against the official one, on the same networks, weights and batch (issue 28,
-docs/estimate.md#official-step).
+"""This project's training step against the official one, on the same networks, weights and batch (issue 28).
 
     python -m scripts.measure.official_step                      # every configuration, a markdown table
     python -m scripts.measure.official_step hrda mic_hrda --repeats 9
 
-The official code cannot be installed here (Lightning 1.5, mmcv 1.x, lhoyer's vendored mmseg), so its step
-is transcribed (``official_step``): the order of its EMA update, forward passes and backward calls, and how
-long its locals keep tensors alive, read from the official sources; each quantity is computed by this
-project's networks, pseudo-labeler, mixing and losses. The two steps therefore make the same update (a test
-compares the student's weights after a step) and differ only in what is alive when.
-
-The configurations are the synthetic benchmark's (MiT-B0, its small DAFormer head, 128² crops, 2 source + 2
-target images, CPU fp32, the shipped weights), with Refign aligning on every step
-(``refine.adapt_to_ref=false``, the heavier step, as ``scripts/measure/validate_estimate.py`` measures it).
-
-Memory: each side in a child process of its own, with glibc's mmap threshold at 16 KiB so that a freed
-tensor leaves the resident set; one warm-up step, then the rise of the peak resident set during the next one
-(``validate_estimate.peak_rise``). The official step keeps the gradients allocated from one step to the next
-(it zeroes them at the start of the step), this project's frees them after the update: their bytes, alive
-before the official's measured step, are added to its rise, so that both count from the same state.
-
-Time: both steps in one process, alternated ``--repeats`` times from identical states (the random generators
-restored to the same state before each side), the median of each side's step; the ratio is ours / official.
+The official step is transcribed (``official_step``: the order of its EMA update, passes and backward calls,
+and how long its locals keep tensors alive), each quantity computed by this project's code, so both steps make
+the same update. Memory: each side's peak rise in a child process of its own (the official side's gradients,
+kept from one step to the next, added); time: the ratio of the median steps, alternated in one process.
+docs/estimate.md#official-step says how and why.
 """
 
 from __future__ import annotations
@@ -29,33 +15,33 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
 import random
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
-import numpy as np
 import torch
 from omegaconf import DictConfig
 
 from refign import build
 from refign.build.common import build_optimizer, build_schedule
-from refign.engine.dist import DistInfo
-from refign.engine.reproducibility import seed_everything
+from refign.engine.checkpoint import rng_state, set_rng_state
 from refign.estimate.trace import aligning
 from refign.refine.pseudo_labeler import RefignPseudoLabeler
 from refign.uda.dacs import DACS
 from refign.uda.pseudo_label import PseudoLabels, teacher_probs
 from refign.utils.imaging import resize
-from scripts.measure.common import compose_here, random_batch
-from scripts.measure.validate_estimate import peak_rise
+from scripts.measure.common import (
+    CPU,
+    ChildError,
+    compose_here,
+    peak_rise,
+    random_batch,
+    run_json_child,
+    seeded_method,
+)
 
-ROOT = Path(__file__).resolve().parents[2]
-MMAP_THRESHOLD = 16 * 1024
+MMAP_THRESHOLD = 16 * 1024  # a freed tensor leaves the resident set
 MIB = 2**20
 # name → (the table's label, the overrides of the synthetic benchmark's README commands)
 CONFIGS = {
@@ -65,7 +51,6 @@ CONFIGS = {
     "hrda_refign": ("HRDA + Refign", ["uda=hrda", "refign=on"]),
     "mic_hrda": ("MIC(HRDA)", ["uda=hrda", "refign=off", "mic=on"]),
 }
-CPU = DistInfo(0, 1, 0, torch.device("cpu"))
 Step = Callable[[dict, int], object]  # (batch, step index) → one optimiser step
 
 
@@ -206,27 +191,12 @@ def project_side(cfg: DictConfig, method: DACS) -> Step:
 SIDES: dict[str, Callable[[DictConfig, DACS], Step]] = {"official": official_side, "ours": project_side}
 
 
-def build_method(cfg: DictConfig) -> DACS:
-    seed_everything(cfg.seed)
-    return build.build_method(cfg).train()
-
-
-def rng_state() -> tuple:
-    return random.getstate(), np.random.get_state(), torch.get_rng_state()
-
-
-def set_rng_state(state: tuple) -> None:
-    random.setstate(state[0])
-    np.random.set_state(state[1])
-    torch.set_rng_state(state[2])
-
-
 class Pair:
     """Both steps of one configuration in this process, on two identical copies of the method: ``run``
     steps each once from the same random state and returns their times (official, ours)."""
 
     def __init__(self, cfg: DictConfig) -> None:
-        self.ours = build_method(cfg)
+        self.ours = seeded_method(cfg)
         self.official = copy.deepcopy(self.ours)
         self.steps = (official_side(cfg, self.official), project_side(cfg, self.ours))
         self.batch = random_batch(cfg, torch.Generator().manual_seed(0))
@@ -254,7 +224,7 @@ def time_ratio(name: str, repeats: int) -> float:
 def child(name: str, side: str) -> dict[str, int]:
     """One side's memory: the warm-up step, then the measured one (see the module's docstring)."""
     cfg = compose(name)
-    method = build_method(cfg)
+    method = seeded_method(cfg)
     step = SIDES[side](cfg, method)
     batch = random_batch(cfg, torch.Generator().manual_seed(0))
     step(batch, 0)
@@ -264,16 +234,10 @@ def child(name: str, side: str) -> dict[str, int]:
 
 
 def run_child(name: str, side: str) -> dict[str, int]:
-    out = subprocess.run(
-        [sys.executable, "-m", "scripts.measure.official_step", "--child", side, name],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, "MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD)},
-    )
-    if out.returncode != 0:
-        raise RuntimeError(f"the {side} step of {name} failed (exit {out.returncode}):\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    try:
+        return run_json_child("scripts.measure.official_step", [side, name], 20.0, MMAP_THRESHOLD)
+    except ChildError as err:
+        raise RuntimeError(f"the {side} step of {name}: {err}") from err
 
 
 def table_row(label: str, official: int, ours: int, time: float) -> str:

@@ -3,13 +3,10 @@
     python -m scripts.measure.paper_table [EXPERIMENT …] [--dry-run outputs/dry_run] [--estimates DIR]
     python -m scripts.measure.paper_table --estimate-only     # docs/estimate.md's table: fp32 / bf16 estimates
 
-Runs ``python -m refign.estimate experiment=E trainer.precision=P`` for each experiment in fp32 and bf16 (one
-process each, one at a time; a result already in ``ESTIMATES/<E>_<P>/estimate.json`` is kept). Experiments
-whose composed networks, crop and batch equal an earlier one's (Dark Zurich's and RobotCar's equal ACDC's) are
-not traced again. Joins the estimates with ``DRY_RUN/dry_run.json`` (``scripts/measure/dry_run.py``: 2 steps
-at true size on the CPU, the evaluation, the archive) by experiment and prints one Markdown row per
-experiment, with "–" where the dry run has not been run. Measured and estimated figures stay in their own,
-labelled columns.
+Runs ``python -m refign.estimate`` for each experiment in fp32 and bf16, one process at a time, unless
+``ESTIMATES/<E>_<P>/estimate.json`` holds it; an experiment whose networks, crop and batch equal an earlier
+one's shares its trace. Joins them with ``DRY_RUN/dry_run.json`` (``scripts/measure/dry_run.py``) by
+experiment, "–" where either is missing; measured and estimated figures stay in their own columns.
 """
 
 from __future__ import annotations
@@ -24,6 +21,7 @@ from omegaconf import OmegaConf
 
 from refign.task import compose
 from scripts.measure.common import EXPERIMENTS, GIB, ROOT
+from scripts.measure.dry_run import load_rows
 
 PRECISIONS = ("32", "bf16")
 # the keys that decide a step's memory and FLOPs
@@ -47,7 +45,6 @@ def signature(experiment: str) -> str:
         for k in SHAPE_KEYS
     }
     keys.update({k: OmegaConf.to_container(cfg.dataset, resolve=True)[k] for k in DATA_KEYS})
-    keys["pretrained"] = None  # weights are not read
     return json.dumps(keys, sort_keys=True, default=str)
 
 
@@ -92,21 +89,12 @@ def ratio_cell(row: dict) -> str:
 def estimate_only_row(row: dict) -> str:
     """docs/estimate.md's row: the experiment (and the trace it shares), peaks, GFLOPs, Refign's ratio."""
     name = row["experiment"]
-    cells = [
-        name if row["traced_as"] == name else f"{name} (= {row['traced_as']})",
-        f"{row['peak_gib']['32']:.1f}",
-        f"{row['peak_gib']['bf16']:.1f}",
-        f"{row['gflops']:,.0f}",
-        ratio_cell(row),
-    ]
-    return f"| {' | '.join(cells)} |"
+    shared = name if row["traced_as"] == name else f"{name} (= {row['traced_as']})"
+    peaks = [f"{row['peak_gib'][prec]:.1f}" for prec in PRECISIONS]
+    return f"| {' | '.join([shared, *peaks, *estimated_cells(row)[1:]])} |"
 
 
 # ---- the joined table --------------------------------------------------------------------------------------
-def load(path: Path) -> dict[str, dict]:
-    return {r["experiment"]: r for r in json.loads(path.read_text())} if path.is_file() else {}
-
-
 def measured_cells(row: dict | None) -> list[str]:
     """batch, s/step (CPU seconds of the training process; a phase that failed is named there), peaks."""
     if row is None:
@@ -152,9 +140,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--estimates", type=Path, default=ROOT / "outputs" / "estimate_table", help="the estimates' runs"
     )
-    p.add_argument(
-        "--estimate-only", action="store_true", help="the estimates' columns only, fp32 and bf16 apart"
-    )
+    p.add_argument("--estimate-only", action="store_true", help="the estimates only, fp32 and bf16 apart")
     args = p.parse_args(argv)
     unknown = sorted(set(args.experiments) - set(EXPERIMENTS))
     if unknown:
@@ -165,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
         rule = "|" + "---|" * (ESTIMATE_HEADER.count(" | ") + 1)
         print("\n".join([ESTIMATE_HEADER, rule, *(estimate_only_row(estimates[n]) for n in experiments)]))
     else:
-        print(table(load(args.dry_run / "dry_run.json"), estimates, experiments))
+        print(table(load_rows(args.dry_run), estimates, experiments))
 
 
 if __name__ == "__main__":

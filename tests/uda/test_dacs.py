@@ -4,8 +4,8 @@ import torch
 
 from refign.uda.dacs import DACS
 from refign.uda.pseudo_label import PseudoLabels
-from scripts.measure.common import random_batch
-from scripts.measure.official_step import build_method, compose, project_side
+from scripts.measure.common import random_batch, seeded_method
+from scripts.measure.official_step import compose, project_side
 from tests.uda.conftest import engine_step, tiny_segmentor, toy_batch, uda_kwargs
 
 
@@ -72,7 +72,7 @@ def test_a_skipped_step_leaves_the_method_as_it_was():
     the step, and its EMA teacher update and BatchNorm statistics are undone with the update — the whole
     state, student, teacher and counters, equals the state before the step."""
     cfg = compose("daformer")
-    method = build_method(cfg)
+    method = seeded_method(cfg)
     step = project_side(cfg, method)
     batch = random_batch(cfg, torch.Generator().manual_seed(0))
     step(batch, 0)
