@@ -24,7 +24,7 @@ import torch
 from omegaconf import DictConfig, open_dict
 
 from refign import build
-from refign.engine.dist import DistInfo, setup
+from refign.engine.dist import DistInfo, session
 from scripts.measure.common import compose_here, random_batch, seeded_method, write_random_weights
 
 STEPS_PER_RUN = 40_000
@@ -125,7 +125,12 @@ def main() -> None:
     )
     args, extra = p.parse_known_args()
     extra = [o for o in extra if o != "--"]
-    info = setup(args.device)
+    with session(args.device) as info:
+        bench(args, extra, info)
+
+
+def bench(args: argparse.Namespace, extra: list[str], info: DistInfo) -> None:
+    """Every requested row at every precision, printed as it finishes and as one table at the end."""
     if args.clock == "cpu" and info.device.type == "cuda":
         raise SystemExit("--clock cpu measures host CPU time: it says nothing about a GPU step (use wall)")
     memory = "peak GiB (CUDA allocated)" if info.device.type == "cuda" else "peak GiB (CPU RSS, cumulative)"
