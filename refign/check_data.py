@@ -1,5 +1,5 @@
-"""python -m refign.check_data [dataset=acdc|dark_zurich|robotcar|synthetic] [pairs=megadepth|robotcar]
-[paths.data_root=…] — is the download complete and laid out right?
+"""python -m refign.check_data [dataset=acdc|dark_zurich|robotcar|synthetic]
+[pairs=megadepth|robotcar|synthetic] [paths.data_root=…] — is the download complete and laid out right?
 
 Walks the splits the composition would load (``splits=all``: every split of each dataset it names) and
 prints per split and condition the images found against the official counts, the references and labels

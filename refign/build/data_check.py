@@ -20,7 +20,8 @@ from refign.data.check import (
     check_synthetic,
 )
 from refign.data.datasets.base import FolderDataset
-from refign.data.datasets.megadepth import VAL_SCENES
+from refign.data.datasets.megadepth import VAL_SCENES, MegaDepthPairs
+from refign.data.datasets.synthetic import SyntheticDataset
 from refign.data.io import DatasetError
 
 NODES = ("train_source", "train_target", "val", "test", "predict")
@@ -73,22 +74,28 @@ def check_dataset(cfg: DictConfig, spec: DictConfig, check: FileCheck, seen: set
 
 
 def check_matching(cfg: DictConfig, check: FileCheck) -> list[Report]:
-    """The matcher's pairs of ``pairs=…``: MegaDepth scene info, and the csv test set."""
-    reports = []
-    train = cfg.pairs.get("train")
-    if train is not None and train._target_.endswith("MegaDepthPairs"):
-        reports.append(
-            check_megadepth_scenes(f"MegaDepth scene info [{train.root}]", Path(train.root), VAL_SCENES)
-        )
-    try:
-        dataset = build_dataset(cfg.pairs.eval)
-        reports.append(
-            check_pairs_csv(f"{cfg.pairs.name} matching test [{dataset.csv_path}]", dataset, check)
-        )
-    except DatasetError as err:
-        report = Report(f"{cfg.pairs.name} matching test")
-        report.problems.append(Problem("missing", str(err)))
-        reports.append(report)
+    """The matcher's pairs of ``pairs=…``: MegaDepth's scene info, a csv test set (MegaDepth, RobotCar), or
+    the synthetic benchmark's generated train and test pairs."""
+    name, reports = cfg.pairs.name, []
+    for spec in (cfg.pairs.get("train"), cfg.pairs.eval):
+        if spec is None:
+            continue
+        cls = dataset_class(spec)
+        if issubclass(cls, SyntheticDataset):
+            dataset = build_dataset(spec)
+            reports.append(check_synthetic(f"{name} matching {dataset.split}", dataset))
+        elif issubclass(cls, MegaDepthPairs):
+            reports.append(
+                check_megadepth_scenes(f"MegaDepth scene info [{spec.root}]", Path(spec.root), VAL_SCENES)
+            )
+        else:
+            try:
+                dataset = build_dataset(spec)
+                reports.append(check_pairs_csv(f"{name} matching test [{dataset.csv_path}]", dataset, check))
+            except DatasetError as err:
+                report = Report(f"{name} matching test")
+                report.problems.append(Problem("missing", str(err)))
+                reports.append(report)
     return reports
 
 
