@@ -19,15 +19,19 @@ import json
 import logging
 from pathlib import Path
 
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from refign import build
 from refign.engine.reproducibility import task_session
 from refign.inference.alignment import align_pairs, file_pairs
-from refign.task import entry_point
+from refign.task import entry_point, output_dir
 
 log = logging.getLogger("refign.align")
+
+
+@entry_point("align")
+def main(cfg: DictConfig) -> None:
+    run(cfg, output_dir(cfg))
 
 
 def run(cfg: DictConfig, out_dir: Path) -> dict:
@@ -48,11 +52,6 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
         overall = summary.get("overall")
         log.info("%d pair(s) → %s%s", len(summary["pairs"]), out_dir, f"; {overall}" if overall else "")
         return summary
-
-
-@entry_point("align")
-def main(cfg: DictConfig) -> None:
-    run(cfg, Path(cfg.out_dir) if cfg.out_dir else Path(HydraConfig.get().runtime.output_dir))
 
 
 if __name__ == "__main__":

@@ -10,14 +10,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from refign import build
 from refign.alignment.evaluate import pck_table
 from refign.engine import checkpoint
 from refign.engine.reproducibility import seed_everything, task_session
-from refign.task import entry_point, fit
+from refign.task import entry_point, fit, output_dir
+
+
+@entry_point("align_train")
+def main(cfg: DictConfig) -> None:
+    run(cfg, output_dir(cfg))
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict:
@@ -37,11 +41,6 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         if info.is_main:
             print(pck_table(metrics, cfg.pairs.name))
         return result | metrics
-
-
-@entry_point("align_train")
-def main(cfg: DictConfig) -> None:
-    run(cfg, Path(HydraConfig.get().runtime.output_dir))
 
 
 if __name__ == "__main__":

@@ -20,6 +20,12 @@ from refign.data.check import FileCheck, Report, summary
 from refign.task import entry_point
 
 
+@entry_point("check_data")
+def main(cfg: DictConfig) -> None:
+    if any(r.problems for r in run(cfg)):
+        sys.exit(1)
+
+
 def run(cfg: DictConfig) -> list[Report]:
     """Check every split of the dataset (or, with ``pairs=…``, the matcher's pairs), printing each
     report as it is done, then the summary line."""
@@ -34,12 +40,6 @@ def run(cfg: DictConfig) -> list[Report]:
         reports.append(report)
     print(summary(reports, time.perf_counter() - start), flush=True)
     return reports
-
-
-@entry_point("check_data")
-def main(cfg: DictConfig) -> None:
-    if any(r.problems for r in run(cfg)):
-        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -169,6 +169,11 @@ def entry_point(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Cal
     return decorate
 
 
+def output_dir(cfg: DictConfig) -> Path:
+    """Where a task writes: its ``out_dir`` where the tool has one and it is set, else Hydra's run folder."""
+    return Path(cfg.get("out_dir") or HydraConfig.get().runtime.output_dir)
+
+
 def fit(
     cfg: DictConfig, run_dir: Path, info: DistInfo, make_trainer: Callable[..., Trainer]
 ) -> tuple[dict, Path]:

@@ -43,7 +43,7 @@ def dataset_specs(cfg: DictConfig) -> list[DictConfig]:
 def folder_targets(cfg: DictConfig, spec: DictConfig) -> list[tuple[str, list[str]]]:
     """``(split, keys)`` to check for a real dataset's node: every file its split offers (ACDC's test
     references too, which predict does not load); with ``splits=all`` every split of the dataset."""
-    cls: type[FolderDataset] = dataset_class(spec)
+    cls: type[FolderDataset] = get_class(spec._target_)
     splits = list(cls.splits) if cfg.splits == "all" else [spec.split]
     targets = []
     for split in splits:
@@ -58,9 +58,9 @@ def folder_targets(cfg: DictConfig, spec: DictConfig) -> list[tuple[str, list[st
 def check_dataset(cfg: DictConfig, spec: DictConfig, check: FileCheck, seen: set) -> list[Report]:
     """The reports of one dataset node; ``seen`` holds the splits already checked (ACDC's val and test
     nodes both read its val split)."""
-    cls = dataset_class(spec)
+    cls = get_class(spec._target_)
     if not issubclass(cls, FolderDataset):  # the synthetic benchmark: generated, or read from its cache
-        dataset = build_dataset(spec)
+        dataset = instantiate(spec)
         return [check_synthetic(f"synthetic {dataset.domain} {dataset.split}", dataset)]
     reports = []
     for split, keys in folder_targets(cfg, spec):
@@ -80,9 +80,9 @@ def check_matching(cfg: DictConfig, check: FileCheck) -> list[Report]:
     for spec in (cfg.pairs.get("train"), cfg.pairs.eval):
         if spec is None:
             continue
-        cls = dataset_class(spec)
+        cls = get_class(spec._target_)
         if issubclass(cls, SyntheticDataset):
-            dataset = build_dataset(spec)
+            dataset = instantiate(spec)
             reports.append(check_synthetic(f"{name} matching {dataset.split}", dataset))
         elif issubclass(cls, MegaDepthPairs):
             reports.append(
@@ -90,22 +90,13 @@ def check_matching(cfg: DictConfig, check: FileCheck) -> list[Report]:
             )
         else:
             try:
-                dataset = build_dataset(spec)
+                dataset = instantiate(spec)
                 reports.append(check_pairs_csv(f"{name} matching test [{dataset.csv_path}]", dataset, check))
             except DatasetError as err:
                 report = Report(f"{name} matching test")
                 report.problems.append(Problem("missing", str(err)))
                 reports.append(report)
     return reports
-
-
-def build_dataset(spec: DictConfig) -> Dataset:
-    """One dataset node as configured (``refign.check_data``: the synthetic sets and matching csvs)."""
-    return instantiate(spec)
-
-
-def dataset_class(spec: DictConfig) -> type:
-    return get_class(spec._target_)
 
 
 def build_listing(spec: DictConfig, split: str, keys: list[str]):

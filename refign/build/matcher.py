@@ -103,7 +103,7 @@ def build_matcher_trainer(cfg: DictConfig, run_dir: Path, info: DistInfo) -> Tra
         min_valid_fraction=cfg.min_valid_fraction,
     )
     method = MatcherTraining(network, stage.visibility_mask, cfg.loss_weighting).to(info.device)
-    step = build_train_step(cfg, method, info)
+    step = build_train_step(cfg, method, info, settings=loop)
 
     def batches(start: int) -> Iterator[dict]:
         return step_loader(pairs, cfg.pairs.batch_size, info, cfg.seed, start, cfg.trainer.num_workers)

@@ -66,6 +66,16 @@ def method_class(cfg: DictConfig) -> type[UDAMethod]:
     return cls
 
 
+def require_self_training(cfg: DictConfig, what: str, lacks: str, hint: str = "") -> None:
+    """Refuse a switch that works on the pseudo-labels (``what``) when the method makes none."""
+    method = method_class(cfg)
+    if not method.self_training:
+        raise ConfigError(
+            f"{what} of a self-training method, but {method.__name__} (uda._target_={cfg.uda._target_}) "
+            f"{lacks}: choose a self-training uda (e.g. uda=daformer){hint}"
+        )
+
+
 def refign_enabled(cfg: DictConfig) -> bool:
     """The one switch: ``refign=on`` sets ``refign.enabled`` and brings the ``alignment``/``refine`` nodes.
 
@@ -87,13 +97,7 @@ def build_pseudo_labeler(cfg: DictConfig):
     """Refign's aligner + refiner (``refign=on``), or None for the method's own pseudo-labels."""
     if not refign_enabled(cfg):
         return None
-    method = method_class(cfg)
-    if not method.self_training:
-        raise ConfigError(
-            f"refign=on refines the pseudo-labels of a self-training method, but {method.__name__} "
-            f"(uda._target_={cfg.uda._target_}) does not self-train: choose a self-training uda "
-            f"(e.g. uda=daformer)"
-        )
+    require_self_training(cfg, "refign=on refines the pseudo-labels", "does not self-train")
     aligner = None
     if cfg.refine.use_align:
         if not needs_gt_flow(cfg) and not cfg.alignment.get("checkpoint"):
@@ -123,23 +127,14 @@ def build_mic(cfg: DictConfig):
     """Masked Image Consistency (``mic=on``, ``refign/uda/mic.py``), or None (``mic=off``)."""
     if not cfg.mic.enabled:
         return None
-    method = method_class(cfg)
-    if not method.self_training:
-        raise ConfigError(
-            f"mic=on trains on the pseudo-labels of a self-training method, but {method.__name__} "
-            f"(uda._target_={cfg.uda._target_}) makes none: choose a self-training uda (e.g. uda=daformer) "
-            f"or mic=off"
-        )
+    require_self_training(cfg, "mic=on trains on the pseudo-labels", "makes none", " or mic=off")
     return instantiate_switched(cfg.mic)
 
 
 def build_method(cfg: DictConfig) -> UDAMethod:
     """The configured method with its networks."""
-    labeler = build_pseudo_labeler(cfg)
-    extra = {"pseudo_labeler": labeler} if labeler is not None else {}
-    mic = build_mic(cfg)
-    if mic is not None:
-        extra["mic"] = mic
+    parts = {"pseudo_labeler": build_pseudo_labeler(cfg), "mic": build_mic(cfg)}
+    extra = {name: part for name, part in parts.items() if part is not None}
     return instantiate(cfg.uda, model=build_segmentor(cfg), _recursive_=False, **extra)
 
 
@@ -210,7 +205,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, info: DistInfo) -> Trainer:
     loop = training_settings(cfg)
     method = build_method(cfg).to(info.device)  # before the optimiser, which picks its kernel by device
     source, target = build_train_sets(cfg)
-    step = build_train_step(cfg, method, info)
+    step = build_train_step(cfg, method, info, settings=loop)
     evaluation = build_segmentation_eval(cfg, info, "val")
     return Trainer(
         loop,
