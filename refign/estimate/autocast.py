@@ -48,7 +48,3 @@ class CudaAutocastPolicy(TorchFunctionMode):
             )
         with torch.autocast("cpu", enabled=False):
             return func(*args, **kwargs)
-
-
-def cuda_autocast_policy() -> CudaAutocastPolicy:
-    return CudaAutocastPolicy()

@@ -18,29 +18,6 @@ from refign.engine.step import TrainStep
 CORRELATION = "matcher's local correlation"
 
 
-class _GlobalOnly:
-    """Stands in for FlopCounterMode's module tracker: every FLOP counts towards "Global" only."""
-
-    parents = frozenset({"Global"})
-
-    def __enter__(self) -> _GlobalOnly:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        return None
-
-
-class StepFlops(FlopCounterMode):
-    """``FlopCounterMode`` without its per-module split (``counted_by_part`` splits by parts). Its module
-    tracker hooks every module's outputs for their gradients, which keeps the tensors that a checkpointed
-    block recomputes in the backward alive: with ``backbone.checkpoint_activations`` the traced peak rose
-    above the run without. Relies on the counter's ``mod_tracker`` attribute (torch 2.x)."""
-
-    def __init__(self, **kwargs) -> None:
-        super().__init__(display=False, **kwargs)
-        self.mod_tracker = _GlobalOnly()
-
-
 def conv_backward_flop(
     grad_out_shape,
     x_shape,
@@ -60,6 +37,20 @@ def conv_backward_flop(
     channels (MiT's Mix-FFN, the DAFormer head's ASPP) C times over."""
     forward = conv_flop_count(x_shape, w_shape, grad_out_shape, transposed)
     return forward * (int(output_mask[0]) + int(output_mask[1]))
+
+
+class StepFlops(FlopCounterMode):
+    """``FlopCounterMode`` with ``conv_backward_flop``, without its per-module split (``counted_by_part``
+    splits by parts). Its module tracker hooks every module's outputs for their gradients, which keeps the
+    tensors that a checkpointed block recomputes in the backward alive: with
+    ``backbone.checkpoint_activations`` the traced peak rose above the run without. Relies on the counter's
+    ``mod_tracker`` attribute (torch 2.x)."""
+
+    def __init__(self) -> None:
+        backward = {torch.ops.aten.convolution_backward: conv_backward_flop}
+        super().__init__(display=False, custom_mapping=backward)
+        self.mod_tracker = contextlib.nullcontext()  # enters no module: every FLOP counts towards "Global"
+        self.mod_tracker.parents = {"Global"}
 
 
 def method_parts(method: torch.nn.Module) -> dict[str, list[torch.nn.Module]]:

@@ -24,8 +24,8 @@ from torch.overrides import TorchFunctionMode
 
 from refign import build
 from refign.engine.dist import DistInfo
-from refign.estimate.autocast import cuda_autocast_policy
-from refign.estimate.flops import CORRELATION, StepFlops, conv_backward_flop, counted_by_part
+from refign.estimate.autocast import CudaAutocastPolicy
+from refign.estimate.flops import CORRELATION, StepFlops, counted_by_part
 from refign.estimate.memory import LiveMemory, phase_hooks
 
 
@@ -139,18 +139,17 @@ def trace_step(cfg: DictConfig, precision: str) -> StepEstimate:
         method.train()
         batch = fake_batch(cfg, build.method_class(cfg).needs_target)
         memory = LiveMemory()
-        trained = {id(p) for p in method.parameters() if p.requires_grad}
-        memory.track([p for p in method.parameters() if id(p) in trained], "parameters")
-        memory.track([p for p in method.parameters() if id(p) not in trained], "frozen")
+        params = list(method.parameters())
+        memory.track([p for p in params if p.requires_grad], "parameters")
+        memory.track([p for p in params if not p.requires_grad], "frozen")
         memory.track(method.buffers(), "frozen")
         memory.track(batch.values(), "batch")
-        policy = cuda_autocast_policy() if precision != "32" else contextlib.nullcontext()
+        policy = CudaAutocastPolicy() if precision != "32" else contextlib.nullcontext()
         with phase_hooks(memory, step.optimizer), policy, memory:
             initialise_state(step.optimizer)
             memory.reset_peak()
             before = memory.current
-            flop_counter = StepFlops(custom_mapping={torch.ops.aten.convolution_backward: conv_backward_flop})
-            with flop_counter as counter, counted_by_part(counter, method, step) as parts:
+            with StepFlops() as counter, counted_by_part(counter, method, step) as parts:
                 step(batch, 0)
     return StepEstimate(
         precision=precision,
