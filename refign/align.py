@@ -1,16 +1,10 @@
 """python -m refign.align target=A reference=B [alignment=… alignment.checkpoint=…] [out_dir=…] — look at
-an alignment (docs/tools.md#align).
+an alignment (docs/tools.md#align: what each picture shows).
 
 ``target`` and ``reference`` are two images, or two folders whose images pair by relative path; without
-them, the first ``num_pairs`` pairs of every set under ``dataset.<split>`` (target, reference and, on the
-synthetic benchmark, the ground-truth flow). Per pair, named after the target: the reference warped onto
-the target (``_warped``), the matcher's certainty (``_certainty``, white = certain), the warped reference
-over the target fading to white where the matcher is uncertain (``_overlay``), the flow as a colour wheel
-(``_flow``), where ground-truth flow exists the end-point error (``_epe``) and all of them side by side
-(``_panel``); ``alignment.json`` holds PCK-1/3/5/10 and the average end-point error per pair and overall.
-The matcher is the configured one: the synthetic benchmark's shipped CPU-scale ``uawarpc_small`` by
-default, the paper's with ``alignment=uawarpc alignment.checkpoint=uawarpc_megadepth.ckpt``, or the ground
-truth with ``alignment=oracle``.
+them, the first ``num_pairs`` pairs of every set under ``dataset.<split>``. Per pair, named after the
+target, the pictures of ``refign.inference.alignment``; ``alignment.json`` holds PCK-1/3/5/10 and the
+average end-point error per pair and overall, where the ground-truth flow is known.
 """
 
 from __future__ import annotations

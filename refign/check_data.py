@@ -1,11 +1,9 @@
 """python -m refign.check_data [dataset=acdc|dark_zurich|robotcar|synthetic]
 [pairs=megadepth|robotcar|synthetic] [paths.data_root=…] — is the download complete and laid out right?
 
-Walks the splits the composition would load (``splits=all``: every split of each dataset it names) and
-prints per split and condition the images found against the official counts, the references and labels
-paired with them, the image sizes, then every problem with the file it concerns (missing, unreadable, wrong
-size, label values outside the train ids, counts off) and one summary line. Exits with status 1 when
-anything is missing or broken. Headers only unless ``decode=true`` (docs/tools.md#check-data).
+Walks the splits the composition would load (``splits=all``: every split of each dataset it names), prints a
+report per split against the official counts and one summary line, and exits with status 1 when anything is
+missing or broken (docs/tools.md#check-data).
 """
 
 from __future__ import annotations

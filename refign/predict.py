@@ -8,7 +8,7 @@ written, and the exit status is 1.
 
 Without ``input=``, for every dataset under ``dataset.predict`` (docs/refign.md#test-server-export,
 ``refign.inference.export``): trainId and colour PNGs, ``overview.png`` and ``<name>_submission.zip`` in the
-test server's layout. The server's numbers are the paper's, the ones ``refign.evaluate`` prints are validation.
+test server's layout. The server's numbers are the paper's; those ``refign.evaluate`` prints are validation.
 """
 
 from __future__ import annotations

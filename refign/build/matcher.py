@@ -26,15 +26,22 @@ from refign.utils.errors import ConfigError
 log = logging.getLogger(__name__)
 
 
-def build_aligner(cfg: DictConfig) -> torch.nn.Module:
-    """The configured matcher in eval mode: a trained one (``alignment.checkpoint``; the synthetic
-    benchmark's default is the shipped CPU-scale matcher) or the ground truth (``alignment=oracle``)."""
+def trained_matcher(cfg: DictConfig, user: str) -> torch.nn.Module:
+    """The configured matcher, a trained one (``alignment.checkpoint``) or the ground truth
+    (``alignment=oracle``); ``user`` (``refign.align needs``, ``refign=on aligns with``) names who refuses
+    an untrained one."""
     if not needs_gt_flow(cfg) and not cfg.alignment.get("checkpoint"):
         raise ConfigError(
-            "refign.align needs a trained matcher: set alignment.checkpoint=<file> (the released "
-            "uawarpc_megadepth.ckpt with alignment=uawarpc, or one from python -m refign.align_train)"
+            f"{user} a trained matcher: set alignment.checkpoint=<file> (the released uawarpc_megadepth.ckpt "
+            "with alignment=uawarpc, or one from python -m refign.align_train)"
         )
-    return instantiate(cfg.alignment).eval()
+    return instantiate(cfg.alignment)
+
+
+def build_aligner(cfg: DictConfig) -> torch.nn.Module:
+    """``refign.align``'s matcher in eval mode (the synthetic benchmark's default is the shipped CPU-scale
+    matcher)."""
+    return trained_matcher(cfg, "refign.align needs").eval()
 
 
 def build_pair_sets(cfg: DictConfig, split: str) -> dict[str, Dataset]:

@@ -18,7 +18,7 @@ from refign.build.common import (
     instantiate_switched,
     training_settings,
 )
-from refign.build.matcher import needs_gt_flow
+from refign.build.matcher import needs_gt_flow, trained_matcher
 from refign.data.loader import merge_domains, step_loader
 from refign.engine.dist import DistInfo
 from refign.engine.evaluator import segmentation_eval
@@ -98,14 +98,7 @@ def build_pseudo_labeler(cfg: DictConfig):
     if not refign_enabled(cfg):
         return None
     require_self_training(cfg, "refign=on refines the pseudo-labels", "does not self-train")
-    aligner = None
-    if cfg.refine.use_align:
-        if not needs_gt_flow(cfg) and not cfg.alignment.get("checkpoint"):
-            raise ConfigError(
-                "refign=on aligns with a trained matcher: set alignment.checkpoint=<file> "
-                "(the released uawarpc_megadepth.ckpt, or one from python -m refign.align_train)"
-            )
-        aligner = instantiate(cfg.alignment)
+    aligner = trained_matcher(cfg, "refign=on aligns with") if cfg.refine.use_align else None
     # frozen and rebuilt from its file: checkpoints keep its fingerprint, not its weights
     ckpt = cfg.alignment.get("checkpoint")
     source = f"alignment.checkpoint={ckpt}" if ckpt else f"alignment._target_={cfg.alignment._target_}"
@@ -143,17 +136,6 @@ def build_datasets(cfg: DictConfig, node: str) -> dict[str, Dataset]:
     return {name: instantiate(spec) for name, spec in (cfg.dataset.get(node) or {}).items()}
 
 
-def check_reference_pairs(target: Dataset) -> None:
-    """Refign warps reference onto target pixel for pixel: both must come in the same size."""
-    sample = target[0]
-    a, b = tuple(sample["image"].shape), tuple(sample["image_ref"].shape)
-    if a != b:
-        raise ConfigError(
-            f"target {sample.get('filename', '#0')} is {a} but its reference is {b}: "
-            f"refign=on needs target/reference pairs of equal size (set the dataset's dims)"
-        )
-
-
 def build_train_sets(cfg: DictConfig) -> tuple[Dataset, Dataset | None]:
     """The source set (wrapped by rare class sampling with ``rcs=on``) and, for methods that train on the
     target (``needs_target``), the target set."""
@@ -162,8 +144,14 @@ def build_train_sets(cfg: DictConfig) -> tuple[Dataset, Dataset | None]:
     if not method_class(cfg).needs_target:
         return source, None
     target = instantiate(cfg.dataset.train_target, load_keys=target_load_keys(cfg))
-    if refign_enabled(cfg):
-        check_reference_pairs(target)
+    if refign_enabled(cfg):  # Refign warps reference onto target pixel for pixel: both of one size
+        sample = target[0]
+        a, b = tuple(sample["image"].shape), tuple(sample["image_ref"].shape)
+        if a != b:
+            raise ConfigError(
+                f"target {sample.get('filename', '#0')} is {a} but its reference is {b}: "
+                f"refign=on needs target/reference pairs of equal size (set the dataset's dims)"
+            )
     return source, target
 
 

@@ -1,9 +1,6 @@
-"""Pictures of one alignment, to see whether a warp is right (``python -m refign.align``).
-
-The check the Refign author recommends for a port that produces broken warped pseudo-labels (Refign issue
-18): warp the reference *image* with the matcher's flow and lay it over the target, faded by the matcher's
-certainty — where the warp is right, the two images agree and edges line up; where the matcher is unsure,
-the picture fades to white.
+"""Pictures of one alignment, to see whether a warp is right (``python -m refign.align``): the check the
+Refign author recommends (Refign issue 18), the reference warped onto the target and faded by the matcher's
+certainty (docs/tools.md#align).
 """
 
 from __future__ import annotations

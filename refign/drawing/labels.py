@@ -10,6 +10,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from refign.data.classes import CLASS_NAMES, PALETTE, colorize
+from refign.drawing.flow import panel
 from refign.utils.imaging import to_rgb_uint8
 
 GAP = 4  # white pixels between the overview's rows and tiles
@@ -57,9 +58,7 @@ def overview_row(image: torch.Tensor, pred: np.ndarray, label: np.ndarray | None
     def fit(ids: np.ndarray) -> np.ndarray:  # nearest-neighbour resize of train ids (255 stays ignore)
         return np.asarray(Image.fromarray(ids.astype(np.uint8), "L").resize(size, Image.NEAREST))
 
-    tiles = [rgb, *([colorize(fit(label))] if label is not None else []), colorize(fit(pred))]
-    gap = np.full((rgb.shape[0], GAP, 3), 255, np.uint8)
-    return np.concatenate([t for tile in tiles for t in (tile, gap)][:-1], axis=1)
+    return panel([rgb, *([colorize(fit(label))] if label is not None else []), colorize(fit(pred))], GAP)
 
 
 def save_overview(rows: list[np.ndarray], path: Path) -> Path:

@@ -19,23 +19,13 @@ CORRELATION = "matcher's local correlation"
 
 
 def conv_backward_flop(
-    grad_out_shape,
-    x_shape,
-    w_shape,
-    _bias,
-    _stride,
-    _padding,
-    _dilation,
-    transposed,
-    _output_padding,
-    _groups,
-    output_mask,
-    out_shape=None,
+    grad_out, x, w, _bias, _stride, _pad, _dil, transposed, _out_pad, _groups, output_mask, out_shape=None
 ) -> int:
-    """Each gradient a convolution's backward makes (input, weight) costs what its forward costs. PyTorch's
-    own formula leaves the groups out of the weight's gradient, which counts a depthwise convolution of C
-    channels (MiT's Mix-FFN, the DAFormer head's ASPP) C times over."""
-    forward = conv_flop_count(x_shape, w_shape, grad_out_shape, transposed)
+    """The FLOPs of ``aten.convolution_backward`` from its arguments' shapes: each gradient it makes (input,
+    weight) costs what the forward costs. PyTorch's own formula leaves the groups out of the weight's
+    gradient, which counts a depthwise convolution of C channels (MiT's Mix-FFN, the DAFormer head's ASPP) C
+    times over."""
+    forward = conv_flop_count(x, w, grad_out, transposed)
     return forward * (int(output_mask[0]) + int(output_mask[1]))
 
 

@@ -1,11 +1,10 @@
-"""One training step of the composed run traced with fake tensors: its memory and FLOPs (docs/estimate.md).
+"""One training step of the composed run traced with fake tensors: its memory and FLOPs
+(docs/estimate.md#design).
 
-The composed method (student, EMA teacher, frozen ImageNet copy, Refign's matcher, MIC, HRDA's views) is
-built of fake tensors (``FakeTensorMode``: shapes, dtypes and devices, no data), with random initialisation
-instead of its weight files, and the training step itself (``TrainStep``) runs once on a fake batch of the
-configured size, after the optimiser's state has been created (a steady step, not the first).
-``LiveMemory`` counts the bytes of live storages and ``StepFlops`` the FLOPs. Nothing is computed and no
-file is read, so a paper-scale step traces in seconds (4–15 s for the 12 experiments on 2 cores).
+The composed method is built of fake tensors (shapes, dtypes and devices, no data) at its random
+initialisation, and ``TrainStep`` runs once on a fake batch of the configured size, after the optimiser's
+state has been created (a steady step). Nothing is computed and no file is read, so a paper-scale step
+traces in seconds.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 Every output is named after its input's path relative to the input folder, so a folder tree comes back as
 the same tree under ``labelTrainIds/``, ``color/`` and ``overlay/``; where two inputs differ only in their
 suffix (``g.jpg``, ``g.png``), their outputs keep it (``g.jpg.png``, ``g.png.png``) rather than overwrite one
-another. A file that cannot be read is logged
-with its path, skipped and counted; the caller turns a non-empty ``failed`` into a non-zero exit status.
+another. A file that cannot be read is logged with its path, skipped and counted; the caller turns a
+non-empty ``failed`` into a non-zero exit status.
 """
 
 from __future__ import annotations
@@ -15,11 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from refign.data.classes import NUM_CLASSES, colorize
 from refign.drawing.labels import overlay
-from refign.inference.export import COLOR, TRAINIDS
+from refign.inference.export import COLOR, TRAINIDS, refuse_to_overwrite
 from refign.inference.media import (
     InputError,
     VideoWriter,
@@ -27,6 +26,7 @@ from refign.inference.media import (
     list_inputs,
     read_frames,
     read_picture,
+    save_png,
     video_info,
 )
 from refign.inference.segment import segment
@@ -38,14 +38,9 @@ OVERLAY = "overlay"
 
 def save_outputs(out_dir: Path, name: Path, rgb: np.ndarray, pred: np.ndarray, alpha: float) -> None:
     """``labelTrainIds/``, ``color/`` and ``overlay/`` PNGs of one picture, named ``name``."""
-    for folder, array in (
-        (TRAINIDS, pred),
-        (COLOR, colorize(pred)),
-        (OVERLAY, overlay(rgb, pred, alpha)),
-    ):
-        path = out_dir / folder / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(array).save(path)
+    save_png(out_dir / TRAINIDS / name, pred)
+    save_png(out_dir / COLOR / name, colorize(pred))
+    save_png(out_dir / OVERLAY / name, overlay(rgb, pred, alpha))
 
 
 def predict_video(
@@ -107,15 +102,7 @@ def predict_inputs(
             len(left_out),
             ", ".join(map(str, left_out)),
         )
-    taken = [
-        out_dir / f
-        for f in (TRAINIDS, COLOR, OVERLAY)
-        if (out_dir / f).is_dir() and any((out_dir / f).iterdir())
-    ]
-    if taken and not overwrite:
-        raise FileExistsError(
-            f"{taken[0]} already holds predictions; choose another out_dir or set overwrite=true"
-        )
+    refuse_to_overwrite([out_dir / folder for folder in (TRAINIDS, COLOR, OVERLAY)], overwrite)
     model.eval()
     log.info("%d input(s) from %s, brought to a short side of %d px", len(files), input_path, short_side)
     written, failed = [], []
