@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+from collections import Counter
 from collections.abc import Callable, Iterator
 
 import torch
@@ -62,20 +63,20 @@ class CountedBackward(LossBackward):
     """The step's ``backward``, each run's FLOPs added to ``flops['backward']``: a method back-propagates
     all but its last loss inside its forward, so the backward is not simply what follows the forward."""
 
-    def __init__(self, *args, total: Callable[[], int], flops: dict[str, int], **kwargs) -> None:
+    def __init__(self, *args, total: Callable[[], int], flops: Counter[str], **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.total, self.flops = total, flops
 
     def run(self, loss: torch.Tensor, retain_graph: bool) -> None:
         start = self.total()
         super().run(loss, retain_graph)
-        self.flops["backward"] = self.flops.get("backward", 0) + self.total() - start
+        self.flops["backward"] += self.total() - start
 
 
 @contextlib.contextmanager
 def counted_by_part(
     counter: FlopCounterMode, method: torch.nn.Module, step: TrainStep
-) -> Iterator[dict[str, int]]:
+) -> Iterator[Counter[str]]:
     """FLOPs per part (filled in when the block exits): each network's forward, the backwards
     (``CountedBackward``, set as the step's ``loss_backward`` for the block) and the rest of the step
     (losses, augmentation, refinement). Read from the counter's running total around the calls, because its
@@ -84,7 +85,7 @@ def counted_by_part(
     def total() -> int:
         return sum(counter.flop_counts["Global"].values())
 
-    flops: dict[str, int] = {}
+    flops: Counter[str] = Counter()
     entered: dict[str, int] = {}
 
     def hooks(name: str, module: torch.nn.Module) -> list:
@@ -92,7 +93,7 @@ def counted_by_part(
             entered[name] = total()
 
         def post(*_):
-            flops[name] = flops.get(name, 0) + total() - entered[name]
+            flops[name] += total() - entered[name]
 
         return [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
 
@@ -100,9 +101,7 @@ def counted_by_part(
         # the local correlation's dot products: C multiply-adds per target pixel and displacement, in
         # elementwise products and sums that the counter does not count
         b, c, h, w = inputs[1].shape
-        flops["local correlation"] = (
-            flops.get("local correlation", 0) + 2 * b * c * h * w * module.patch_size**2
-        )
+        flops["local correlation"] += 2 * b * c * h * w * module.patch_size**2
 
     handles = [h for name, mods in method_parts(method).items() for m in mods for h in hooks(name, m)]
     handles += [

@@ -114,9 +114,8 @@ def phase_hooks(memory: LiveMemory, optimizer: torch.optim.Optimizer) -> Iterato
         memory.assign([t for s in opt.state.values() for t in s.values() if torch.is_tensor(t)], "optimizer")
         memory.phase = "activations"
 
-    handles = [optimizer.register_step_pre_hook(before), optimizer.register_step_post_hook(after)]
-    try:
+    with (
+        optimizer.register_step_pre_hook(before),
+        optimizer.register_step_post_hook(after),
+    ):  # removed on exit
         yield
-    finally:
-        for h in handles:
-            h.remove()

@@ -156,7 +156,7 @@ def trace_step(cfg: DictConfig, precision: str) -> StepEstimate:
         breakdown=memory.breakdown(),
         before_step=before,
         flops=counter.get_total_flops() + parts.get(CORRELATION, 0),
-        flops_by_part=parts,
+        flops_by_part=dict(parts),
         seconds=time.perf_counter() - start,
     )
 
