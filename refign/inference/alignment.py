@@ -64,8 +64,8 @@ def align(matcher: torch.nn.Module, pair: Pair, device: torch.device) -> dict[st
     }
 
 
-def pictures(pair: Pair, out: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict | None]:
-    """The pictures of one pair and, with ground-truth flow, its PCK / average end-point error."""
+def pictures(pair: Pair, out: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The pictures of one pair (with ground-truth flow, its end-point error too), and all side by side."""
     target, reference = to_rgb_uint8(pair["image"]), to_rgb_uint8(pair["image_ref"])
     flow_rgb = flow_to_rgb(out["flow"])
     wheel = colour_wheel(min(64, flow_rgb.shape[0] // 3))
@@ -76,16 +76,15 @@ def pictures(pair: Pair, out: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarr
         "overlay": certainty_overlay(target, out["warped"], out["certainty"], out["valid"]),
         "flow": flow_rgb,
     }
-    metrics = None
     if "flow" in pair:
-        gt, gt_valid = pair["flow"].float().numpy(), pair["flow_valid"].numpy().astype(bool)
-        epe = np.linalg.norm(out["flow"] - gt, axis=0)
-        pics["epe"] = epe_to_rgb(epe, gt_valid)
-        metric = SparseEPE()
-        metric.update_dense(torch.from_numpy(out["flow"]), torch.from_numpy(gt), torch.from_numpy(gt_valid))
-        metrics = {k: round(v, 2) for k, v in metric.compute().items()}
+        epe = np.linalg.norm(out["flow"] - pair["flow"].float().numpy(), axis=0)
+        pics["epe"] = epe_to_rgb(epe, pair["flow_valid"].numpy().astype(bool))
     pics["panel"] = panel([target, reference, *pics.values()])
-    return pics, metrics
+    return pics
+
+
+def rounded(metric: SparseEPE) -> dict[str, float]:
+    return {k: round(v, 2) for k, v in metric.compute().items()}
 
 
 def align_pairs(matcher, pairs, out_dir: Path, device: torch.device) -> dict:
@@ -94,15 +93,16 @@ def align_pairs(matcher, pairs, out_dir: Path, device: torch.device) -> dict:
     results, overall = {}, SparseEPE()
     for name, pair in progress_bar(pairs, desc="align", unit="pair"):
         out = align(matcher, pair, device)
-        pics, metrics = pictures(pair, out)
-        for kind, image in pics.items():
+        for kind, image in pictures(pair, out).items():
             save_png(out_dir / f"{name}_{kind}.png", image)
-        results[name] = {"certainty_mean": round(float(out["certainty"].mean()), 4), **(metrics or {})}
-        if metrics:
-            overall.update_dense(
-                torch.from_numpy(out["flow"]), pair["flow"].float(), pair["flow_valid"].bool()
-            )
+        results[name] = {"certainty_mean": round(float(out["certainty"].mean()), 4)}
+        if "flow" in pair:
+            flows = (torch.from_numpy(out["flow"]), pair["flow"].float(), pair["flow_valid"].bool())
+            metric = SparseEPE()
+            metric.update_dense(*flows)
+            overall.update_dense(*flows)
+            results[name] |= rounded(metric)
     summary: dict = {"pairs": results}
     if overall.n_points:
-        summary["overall"] = {k: round(v, 2) for k, v in overall.compute().items()}
+        summary["overall"] = rounded(overall)
     return summary
