@@ -1,9 +1,6 @@
-"""python -m refign.align_train stage=1|2 [mode=eval] — trains or evaluates the UAWarpC matcher
-(docs/uawarpc.md#training).
-
-Training runs on the engine that trains the segmentation methods (``refign.engine.trainer``), so it resumes
-bit for bit (``resume=auto`` or a checkpoint path), uses mixed precision when asked (``trainer.precision``),
-skips non-finite steps and writes ``metrics.jsonl`` / ``eval_<step>.json``; it also runs under torchrun.
+"""python -m refign.align_train stage=1|2 [mode=eval] — trains or evaluates the UAWarpC matcher on the engine
+that trains the segmentation methods: resume, mixed precision, the non-finite guard, the metrics files and
+torchrun alike (docs/uawarpc.md#training).
 """
 
 from __future__ import annotations

@@ -1,12 +1,10 @@
-"""How every entry point starts a task: Hydra over ``conf/``, a user's error reported as one line, and the
-trainings' one sequence (``fit``).
+"""How every entry point starts a task: Hydra over ``conf/``, a user's error reported as one line
+(docs/running.md#errors), and the trainings' one sequence (``fit``).
 
 Every ``python -m refign.<tool>`` is declared with ``@entry_point("<config>")`` in place of ``@hydra.main``. A
-user error — a missing or unreadable file, a bad key or value, a dataset or weight file that does not fit
-(``USER_ERRORS``) — is printed on stderr as one line naming the file or key, with a hint line, and the process
-exits with status 2 (``EXIT_USER_ERROR``; 1 stays "a tool's own finding", e.g. ``check_data``'s problems).
-``HYDRA_FULL_ERROR=1``, Hydra's own switch, shows the full traceback instead. Any other exception is a bug: it
-keeps its full traceback (exit status 1).
+user error (``USER_ERRORS``) is printed on stderr as one line naming the file or key, with a hint line, and the
+process exits with status 2 (``EXIT_USER_ERROR``); ``HYDRA_FULL_ERROR=1``, Hydra's own switch, shows the full
+traceback instead. Any other exception is a bug: it keeps its full traceback (exit status 1).
 
 Hydra prints its own errors (an unknown key, a missing group option) over several lines and exits 1 before the
 job runs; Hydra raises them instead when ``HYDRA_FULL_ERROR=1`` is set, so ``entry_point`` sets it while Hydra

@@ -54,7 +54,10 @@ def epe_to_rgb(epe: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return (rgb * 255 * valid[..., None]).round().astype(np.uint8)
 
 
-def panel(tiles: list[np.ndarray], gap: int = 4) -> np.ndarray:
-    """Tiles of one height side by side, separated by white."""
-    sep = np.full((tiles[0].shape[0], gap, 3), 255, np.uint8)
-    return np.concatenate([t for tile in tiles for t in (tile, sep)][:-1], axis=1)
+def panel(tiles: list[np.ndarray], gap: int = 4, axis: int = 1) -> np.ndarray:
+    """Tiles side by side (``axis=1``, of one height) or one above the other (``axis=0``, of one width),
+    separated by white."""
+    shape = list(tiles[0].shape)
+    shape[axis] = gap
+    sep = np.full(shape, 255, np.uint8)
+    return np.concatenate([t for tile in tiles for t in (tile, sep)][:-1], axis=axis)

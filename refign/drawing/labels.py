@@ -64,9 +64,6 @@ def overview_row(image: torch.Tensor, pred: np.ndarray, label: np.ndarray | None
 def save_overview(rows: list[np.ndarray], path: Path) -> Path:
     """Stack the rows (padded white to the widest) into one PNG."""
     width = max(r.shape[1] for r in rows)
-    parts = []
-    for row in rows:
-        pad = np.full((row.shape[0], width - row.shape[1], 3), 255, np.uint8)
-        parts += [np.concatenate([row, pad], axis=1), np.full((GAP, width, 3), 255, np.uint8)]
-    Image.fromarray(np.concatenate(parts[:-1], axis=0)).save(path)
+    padded = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
+    Image.fromarray(panel(padded, GAP, axis=0)).save(path)
     return path

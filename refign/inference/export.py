@@ -126,12 +126,8 @@ def export_datasets(
         files = predict_dataset(model, ds, out_dir / name, device, overwrite, overview_images)
         fmt = SERVER_FORMATS.get(type(ds).__name__, DEFAULT_FORMAT)
         archives[name] = make_archive(files, fmt, out_dir / f"{name}_submission.zip", overwrite)
+        upload = f" (upload it to {fmt.url})" if fmt.url else ""
         log.info(
-            "%s: %d predictions in %s, archive %s%s",
-            name,
-            len(files),
-            out_dir / name,
-            archives[name],
-            f" (upload it to {fmt.url})" * bool(fmt.url),
+            "%s: %d predictions in %s, archive %s%s", name, len(files), out_dir / name, archives[name], upload
         )
     return archives
