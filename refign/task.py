@@ -81,10 +81,7 @@ def one_line(err: BaseException) -> str:
     if isinstance(err, OmegaConfBaseException):  # its message goes on with "full_key: …", "object_type=…"
         return text.splitlines()[0] + (f" (key {err.full_key})" if err.full_key else "")
     if WORKER_TRACEBACK in text:  # the traceback ends with "<module>.<Type>: <the worker's message>"
-        kind = type(err)
-        name = (
-            kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
-        )
+        name = f"{type(err).__module__}.{type(err).__qualname__}".removeprefix("builtins.")
         text = text.rpartition(f"\n{name}: ")[2]
     line = " ".join(part.strip() for part in text.split("\n\n")[0].splitlines() if part.strip())
     if isinstance(err, CompactHydraException) and isinstance(err.__cause__, OmegaConfBaseException):

@@ -29,15 +29,12 @@ NODES = ("train_source", "train_target", "val", "test", "predict")
 
 def dataset_specs(cfg: DictConfig) -> list[DictConfig]:
     """Every dataset node of ``cfg.dataset`` (training, validation, test, predict), each once."""
-    specs, seen = [], set()
+    specs = {}  # by their resolved YAML, in node order
     for node in NODES:
         value = cfg.dataset.get(node)
         for spec in ([value] if node.startswith("train") else (value or {}).values()) if value else []:
-            key = OmegaConf.to_yaml(spec, resolve=True)
-            if key not in seen:
-                seen.add(key)
-                specs.append(spec)
-    return specs
+            specs.setdefault(OmegaConf.to_yaml(spec, resolve=True), spec)
+    return list(specs.values())
 
 
 def folder_targets(cfg: DictConfig, spec: DictConfig) -> list[tuple[str, list[str]]]:
