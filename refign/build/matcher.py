@@ -27,9 +27,8 @@ log = logging.getLogger(__name__)
 
 
 def trained_matcher(cfg: DictConfig, user: str) -> torch.nn.Module:
-    """The configured matcher, a trained one (``alignment.checkpoint``) or the ground truth
-    (``alignment=oracle``); ``user`` (``refign.align needs``, ``refign=on aligns with``) names who refuses
-    an untrained one."""
+    """The configured matcher, a trained one (``alignment.checkpoint``) or the ground truth (``alignment=oracle``);
+    ``user`` (``refign.align needs``, ``refign=on aligns with``) refuses an untrained one."""
     if not needs_gt_flow(cfg) and not cfg.alignment.get("checkpoint"):
         raise ConfigError(
             f"{user} a trained matcher: set alignment.checkpoint=<file> (the released uawarpc_megadepth.ckpt "
@@ -39,8 +38,7 @@ def trained_matcher(cfg: DictConfig, user: str) -> torch.nn.Module:
 
 
 def build_aligner(cfg: DictConfig) -> torch.nn.Module:
-    """``refign.align``'s matcher in eval mode (the synthetic benchmark's default is the shipped CPU-scale
-    matcher)."""
+    """``refign.align``'s matcher in eval mode (on the synthetic benchmark the shipped CPU-scale one)."""
     return trained_matcher(cfg, "refign.align needs").eval()
 
 
