@@ -18,15 +18,6 @@ from refign.data.transforms import JointTransform
 NORMALISE = JointTransform()  # the evaluation transform: ImageNet normalisation to a (3, H, W) tensor
 
 
-def working_size(size: tuple[int, int], short_side: int | None) -> tuple[int, int]:
-    """(H, W) with the short side ``short_side`` and the aspect ratio kept (rounded); None: unchanged."""
-    h, w = size
-    if not short_side:
-        return h, w
-    s = short_side / min(h, w)
-    return max(1, round(h * s)), max(1, round(w * s))
-
-
 def model_input(rgb: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
     """The picture resized to (H, W) (PIL bilinear, as ``refign.data.io.load_image`` resizes to a dataset's
     ``dims``) and normalised as the evaluation transform does: (3, H, W)."""
@@ -41,6 +32,7 @@ def segment(
 ) -> np.ndarray:
     """Train ids (H, W) uint8 of an RGB uint8 picture, at the picture's own size."""
     h, w = rgb.shape[:2]
-    image = model_input(rgb, working_size((h, w), short_side))
+    s = short_side / min(h, w) if short_side else 1  # the short side brought to ``short_side``, aspect kept
+    image = model_input(rgb, (max(1, round(h * s)), max(1, round(w * s))))
     logits = model.predict(image[None].to(device), out_size=(h, w))
     return logits.argmax(1)[0].to(torch.uint8).cpu().numpy()
