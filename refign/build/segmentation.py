@@ -172,11 +172,17 @@ def build_segmentation_eval(cfg: DictConfig, info: DistInfo, split: str, require
     )
 
 
-def build_batches(cfg: DictConfig, source: Dataset, target: Dataset | None, info: DistInfo):
-    """``start_step -> iterator`` of the method's batches: the source and (``needs_target``) target loaders,
-    each a pure function of (seed, step, rank), merged into one dict per step."""
+def build_trainer(cfg: DictConfig, run_dir: Path, info: DistInfo) -> Trainer:
+    """A segmentation run: the method, its data, optimiser, schedule, logger and mIoU evaluation."""
+    loop = training_settings(cfg)
+    method = build_method(cfg).to(info.device)  # before the optimiser, which picks its kernel by device
+    source, target = build_train_sets(cfg)
+    step = build_train_step(cfg, method, info, settings=loop)
 
     def batches(start: int) -> Iterator[dict]:
+        """The source and (``needs_target``) target loaders, each a pure function of (seed, step, rank),
+        merged into one dict per step."""
+
         def loader(dataset: Dataset, seed: int) -> Iterator[dict]:
             return step_loader(dataset, cfg.dataset.batch_size, info, seed, start, cfg.trainer.num_workers)
 
@@ -185,21 +191,11 @@ def build_batches(cfg: DictConfig, source: Dataset, target: Dataset | None, info
         while True:
             yield merge_domains(next(src), next(trg) if trg is not None else None)
 
-    return batches
-
-
-def build_trainer(cfg: DictConfig, run_dir: Path, info: DistInfo) -> Trainer:
-    """A segmentation run: the method, its data, optimiser, schedule, logger and mIoU evaluation."""
-    loop = training_settings(cfg)
-    method = build_method(cfg).to(info.device)  # before the optimiser, which picks its kernel by device
-    source, target = build_train_sets(cfg)
-    step = build_train_step(cfg, method, info, settings=loop)
-    evaluation = build_segmentation_eval(cfg, info, "val")
     return Trainer(
         loop,
         step,
-        batches=build_batches(cfg, source, target, info),
-        evaluate=evaluation,
+        batches=batches,
+        evaluate=build_segmentation_eval(cfg, info, "val"),
         dist_info=info,
         run_dir=run_dir,
         logger=build_logger(cfg, run_dir, info, "train", step.optimizer),
