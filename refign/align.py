@@ -1,16 +1,10 @@
 """python -m refign.align target=A reference=B [alignment=… alignment.checkpoint=…] [out_dir=…] — look at
-an alignment (docs/tools.md#align).
+an alignment (docs/tools.md#align: what each picture shows).
 
 ``target`` and ``reference`` are two images, or two folders whose images pair by relative path; without
-them, the first ``num_pairs`` pairs of every set under ``dataset.<split>`` (target, reference and, on the
-synthetic benchmark, the ground-truth flow). Per pair, named after the target: the reference warped onto
-the target (``_warped``), the matcher's certainty (``_certainty``, white = certain), the warped reference
-over the target fading to white where the matcher is uncertain (``_overlay``), the flow as a colour wheel
-(``_flow``), where ground-truth flow exists the end-point error (``_epe``) and all of them side by side
-(``_panel``); ``alignment.json`` holds PCK-1/3/5/10 and the average end-point error per pair and overall.
-The matcher is the configured one: the synthetic benchmark's shipped CPU-scale ``uawarpc_small`` by
-default, the paper's with ``alignment=uawarpc alignment.checkpoint=uawarpc_megadepth.ckpt``, or the ground
-truth with ``alignment=oracle``.
+them, the first ``num_pairs`` pairs of every set under ``dataset.<split>``. Per pair, named after the
+target, the pictures of ``refign.inference.alignment``; ``alignment.json`` holds PCK-1/3/5/10 and the
+average end-point error per pair and overall, where the ground-truth flow is known.
 """
 
 from __future__ import annotations
@@ -19,15 +13,19 @@ import json
 import logging
 from pathlib import Path
 
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from refign import build
 from refign.engine.reproducibility import task_session
 from refign.inference.alignment import align_pairs, file_pairs
-from refign.task import entry_point
+from refign.task import entry_point, output_dir
 
 log = logging.getLogger("refign.align")
+
+
+@entry_point("align")
+def main(cfg: DictConfig) -> None:
+    run(cfg, output_dir(cfg))
 
 
 def run(cfg: DictConfig, out_dir: Path) -> dict:
@@ -48,11 +46,6 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
         overall = summary.get("overall")
         log.info("%d pair(s) → %s%s", len(summary["pairs"]), out_dir, f"; {overall}" if overall else "")
         return summary
-
-
-@entry_point("align")
-def main(cfg: DictConfig) -> None:
-    run(cfg, Path(cfg.out_dir) if cfg.out_dir else Path(HydraConfig.get().runtime.output_dir))
 
 
 if __name__ == "__main__":

@@ -1,23 +1,24 @@
-"""python -m refign.align_train stage=1|2 [mode=eval] — trains or evaluates the UAWarpC matcher
-(docs/uawarpc.md#training).
-
-Training runs on the engine that trains the segmentation methods (``refign.engine.trainer``), so it resumes
-bit for bit (``resume=auto`` or a checkpoint path), uses mixed precision when asked (``trainer.precision``),
-skips non-finite steps and writes ``metrics.jsonl`` / ``eval_<step>.json``; it also runs under torchrun.
+"""python -m refign.align_train stage=1|2 [mode=eval] — trains or evaluates the UAWarpC matcher on the engine
+that trains the segmentation methods: resume, mixed precision, the non-finite guard, the metrics files and
+torchrun alike (docs/uawarpc.md#training).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from refign import build
 from refign.alignment.evaluate import pck_table
 from refign.engine import checkpoint
 from refign.engine.reproducibility import seed_everything, task_session
-from refign.task import entry_point, fit
+from refign.task import entry_point, fit, output_dir
+
+
+@entry_point("align_train")
+def main(cfg: DictConfig) -> None:
+    run(cfg, output_dir(cfg))
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict:
@@ -37,11 +38,6 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         if info.is_main:
             print(pck_table(metrics, cfg.pairs.name))
         return result | metrics
-
-
-@entry_point("align_train")
-def main(cfg: DictConfig) -> None:
-    run(cfg, Path(HydraConfig.get().runtime.output_dir))
 
 
 if __name__ == "__main__":

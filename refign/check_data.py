@@ -1,11 +1,9 @@
-"""python -m refign.check_data [dataset=acdc|dark_zurich|robotcar|synthetic] [pairs=megadepth|robotcar]
-[paths.data_root=…] — is the download complete and laid out right?
+"""python -m refign.check_data [dataset=acdc|dark_zurich|robotcar|synthetic]
+[pairs=megadepth|robotcar|synthetic] [paths.data_root=…] — is the download complete and laid out right?
 
-Walks the splits the composition would load (``splits=all``: every split of each dataset it names) and
-prints per split and condition the images found against the official counts, the references and labels
-paired with them, the image sizes, then every problem with the file it concerns (missing, unreadable, wrong
-size, label values outside the train ids, counts off) and one summary line. Exits with status 1 when
-anything is missing or broken. Headers only unless ``decode=true`` (docs/tools.md#check-data).
+Walks the splits the composition would load (``splits=all``: every split of each dataset it names), prints a
+report per split against the official counts and one summary line, and exits with status 1 when anything is
+missing or broken (docs/tools.md#check-data).
 """
 
 from __future__ import annotations
@@ -18,6 +16,12 @@ from omegaconf import DictConfig
 from refign import build
 from refign.data.check import FileCheck, Report, summary
 from refign.task import entry_point
+
+
+@entry_point("check_data")
+def main(cfg: DictConfig) -> None:
+    if any(r.problems for r in run(cfg)):
+        sys.exit(1)
 
 
 def run(cfg: DictConfig) -> list[Report]:
@@ -34,12 +38,6 @@ def run(cfg: DictConfig) -> list[Report]:
         reports.append(report)
     print(summary(reports, time.perf_counter() - start), flush=True)
     return reports
-
-
-@entry_point("check_data")
-def main(cfg: DictConfig) -> None:
-    if any(r.problems for r in run(cfg)):
-        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -10,14 +10,18 @@ import json
 import logging
 from pathlib import Path
 
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from refign import build
 from refign.engine.reproducibility import task_session
-from refign.task import entry_point
+from refign.task import entry_point, output_dir
 
 log = logging.getLogger("refign.evaluate")
+
+
+@entry_point("eval")
+def main(cfg: DictConfig) -> None:
+    run(cfg, output_dir(cfg))
 
 
 def run(cfg: DictConfig, out_dir: Path) -> dict:
@@ -36,11 +40,6 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
             logger.log_eval(results, flat, 0)
             logger.close()
         return results
-
-
-@entry_point("eval")
-def main(cfg: DictConfig) -> None:
-    run(cfg, Path(HydraConfig.get().runtime.output_dir))
 
 
 if __name__ == "__main__":

@@ -1,12 +1,10 @@
-"""How every entry point starts a task: Hydra over ``conf/``, a user's error reported as one line, and the
-trainings' one sequence (``fit``).
+"""How every entry point starts a task: Hydra over ``conf/``, a user's error reported as one line
+(docs/running.md#errors), and the trainings' one sequence (``fit``).
 
 Every ``python -m refign.<tool>`` is declared with ``@entry_point("<config>")`` in place of ``@hydra.main``. A
-user error — a missing or unreadable file, a bad key or value, a dataset or weight file that does not fit
-(``USER_ERRORS``) — is printed on stderr as one line naming the file or key, with a hint line, and the process
-exits with status 2 (``EXIT_USER_ERROR``; 1 stays "a tool's own finding", e.g. ``check_data``'s problems).
-``HYDRA_FULL_ERROR=1``, Hydra's own switch, shows the full traceback instead. Any other exception is a bug: it
-keeps its full traceback (exit status 1).
+user error (``USER_ERRORS``) is printed on stderr as one line naming the file or key, with a hint line, and the
+process exits with status 2 (``EXIT_USER_ERROR``); ``HYDRA_FULL_ERROR=1``, Hydra's own switch, shows the full
+traceback instead. Any other exception is a bug: it keeps its full traceback (exit status 1).
 
 Hydra prints its own errors (an unknown key, a missing group option) over several lines and exits 1 before the
 job runs; Hydra raises them instead when ``HYDRA_FULL_ERROR=1`` is set, so ``entry_point`` sets it while Hydra
@@ -83,10 +81,7 @@ def one_line(err: BaseException) -> str:
     if isinstance(err, OmegaConfBaseException):  # its message goes on with "full_key: …", "object_type=…"
         return text.splitlines()[0] + (f" (key {err.full_key})" if err.full_key else "")
     if WORKER_TRACEBACK in text:  # the traceback ends with "<module>.<Type>: <the worker's message>"
-        kind = type(err)
-        name = (
-            kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
-        )
+        name = f"{type(err).__module__}.{type(err).__qualname__}".removeprefix("builtins.")
         text = text.rpartition(f"\n{name}: ")[2]
     line = " ".join(part.strip() for part in text.split("\n\n")[0].splitlines() if part.strip())
     if isinstance(err, CompactHydraException) and isinstance(err.__cause__, OmegaConfBaseException):
@@ -167,6 +162,11 @@ def entry_point(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Cal
         return main
 
     return decorate
+
+
+def output_dir(cfg: DictConfig) -> Path:
+    """Where a task writes: its ``out_dir`` where the tool has one and it is set, else Hydra's run folder."""
+    return Path(cfg.get("out_dir") or HydraConfig.get().runtime.output_dir)
 
 
 def fit(

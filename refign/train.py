@@ -5,14 +5,19 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from refign import build
 from refign.engine.reproducibility import task_session
-from refign.task import entry_point, fit
+from refign.task import entry_point, fit, output_dir
 
 log = logging.getLogger("refign.train")
+
+
+@entry_point("train")
+def main(cfg: DictConfig) -> float:
+    results = run(cfg, output_dir(cfg))
+    return results.get("target", next(iter(results.values())))["mIoU"] if results else float("nan")
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict:
@@ -24,12 +29,6 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             for name, r in results.items():
                 log.info("%s-val mIoU: %.2f", name, r["mIoU"])
         return results
-
-
-@entry_point("train")
-def main(cfg: DictConfig) -> float:
-    results = run(cfg, Path(HydraConfig.get().runtime.output_dir))
-    return results.get("target", next(iter(results.values())))["mIoU"] if results else float("nan")
 
 
 if __name__ == "__main__":

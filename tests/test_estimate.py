@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch._subclasses.fake_tensor import FakeTensorMode
 
-from refign.estimate.autocast import cuda_autocast_policy
+from refign.estimate.autocast import CudaAutocastPolicy
 from refign.estimate.flops import StepFlops
 from refign.estimate.memory import LiveMemory
 from refign.estimate.trace import HostFactories
@@ -74,7 +74,7 @@ def test_live_memory_labels_gradients_and_keeps_the_peak_composition():
 def test_cpu_trace_follows_cuda_autocast(fn, dtype):
     with FakeTensorMode():
         x = torch.empty(2, 3, 8, 8, dtype=torch.bfloat16)
-        with cuda_autocast_policy(), torch.autocast("cpu", dtype=torch.bfloat16):
+        with CudaAutocastPolicy(), torch.autocast("cpu", dtype=torch.bfloat16):
             assert fn(x).dtype == dtype
             assert torch.mm(torch.empty(4, 4), torch.empty(4, 4)).dtype == torch.bfloat16
 
@@ -130,7 +130,7 @@ def test_a_checkpointed_block_is_recomputed_under_the_forward_s_autocast_policy(
     for flag in (False, True):
         model = tiny_mit(flag)
         torch.manual_seed(1)
-        with cuda_autocast_policy(), torch.autocast("cpu", dtype=torch.bfloat16):
+        with CudaAutocastPolicy(), torch.autocast("cpu", dtype=torch.bfloat16):
             feats = model(x)
             assert feats[0].dtype == torch.float32  # the policy ran the stage's LayerNorm in fp32
         sum(f.float().square().mean() for f in feats).backward()

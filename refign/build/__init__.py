@@ -5,7 +5,7 @@ and ``common``, what both trainings build alike. Entry points set up the process
 ``build_*`` here, run what they got and close it."""
 
 from refign.build.common import build_logger, build_train_step, instantiate
-from refign.build.data_check import check_dataset, check_matching, dataset_class, dataset_specs
+from refign.build.data_check import check_dataset, check_matching, dataset_specs
 from refign.build.inference import build_inference_model, build_predictor, evaluation_short_side
 from refign.build.matcher import (
     build_aligner,

@@ -65,12 +65,17 @@ def build_schedule(cfg: DictConfig, optimizer: torch.optim.Optimizer) -> torch.o
 
 
 def build_train_step(
-    cfg: DictConfig, method: torch.nn.Module, info: DistInfo, precision: str | None = None
+    cfg: DictConfig,
+    method: torch.nn.Module,
+    info: DistInfo,
+    precision: str | None = None,
+    settings: TrainerConfig | None = None,
 ) -> TrainStep:
     """One optimiser step of ``method`` with the configured optimiser, schedule and ``trainer.*`` step options
-    (``precision`` overrides ``trainer.precision``): what both trainings run, and what the estimator and the
-    benchmarks call on batches they make."""
-    settings = TrainerConfig(**cfg.trainer)
+    (``precision`` overrides ``trainer.precision``; ``settings``: the trainings' ``training_settings``, else
+    ``trainer`` checked here): what both trainings run, and what the estimator and the benchmarks call on
+    batches they make."""
+    settings = settings or TrainerConfig(**cfg.trainer)
     optimizer = build_optimizer(cfg, method)
     return TrainStep(
         method,

@@ -20,7 +20,8 @@ from refign.data.check import (
     check_synthetic,
 )
 from refign.data.datasets.base import FolderDataset
-from refign.data.datasets.megadepth import VAL_SCENES
+from refign.data.datasets.megadepth import VAL_SCENES, MegaDepthPairs
+from refign.data.datasets.synthetic import SyntheticDataset
 from refign.data.io import DatasetError
 
 NODES = ("train_source", "train_target", "val", "test", "predict")
@@ -28,21 +29,18 @@ NODES = ("train_source", "train_target", "val", "test", "predict")
 
 def dataset_specs(cfg: DictConfig) -> list[DictConfig]:
     """Every dataset node of ``cfg.dataset`` (training, validation, test, predict), each once."""
-    specs, seen = [], set()
+    specs = {}  # by their resolved YAML, in node order
     for node in NODES:
         value = cfg.dataset.get(node)
         for spec in ([value] if node.startswith("train") else (value or {}).values()) if value else []:
-            key = OmegaConf.to_yaml(spec, resolve=True)
-            if key not in seen:
-                seen.add(key)
-                specs.append(spec)
-    return specs
+            specs.setdefault(OmegaConf.to_yaml(spec, resolve=True), spec)
+    return list(specs.values())
 
 
 def folder_targets(cfg: DictConfig, spec: DictConfig) -> list[tuple[str, list[str]]]:
     """``(split, keys)`` to check for a real dataset's node: every file its split offers (ACDC's test
     references too, which predict does not load); with ``splits=all`` every split of the dataset."""
-    cls: type[FolderDataset] = dataset_class(spec)
+    cls: type[FolderDataset] = get_class(spec._target_)
     splits = list(cls.splits) if cfg.splits == "all" else [spec.split]
     targets = []
     for split in splits:
@@ -57,9 +55,9 @@ def folder_targets(cfg: DictConfig, spec: DictConfig) -> list[tuple[str, list[st
 def check_dataset(cfg: DictConfig, spec: DictConfig, check: FileCheck, seen: set) -> list[Report]:
     """The reports of one dataset node; ``seen`` holds the splits already checked (ACDC's val and test
     nodes both read its val split)."""
-    cls = dataset_class(spec)
+    cls = get_class(spec._target_)
     if not issubclass(cls, FolderDataset):  # the synthetic benchmark: generated, or read from its cache
-        dataset = build_dataset(spec)
+        dataset = instantiate(spec)
         return [check_synthetic(f"synthetic {dataset.domain} {dataset.split}", dataset)]
     reports = []
     for split, keys in folder_targets(cfg, spec):
@@ -73,32 +71,29 @@ def check_dataset(cfg: DictConfig, spec: DictConfig, check: FileCheck, seen: set
 
 
 def check_matching(cfg: DictConfig, check: FileCheck) -> list[Report]:
-    """The matcher's pairs of ``pairs=…``: MegaDepth scene info, and the csv test set."""
-    reports = []
-    train = cfg.pairs.get("train")
-    if train is not None and train._target_.endswith("MegaDepthPairs"):
-        reports.append(
-            check_megadepth_scenes(f"MegaDepth scene info [{train.root}]", Path(train.root), VAL_SCENES)
-        )
-    try:
-        dataset = build_dataset(cfg.pairs.eval)
-        reports.append(
-            check_pairs_csv(f"{cfg.pairs.name} matching test [{dataset.csv_path}]", dataset, check)
-        )
-    except DatasetError as err:
-        report = Report(f"{cfg.pairs.name} matching test")
-        report.problems.append(Problem("missing", str(err)))
-        reports.append(report)
+    """The matcher's pairs of ``pairs=…``: MegaDepth's scene info, a csv test set (MegaDepth, RobotCar), or
+    the synthetic benchmark's generated train and test pairs."""
+    name, reports = cfg.pairs.name, []
+    for spec in (cfg.pairs.get("train"), cfg.pairs.eval):
+        if spec is None:
+            continue
+        cls = get_class(spec._target_)
+        if issubclass(cls, SyntheticDataset):
+            dataset = instantiate(spec)
+            reports.append(check_synthetic(f"{name} matching {dataset.split}", dataset))
+        elif issubclass(cls, MegaDepthPairs):
+            reports.append(
+                check_megadepth_scenes(f"MegaDepth scene info [{spec.root}]", Path(spec.root), VAL_SCENES)
+            )
+        else:
+            try:
+                dataset = instantiate(spec)
+                reports.append(check_pairs_csv(f"{name} matching test [{dataset.csv_path}]", dataset, check))
+            except DatasetError as err:
+                report = Report(f"{name} matching test")
+                report.problems.append(Problem("missing", str(err)))
+                reports.append(report)
     return reports
-
-
-def build_dataset(spec: DictConfig) -> Dataset:
-    """One dataset node as configured (``refign.check_data``: the synthetic sets and matching csvs)."""
-    return instantiate(spec)
-
-
-def dataset_class(spec: DictConfig) -> type:
-    return get_class(spec._target_)
 
 
 def build_listing(spec: DictConfig, split: str, keys: list[str]):

@@ -26,15 +26,20 @@ from refign.utils.errors import ConfigError
 log = logging.getLogger(__name__)
 
 
-def build_aligner(cfg: DictConfig) -> torch.nn.Module:
-    """The configured matcher in eval mode: a trained one (``alignment.checkpoint``; the synthetic
-    benchmark's default is the shipped CPU-scale matcher) or the ground truth (``alignment=oracle``)."""
+def trained_matcher(cfg: DictConfig, user: str) -> torch.nn.Module:
+    """The configured matcher, a trained one (``alignment.checkpoint``) or the ground truth (``alignment=oracle``);
+    ``user`` (``refign.align needs``, ``refign=on aligns with``) refuses an untrained one."""
     if not needs_gt_flow(cfg) and not cfg.alignment.get("checkpoint"):
         raise ConfigError(
-            "refign.align needs a trained matcher: set alignment.checkpoint=<file> (the released "
-            "uawarpc_megadepth.ckpt with alignment=uawarpc, or one from python -m refign.align_train)"
+            f"{user} a trained matcher: set alignment.checkpoint=<file> (the released uawarpc_megadepth.ckpt "
+            "with alignment=uawarpc, or one from python -m refign.align_train)"
         )
-    return instantiate(cfg.alignment).eval()
+    return instantiate(cfg.alignment)
+
+
+def build_aligner(cfg: DictConfig) -> torch.nn.Module:
+    """``refign.align``'s matcher in eval mode (on the synthetic benchmark the shipped CPU-scale one)."""
+    return trained_matcher(cfg, "refign.align needs").eval()
 
 
 def build_pair_sets(cfg: DictConfig, split: str) -> dict[str, Dataset]:
@@ -103,7 +108,7 @@ def build_matcher_trainer(cfg: DictConfig, run_dir: Path, info: DistInfo) -> Tra
         min_valid_fraction=cfg.min_valid_fraction,
     )
     method = MatcherTraining(network, stage.visibility_mask, cfg.loss_weighting).to(info.device)
-    step = build_train_step(cfg, method, info)
+    step = build_train_step(cfg, method, info, settings=loop)
 
     def batches(start: int) -> Iterator[dict]:
         return step_loader(pairs, cfg.pairs.batch_size, info, cfg.seed, start, cfg.trainer.num_workers)

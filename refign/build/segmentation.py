@@ -18,7 +18,7 @@ from refign.build.common import (
     instantiate_switched,
     training_settings,
 )
-from refign.build.matcher import needs_gt_flow
+from refign.build.matcher import needs_gt_flow, trained_matcher
 from refign.data.loader import merge_domains, step_loader
 from refign.engine.dist import DistInfo
 from refign.engine.evaluator import segmentation_eval
@@ -66,6 +66,16 @@ def method_class(cfg: DictConfig) -> type[UDAMethod]:
     return cls
 
 
+def require_self_training(cfg: DictConfig, what: str, lacks: str, hint: str = "") -> None:
+    """Refuse a switch that works on the pseudo-labels (``what``) when the method makes none."""
+    method = method_class(cfg)
+    if not method.self_training:
+        raise ConfigError(
+            f"{what} of a self-training method, but {method.__name__} (uda._target_={cfg.uda._target_}) "
+            f"{lacks}: choose a self-training uda (e.g. uda=daformer){hint}"
+        )
+
+
 def refign_enabled(cfg: DictConfig) -> bool:
     """The one switch: ``refign=on`` sets ``refign.enabled`` and brings the ``alignment``/``refine`` nodes.
 
@@ -87,21 +97,8 @@ def build_pseudo_labeler(cfg: DictConfig):
     """Refign's aligner + refiner (``refign=on``), or None for the method's own pseudo-labels."""
     if not refign_enabled(cfg):
         return None
-    method = method_class(cfg)
-    if not method.self_training:
-        raise ConfigError(
-            f"refign=on refines the pseudo-labels of a self-training method, but {method.__name__} "
-            f"(uda._target_={cfg.uda._target_}) does not self-train: choose a self-training uda "
-            f"(e.g. uda=daformer)"
-        )
-    aligner = None
-    if cfg.refine.use_align:
-        if not needs_gt_flow(cfg) and not cfg.alignment.get("checkpoint"):
-            raise ConfigError(
-                "refign=on aligns with a trained matcher: set alignment.checkpoint=<file> "
-                "(the released uawarpc_megadepth.ckpt, or one from python -m refign.align_train)"
-            )
-        aligner = instantiate(cfg.alignment)
+    require_self_training(cfg, "refign=on refines the pseudo-labels", "does not self-train")
+    aligner = trained_matcher(cfg, "refign=on aligns with") if cfg.refine.use_align else None
     # frozen and rebuilt from its file: checkpoints keep its fingerprint, not its weights
     ckpt = cfg.alignment.get("checkpoint")
     source = f"alignment.checkpoint={ckpt}" if ckpt else f"alignment._target_={cfg.alignment._target_}"
@@ -123,40 +120,20 @@ def build_mic(cfg: DictConfig):
     """Masked Image Consistency (``mic=on``, ``refign/uda/mic.py``), or None (``mic=off``)."""
     if not cfg.mic.enabled:
         return None
-    method = method_class(cfg)
-    if not method.self_training:
-        raise ConfigError(
-            f"mic=on trains on the pseudo-labels of a self-training method, but {method.__name__} "
-            f"(uda._target_={cfg.uda._target_}) makes none: choose a self-training uda (e.g. uda=daformer) "
-            f"or mic=off"
-        )
+    require_self_training(cfg, "mic=on trains on the pseudo-labels", "makes none", " or mic=off")
     return instantiate_switched(cfg.mic)
 
 
 def build_method(cfg: DictConfig) -> UDAMethod:
     """The configured method with its networks."""
-    labeler = build_pseudo_labeler(cfg)
-    extra = {"pseudo_labeler": labeler} if labeler is not None else {}
-    mic = build_mic(cfg)
-    if mic is not None:
-        extra["mic"] = mic
+    parts = {"pseudo_labeler": build_pseudo_labeler(cfg), "mic": build_mic(cfg)}
+    extra = {name: part for name, part in parts.items() if part is not None}
     return instantiate(cfg.uda, model=build_segmentor(cfg), _recursive_=False, **extra)
 
 
 def build_datasets(cfg: DictConfig, node: str) -> dict[str, Dataset]:
     """All datasets under ``cfg.dataset.<node>`` (``val``, ``test`` or ``predict``), by name."""
     return {name: instantiate(spec) for name, spec in (cfg.dataset.get(node) or {}).items()}
-
-
-def check_reference_pairs(target: Dataset) -> None:
-    """Refign warps reference onto target pixel for pixel: both must come in the same size."""
-    sample = target[0]
-    a, b = tuple(sample["image"].shape), tuple(sample["image_ref"].shape)
-    if a != b:
-        raise ConfigError(
-            f"target {sample.get('filename', '#0')} is {a} but its reference is {b}: "
-            f"refign=on needs target/reference pairs of equal size (set the dataset's dims)"
-        )
 
 
 def build_train_sets(cfg: DictConfig) -> tuple[Dataset, Dataset | None]:
@@ -167,8 +144,14 @@ def build_train_sets(cfg: DictConfig) -> tuple[Dataset, Dataset | None]:
     if not method_class(cfg).needs_target:
         return source, None
     target = instantiate(cfg.dataset.train_target, load_keys=target_load_keys(cfg))
-    if refign_enabled(cfg):
-        check_reference_pairs(target)
+    if refign_enabled(cfg):  # Refign warps reference onto target pixel for pixel: both of one size
+        sample = target[0]
+        a, b = tuple(sample["image"].shape), tuple(sample["image_ref"].shape)
+        if a != b:
+            raise ConfigError(
+                f"target {sample.get('filename', '#0')} is {a} but its reference is {b}: "
+                f"refign=on needs target/reference pairs of equal size (set the dataset's dims)"
+            )
     return source, target
 
 
@@ -189,11 +172,17 @@ def build_segmentation_eval(cfg: DictConfig, info: DistInfo, split: str, require
     )
 
 
-def build_batches(cfg: DictConfig, source: Dataset, target: Dataset | None, info: DistInfo):
-    """``start_step -> iterator`` of the method's batches: the source and (``needs_target``) target loaders,
-    each a pure function of (seed, step, rank), merged into one dict per step."""
+def build_trainer(cfg: DictConfig, run_dir: Path, info: DistInfo) -> Trainer:
+    """A segmentation run: the method, its data, optimiser, schedule, logger and mIoU evaluation."""
+    loop = training_settings(cfg)
+    method = build_method(cfg).to(info.device)  # before the optimiser, which picks its kernel by device
+    source, target = build_train_sets(cfg)
+    step = build_train_step(cfg, method, info, settings=loop)
 
     def batches(start: int) -> Iterator[dict]:
+        """The source and (``needs_target``) target loaders, each a pure function of (seed, step, rank),
+        merged into one dict per step."""
+
         def loader(dataset: Dataset, seed: int) -> Iterator[dict]:
             return step_loader(dataset, cfg.dataset.batch_size, info, seed, start, cfg.trainer.num_workers)
 
@@ -202,21 +191,11 @@ def build_batches(cfg: DictConfig, source: Dataset, target: Dataset | None, info
         while True:
             yield merge_domains(next(src), next(trg) if trg is not None else None)
 
-    return batches
-
-
-def build_trainer(cfg: DictConfig, run_dir: Path, info: DistInfo) -> Trainer:
-    """A segmentation run: the method, its data, optimiser, schedule, logger and mIoU evaluation."""
-    loop = training_settings(cfg)
-    method = build_method(cfg).to(info.device)  # before the optimiser, which picks its kernel by device
-    source, target = build_train_sets(cfg)
-    step = build_train_step(cfg, method, info)
-    evaluation = build_segmentation_eval(cfg, info, "val")
     return Trainer(
         loop,
         step,
-        batches=build_batches(cfg, source, target, info),
-        evaluate=evaluation,
+        batches=batches,
+        evaluate=build_segmentation_eval(cfg, info, "val"),
         dist_info=info,
         run_dir=run_dir,
         logger=build_logger(cfg, run_dir, info, "train", step.optimizer),

@@ -1,9 +1,6 @@
-"""Pictures of one alignment, to see whether a warp is right (``python -m refign.align``).
-
-The check the Refign author recommends for a port that produces broken warped pseudo-labels (Refign issue
-18): warp the reference *image* with the matcher's flow and lay it over the target, faded by the matcher's
-certainty — where the warp is right, the two images agree and edges line up; where the matcher is unsure,
-the picture fades to white.
+"""Pictures of one alignment, to see whether a warp is right (``python -m refign.align``): the check the
+Refign author recommends (Refign issue 18), the reference warped onto the target and faded by the matcher's
+certainty (docs/tools.md#align).
 """
 
 from __future__ import annotations
@@ -57,7 +54,10 @@ def epe_to_rgb(epe: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return (rgb * 255 * valid[..., None]).round().astype(np.uint8)
 
 
-def panel(tiles: list[np.ndarray], gap: int = 4) -> np.ndarray:
-    """Tiles of one height side by side, separated by white."""
-    sep = np.full((tiles[0].shape[0], gap, 3), 255, np.uint8)
-    return np.concatenate([t for tile in tiles for t in (tile, sep)][:-1], axis=1)
+def panel(tiles: list[np.ndarray], gap: int = 4, axis: int = 1) -> np.ndarray:
+    """Tiles side by side (``axis=1``, of one height) or one above the other (``axis=0``, of one width),
+    separated by white."""
+    shape = list(tiles[0].shape)
+    shape[axis] = gap
+    sep = np.full(shape, 255, np.uint8)
+    return np.concatenate([t for tile in tiles for t in (tile, sep)][:-1], axis=axis)

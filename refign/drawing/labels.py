@@ -10,6 +10,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from refign.data.classes import CLASS_NAMES, PALETTE, colorize
+from refign.drawing.flow import panel
 from refign.utils.imaging import to_rgb_uint8
 
 GAP = 4  # white pixels between the overview's rows and tiles
@@ -57,17 +58,12 @@ def overview_row(image: torch.Tensor, pred: np.ndarray, label: np.ndarray | None
     def fit(ids: np.ndarray) -> np.ndarray:  # nearest-neighbour resize of train ids (255 stays ignore)
         return np.asarray(Image.fromarray(ids.astype(np.uint8), "L").resize(size, Image.NEAREST))
 
-    tiles = [rgb, *([colorize(fit(label))] if label is not None else []), colorize(fit(pred))]
-    gap = np.full((rgb.shape[0], GAP, 3), 255, np.uint8)
-    return np.concatenate([t for tile in tiles for t in (tile, gap)][:-1], axis=1)
+    return panel([rgb, *([colorize(fit(label))] if label is not None else []), colorize(fit(pred))], GAP)
 
 
 def save_overview(rows: list[np.ndarray], path: Path) -> Path:
     """Stack the rows (padded white to the widest) into one PNG."""
     width = max(r.shape[1] for r in rows)
-    parts = []
-    for row in rows:
-        pad = np.full((row.shape[0], width - row.shape[1], 3), 255, np.uint8)
-        parts += [np.concatenate([row, pad], axis=1), np.full((GAP, width, 3), 255, np.uint8)]
-    Image.fromarray(np.concatenate(parts[:-1], axis=0)).save(path)
+    padded = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
+    Image.fromarray(panel(padded, GAP, axis=0)).save(path)
     return path

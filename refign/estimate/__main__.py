@@ -9,14 +9,18 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from refign.engine.reproducibility import import_targets
 from refign.engine.step import AUTO16, PRECISIONS
 from refign.estimate.report import refign_ratio, report
 from refign.estimate.trace import aligning, trace_step
-from refign.task import entry_point
+from refign.task import entry_point, output_dir
+
+
+@entry_point("estimate")
+def main(cfg: DictConfig) -> None:
+    run(cfg, output_dir(cfg))
 
 
 def run(cfg: DictConfig, out_dir: Path) -> dict:
@@ -32,11 +36,6 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "estimate.json").write_text(json.dumps(result, indent=1))
     return result
-
-
-@entry_point("estimate")
-def main(cfg: DictConfig) -> None:
-    run(cfg, Path(HydraConfig.get().runtime.output_dir))
 
 
 if __name__ == "__main__":

@@ -1,13 +1,8 @@
-"""CUDA's autocast policy on a CPU trace (``refign.estimate``; docs/estimate.md#mixed-precision).
+"""CUDA's autocast policy on a CPU trace (docs/estimate.md#mixed-precision: why it runs on CPU tensors).
 
-A fake-tensor trace cannot run the backward of fake CUDA tensors on a machine without a GPU (the autograd
-engine asks the CUDA driver for the device's streams), so ``refign.estimate`` traces on fake CPU tensors
-under CPU autocast. The two autocasts agree on what runs in 16 bits (convolutions, matrix products,
-linear layers) but not on what runs in fp32: CUDA casts the inputs of softmax, log-softmax, layer and group
-norm, norms, sums, exponentials, logarithms and powers to fp32 (so the attention maps of a softmax are
-kept in fp32), CPU autocast leaves them in the input's dtype; and CPU autocast runs reflection padding in
-fp32, CUDA in the input's dtype. This mode applies CUDA's choice to those functions
-while CPU autocast is on, so the trace allocates the dtypes a GPU step would. The lists follow PyTorch's
+CPU and CUDA autocast agree on what runs in 16 bits but not on what runs in fp32: CUDA casts the inputs of
+softmax, norms, sums, exponentials, logarithms and powers to fp32, CPU autocast leaves them in the input's
+dtype; CPU autocast runs reflection padding in fp32, CUDA in the input's dtype. The lists follow PyTorch's
 "CUDA Ops that can autocast to float32" (docs: Automatic Mixed Precision package, autocast op reference).
 """
 
@@ -48,7 +43,3 @@ class CudaAutocastPolicy(TorchFunctionMode):
             )
         with torch.autocast("cpu", enabled=False):
             return func(*args, **kwargs)
-
-
-def cuda_autocast_policy() -> CudaAutocastPolicy:
-    return CudaAutocastPolicy()

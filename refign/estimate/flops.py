@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+from collections import Counter
 from collections.abc import Callable, Iterator
 
 import torch
@@ -18,48 +19,29 @@ from refign.engine.step import TrainStep
 CORRELATION = "matcher's local correlation"
 
 
-class _GlobalOnly:
-    """Stands in for FlopCounterMode's module tracker: every FLOP counts towards "Global" only."""
-
-    parents = frozenset({"Global"})
-
-    def __enter__(self) -> _GlobalOnly:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        return None
+def conv_backward_flop(
+    grad_out, x, w, _bias, _stride, _pad, _dil, transposed, _out_pad, _groups, output_mask, out_shape=None
+) -> int:
+    """The FLOPs of ``aten.convolution_backward`` from its arguments' shapes: each gradient it makes (input,
+    weight) costs what the forward costs. PyTorch's own formula leaves the groups out of the weight's
+    gradient, which counts a depthwise convolution of C channels (MiT's Mix-FFN, the DAFormer head's ASPP) C
+    times over."""
+    forward = conv_flop_count(x, w, grad_out, transposed)
+    return forward * (int(output_mask[0]) + int(output_mask[1]))
 
 
 class StepFlops(FlopCounterMode):
-    """``FlopCounterMode`` without its per-module split (``counted_by_part`` splits by parts). Its module
-    tracker hooks every module's outputs for their gradients, which keeps the tensors that a checkpointed
-    block recomputes in the backward alive: with ``backbone.checkpoint_activations`` the traced peak rose
-    above the run without. Relies on the counter's ``mod_tracker`` attribute (torch 2.x)."""
+    """``FlopCounterMode`` with ``conv_backward_flop``, without its per-module split (``counted_by_part``
+    splits by parts). Its module tracker hooks every module's outputs for their gradients, which keeps the
+    tensors that a checkpointed block recomputes in the backward alive: with
+    ``backbone.checkpoint_activations`` the traced peak rose above the run without. Relies on the counter's
+    ``mod_tracker`` attribute (torch 2.x)."""
 
-    def __init__(self, **kwargs) -> None:
-        super().__init__(display=False, **kwargs)
-        self.mod_tracker = _GlobalOnly()
-
-
-def conv_backward_flop(
-    grad_out_shape,
-    x_shape,
-    w_shape,
-    _bias,
-    _stride,
-    _padding,
-    _dilation,
-    transposed,
-    _output_padding,
-    _groups,
-    output_mask,
-    out_shape=None,
-) -> int:
-    """Each gradient a convolution's backward makes (input, weight) costs what its forward costs. PyTorch's
-    own formula leaves the groups out of the weight's gradient, which counts a depthwise convolution of C
-    channels (MiT's Mix-FFN, the DAFormer head's ASPP) C times over."""
-    forward = conv_flop_count(x_shape, w_shape, grad_out_shape, transposed)
-    return forward * (int(output_mask[0]) + int(output_mask[1]))
+    def __init__(self) -> None:
+        backward = {torch.ops.aten.convolution_backward: conv_backward_flop}
+        super().__init__(display=False, custom_mapping=backward)
+        self.mod_tracker = contextlib.nullcontext()  # enters no module: every FLOP counts towards "Global"
+        self.mod_tracker.parents = {"Global"}
 
 
 def method_parts(method: torch.nn.Module) -> dict[str, list[torch.nn.Module]]:
@@ -81,20 +63,20 @@ class CountedBackward(LossBackward):
     """The step's ``backward``, each run's FLOPs added to ``flops['backward']``: a method back-propagates
     all but its last loss inside its forward, so the backward is not simply what follows the forward."""
 
-    def __init__(self, *args, total: Callable[[], int], flops: dict[str, int], **kwargs) -> None:
+    def __init__(self, *args, total: Callable[[], int], flops: Counter[str], **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.total, self.flops = total, flops
 
     def run(self, loss: torch.Tensor, retain_graph: bool) -> None:
         start = self.total()
         super().run(loss, retain_graph)
-        self.flops["backward"] = self.flops.get("backward", 0) + self.total() - start
+        self.flops["backward"] += self.total() - start
 
 
 @contextlib.contextmanager
 def counted_by_part(
     counter: FlopCounterMode, method: torch.nn.Module, step: TrainStep
-) -> Iterator[dict[str, int]]:
+) -> Iterator[Counter[str]]:
     """FLOPs per part (filled in when the block exits): each network's forward, the backwards
     (``CountedBackward``, set as the step's ``loss_backward`` for the block) and the rest of the step
     (losses, augmentation, refinement). Read from the counter's running total around the calls, because its
@@ -103,7 +85,7 @@ def counted_by_part(
     def total() -> int:
         return sum(counter.flop_counts["Global"].values())
 
-    flops: dict[str, int] = {}
+    flops: Counter[str] = Counter()
     entered: dict[str, int] = {}
 
     def hooks(name: str, module: torch.nn.Module) -> list:
@@ -111,7 +93,7 @@ def counted_by_part(
             entered[name] = total()
 
         def post(*_):
-            flops[name] = flops.get(name, 0) + total() - entered[name]
+            flops[name] += total() - entered[name]
 
         return [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
 
@@ -119,9 +101,7 @@ def counted_by_part(
         # the local correlation's dot products: C multiply-adds per target pixel and displacement, in
         # elementwise products and sums that the counter does not count
         b, c, h, w = inputs[1].shape
-        flops["local correlation"] = (
-            flops.get("local correlation", 0) + 2 * b * c * h * w * module.patch_size**2
-        )
+        flops["local correlation"] += 2 * b * c * h * w * module.patch_size**2
 
     handles = [h for name, mods in method_parts(method).items() for m in mods for h in hooks(name, m)]
     handles += [

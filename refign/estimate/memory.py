@@ -48,7 +48,6 @@ class LiveMemory(TorchDispatchMode):
         self._storages: list[_Storage] = []
         self._index = WeakIdKeyDictionary()
 
-    # ---- counting ----------------------------------------------------------------------------------------
     def track(self, tensors: Iterable[torch.Tensor], category: str) -> None:
         """Count tensors that exist before the traced code runs (parameters, buffers, the batch)."""
         for t in tensors:
@@ -87,7 +86,6 @@ class LiveMemory(TorchDispatchMode):
                 self._see(t, self.phase)
         return out
 
-    # ---- reading -----------------------------------------------------------------------------------------
     def reset_peak(self) -> None:
         """Start a new peak from the bytes live now (e.g. at the start of the step that is reported)."""
         self.peak, self._peak_at = self.current, self._clock
@@ -98,14 +96,6 @@ class LiveMemory(TorchDispatchMode):
         alive = Counter()
         for s in self._storages:
             if s.born <= at and (s.died is None or s.died > at):
-                alive[s.category] += s.nbytes
-        return dict(alive)
-
-    def live(self) -> dict[str, int]:
-        """Bytes per category of the storages alive now."""
-        alive = Counter()
-        for s in self._storages:
-            if s.died is None:
                 alive[s.category] += s.nbytes
         return dict(alive)
 
@@ -124,9 +114,8 @@ def phase_hooks(memory: LiveMemory, optimizer: torch.optim.Optimizer) -> Iterato
         memory.assign([t for s in opt.state.values() for t in s.values() if torch.is_tensor(t)], "optimizer")
         memory.phase = "activations"
 
-    handles = [optimizer.register_step_pre_hook(before), optimizer.register_step_post_hook(after)]
-    try:
+    with (
+        optimizer.register_step_pre_hook(before),
+        optimizer.register_step_post_hook(after),
+    ):  # removed on exit
         yield
-    finally:
-        for h in handles:
-            h.remove()

@@ -1,11 +1,10 @@
-"""One training step of the composed run traced with fake tensors: its memory and FLOPs (docs/estimate.md).
+"""One training step of the composed run traced with fake tensors: its memory and FLOPs
+(docs/estimate.md#design).
 
-The composed method (student, EMA teacher, frozen ImageNet copy, Refign's matcher, MIC, HRDA's views) is
-built of fake tensors (``FakeTensorMode``: shapes, dtypes and devices, no data), with random initialisation
-instead of its weight files, and the training step itself (``TrainStep``) runs once on a fake batch of the
-configured size, after the optimiser's state has been created (a steady step, not the first).
-``LiveMemory`` counts the bytes of live storages and ``StepFlops`` the FLOPs. Nothing is computed and no
-file is read, so a paper-scale step traces in seconds (4–15 s for the 12 experiments on 2 cores).
+The composed method is built of fake tensors (shapes, dtypes and devices, no data) at its random
+initialisation, and ``TrainStep`` runs once on a fake batch of the configured size, after the optimiser's
+state has been created (a steady step). Nothing is computed and no file is read, so a paper-scale step
+traces in seconds.
 """
 
 from __future__ import annotations
@@ -24,8 +23,8 @@ from torch.overrides import TorchFunctionMode
 
 from refign import build
 from refign.engine.dist import DistInfo
-from refign.estimate.autocast import cuda_autocast_policy
-from refign.estimate.flops import CORRELATION, StepFlops, conv_backward_flop, counted_by_part
+from refign.estimate.autocast import CudaAutocastPolicy
+from refign.estimate.flops import CORRELATION, StepFlops, counted_by_part
 from refign.estimate.memory import LiveMemory, phase_hooks
 
 
@@ -139,18 +138,17 @@ def trace_step(cfg: DictConfig, precision: str) -> StepEstimate:
         method.train()
         batch = fake_batch(cfg, build.method_class(cfg).needs_target)
         memory = LiveMemory()
-        trained = {id(p) for p in method.parameters() if p.requires_grad}
-        memory.track([p for p in method.parameters() if id(p) in trained], "parameters")
-        memory.track([p for p in method.parameters() if id(p) not in trained], "frozen")
+        params = list(method.parameters())
+        memory.track([p for p in params if p.requires_grad], "parameters")
+        memory.track([p for p in params if not p.requires_grad], "frozen")
         memory.track(method.buffers(), "frozen")
         memory.track(batch.values(), "batch")
-        policy = cuda_autocast_policy() if precision != "32" else contextlib.nullcontext()
+        policy = CudaAutocastPolicy() if precision != "32" else contextlib.nullcontext()
         with phase_hooks(memory, step.optimizer), policy, memory:
             initialise_state(step.optimizer)
             memory.reset_peak()
             before = memory.current
-            flop_counter = StepFlops(custom_mapping={torch.ops.aten.convolution_backward: conv_backward_flop})
-            with flop_counter as counter, counted_by_part(counter, method, step) as parts:
+            with StepFlops() as counter, counted_by_part(counter, method, step) as parts:
                 step(batch, 0)
     return StepEstimate(
         precision=precision,
@@ -158,7 +156,7 @@ def trace_step(cfg: DictConfig, precision: str) -> StepEstimate:
         breakdown=memory.breakdown(),
         before_step=before,
         flops=counter.get_total_flops() + parts.get(CORRELATION, 0),
-        flops_by_part=parts,
+        flops_by_part=dict(parts),
         seconds=time.perf_counter() - start,
     )
 

@@ -9,13 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from refign.alignment.pck import SparseEPE
 from refign.alignment.warp import warp
 from refign.drawing.flow import certainty_overlay, colour_wheel, epe_to_rgb, flow_to_rgb, gray, panel
-from refign.inference.media import IMAGE_SUFFIXES, read_picture
-from refign.inference.segment import NORMALISE, resize_rgb
+from refign.inference.media import IMAGE_SUFFIXES, read_picture, save_png
+from refign.inference.segment import model_input
 from refign.utils.imaging import to_rgb_uint8
 from refign.utils.progress import progress_bar
 
@@ -42,22 +41,17 @@ def file_pairs(target: str, reference: str, size: list[int] | None) -> Iterator[
     for name, tp, rp in pairs:
         trg = read_picture(tp)
         shape = tuple(size) if size else trg.shape[:2]
-        yield name, {"image": NORMALISE({"image": resize_rgb(trg, shape)})["image"],
-                     "image_ref": NORMALISE({"image": resize_rgb(read_picture(rp), shape)})["image"]}  # fmt: skip
+        yield name, {"image": model_input(trg, shape), "image_ref": model_input(read_picture(rp), shape)}
 
 
 @torch.no_grad()
 def align(matcher: torch.nn.Module, pair: Pair, device: torch.device) -> dict[str, np.ndarray]:
     """Flow target → reference, certainty, the warped reference (white outside the reference) and validity."""
     trg, ref = pair["image"][None].to(device), pair["image_ref"][None].to(device)
-    if getattr(matcher, "needs_gt_flow", False):
-        if "flow" not in pair:
-            raise ValueError("alignment=oracle needs ground-truth flow: use the synthetic benchmark's pairs")
-        flow, certainty = matcher(
-            trg, ref, pair["flow"][None].to(device), pair["flow_valid"][None].to(device)
-        )
-    else:
-        flow, certainty = matcher(trg, ref)
+    gt = ("flow", "flow_valid") if getattr(matcher, "needs_gt_flow", False) else ()
+    if gt and "flow" not in pair:
+        raise ValueError("alignment=oracle needs ground-truth flow: use the synthetic benchmark's pairs")
+    flow, certainty = matcher(trg, ref, *(pair[key][None].to(device) for key in gt))
     warped, valid = warp(ref, flow, return_mask=True)
     rgb = to_rgb_uint8(warped[0])
     valid = valid[0].cpu().numpy()
@@ -70,8 +64,8 @@ def align(matcher: torch.nn.Module, pair: Pair, device: torch.device) -> dict[st
     }
 
 
-def pictures(pair: Pair, out: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict | None]:
-    """The pictures of one pair and, with ground-truth flow, its PCK / average end-point error."""
+def pictures(pair: Pair, out: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The pictures of one pair (with ground-truth flow, its end-point error too), and all side by side."""
     target, reference = to_rgb_uint8(pair["image"]), to_rgb_uint8(pair["image_ref"])
     flow_rgb = flow_to_rgb(out["flow"])
     wheel = colour_wheel(min(64, flow_rgb.shape[0] // 3))
@@ -82,16 +76,15 @@ def pictures(pair: Pair, out: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarr
         "overlay": certainty_overlay(target, out["warped"], out["certainty"], out["valid"]),
         "flow": flow_rgb,
     }
-    metrics = None
     if "flow" in pair:
-        gt, gt_valid = pair["flow"].float().numpy(), pair["flow_valid"].numpy().astype(bool)
-        epe = np.linalg.norm(out["flow"] - gt, axis=0)
-        pics["epe"] = epe_to_rgb(epe, gt_valid)
-        metric = SparseEPE()
-        metric.update_dense(torch.from_numpy(out["flow"]), torch.from_numpy(gt), torch.from_numpy(gt_valid))
-        metrics = {k: round(v, 2) for k, v in metric.compute().items()}
+        epe = np.linalg.norm(out["flow"] - pair["flow"].float().numpy(), axis=0)
+        pics["epe"] = epe_to_rgb(epe, pair["flow_valid"].numpy().astype(bool))
     pics["panel"] = panel([target, reference, *pics.values()])
-    return pics, metrics
+    return pics
+
+
+def rounded(metric: SparseEPE) -> dict[str, float]:
+    return {k: round(v, 2) for k, v in metric.compute().items()}
 
 
 def align_pairs(matcher, pairs, out_dir: Path, device: torch.device) -> dict:
@@ -100,17 +93,16 @@ def align_pairs(matcher, pairs, out_dir: Path, device: torch.device) -> dict:
     results, overall = {}, SparseEPE()
     for name, pair in progress_bar(pairs, desc="align", unit="pair"):
         out = align(matcher, pair, device)
-        pics, metrics = pictures(pair, out)
-        for kind, image in pics.items():
-            path = out_dir / f"{name}_{kind}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(image).save(path)
-        results[name] = {"certainty_mean": round(float(out["certainty"].mean()), 4), **(metrics or {})}
-        if metrics:
-            overall.update_dense(
-                torch.from_numpy(out["flow"]), pair["flow"].float(), pair["flow_valid"].bool()
-            )
+        for kind, image in pictures(pair, out).items():
+            save_png(out_dir / f"{name}_{kind}.png", image)
+        results[name] = {"certainty_mean": round(float(out["certainty"].mean()), 4)}
+        if "flow" in pair:
+            flows = (torch.from_numpy(out["flow"]), pair["flow"].float(), pair["flow_valid"].bool())
+            metric = SparseEPE()
+            metric.update_dense(*flows)
+            overall.update_dense(*flows)
+            results[name] |= rounded(metric)
     summary: dict = {"pairs": results}
     if overall.n_points:
-        summary["overall"] = {k: round(v, 2) for k, v in overall.compute().items()}
+        summary["overall"] = rounded(overall)
     return summary

@@ -1,19 +1,16 @@
-"""Benchmark-server export: trainId PNGs named after the inputs, colour PNGs, one upload-ready zip.
+"""Benchmark-server export (docs/refign.md#test-server-export, docs/deviations.md#d4): trainId PNGs named
+after the inputs, colour PNGs, one upload-ready zip, and ``overview.png`` (image | ground truth | prediction
+of the first images) for a person to look at.
 
-Servers (docs/refign.md#test-server-export, docs/deviations.md#d4):
-
-* ACDC (acdc.vision.ee.ethz.ch/submit): the test images of all four conditions, one single-channel PNG of
-  train ids per input image, named like the input (``<name>_rgb_anon.png``), at the archive root. The server
-  reports the all-conditions mIoU only; per-condition numbers need one submission per condition.
-* Dark Zurich (CodaLab competition 3783): the archive needs the three folders ``labelTrainIds/``,
-  ``labelTrainIds_invalid/`` and ``confidence/``. This model predicts no invalid regions and no separate
-  confidence, so the same trainId maps go into all three — the submission the server is known to accept
-  (without them it answers "Missing prediction for ground truth file …").
+* ACDC (acdc.vision.ee.ethz.ch/submit): one single-channel PNG of train ids per test image, named like the
+  input, at the archive root; the server reports the all-conditions mIoU only.
+* Dark Zurich (CodaLab competition 3783): the folders ``labelTrainIds/``, ``labelTrainIds_invalid/`` and
+  ``confidence/``. This model predicts no invalid regions and no separate confidence, so the same trainId
+  maps go into all three — the submission the server is known to accept (without them it answers "Missing
+  prediction for ground truth file …").
 
 Predictions are the argmax of logits resized bilinearly to the dataset's native size (official
-``predict_step``), so the files match the ground truth the servers hold. Beside them, ``overview.png`` shows
-the first images as rows of image | ground truth (where the split has labels) | prediction, for a person to
-look at.
+``predict_step``), so the files match the ground truth the servers hold.
 """
 
 from __future__ import annotations
@@ -56,14 +53,13 @@ def png_name(filename: str) -> str:
     return str(Path(filename).with_suffix(".png"))
 
 
-def prepare_dir(path: Path, overwrite: bool) -> None:
-    """Create ``path``; refuse to write into a non-empty one unless ``overwrite`` (never silently)."""
-    if path.exists() and any(path.iterdir()) and not overwrite:
+def refuse_to_overwrite(folders: list[Path], overwrite: bool) -> None:
+    """Refuse to write into a folder that holds files, unless ``overwrite`` (never silently)."""
+    taken = [folder for folder in folders if folder.is_dir() and any(folder.iterdir())]
+    if taken and not overwrite:
         raise FileExistsError(
-            f"{path} already holds predictions; choose another out_dir or set overwrite=true"
+            f"{taken[0]} already holds predictions; choose another out_dir or set overwrite=true"
         )
-    (path / TRAINIDS).mkdir(parents=True, exist_ok=True)
-    (path / COLOR).mkdir(parents=True, exist_ok=True)
 
 
 @torch.no_grad()
@@ -78,7 +74,9 @@ def predict_dataset(
     """Write ``out_dir/labelTrainIds/<name>.png`` (train ids 0..18) and ``out_dir/color/<name>.png`` for
     every image, and ``out_dir/overview.png`` of the first ``overview_images`` (0: none); returns the trainId
     files in dataset order."""
-    prepare_dir(out_dir, overwrite)
+    refuse_to_overwrite([out_dir], overwrite)
+    for folder in (TRAINIDS, COLOR):
+        (out_dir / folder).mkdir(parents=True, exist_ok=True)
     out_size = tuple(getattr(dataset, "orig_dims", ())) or None
     model.eval()
     written, rows = [], []
@@ -128,12 +126,8 @@ def export_datasets(
         files = predict_dataset(model, ds, out_dir / name, device, overwrite, overview_images)
         fmt = SERVER_FORMATS.get(type(ds).__name__, DEFAULT_FORMAT)
         archives[name] = make_archive(files, fmt, out_dir / f"{name}_submission.zip", overwrite)
+        upload = f" (upload it to {fmt.url})" if fmt.url else ""
         log.info(
-            "%s: %d predictions in %s, archive %s%s",
-            name,
-            len(files),
-            out_dir / name,
-            archives[name],
-            f" (upload it to {fmt.url})" * bool(fmt.url),
+            "%s: %d predictions in %s, archive %s%s", name, len(files), out_dir / name, archives[name], upload
         )
     return archives

@@ -82,6 +82,12 @@ def read_picture(path: Path) -> np.ndarray:
         raise InputError(f"cannot read image {path}: {err}") from err
 
 
+def save_png(path: Path, array: np.ndarray) -> None:
+    """Write ``array`` (uint8: (H, W) or (H, W, 3)) to ``path``, creating its folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
 def _av():
     try:
         import av

@@ -1,11 +1,10 @@
-"""Segmenting one RGB picture of any size at the scale the model was trained for.
+"""Segmenting one RGB picture of any size at the scale the model was trained for
+(docs/tools.md#predict-files).
 
-A network trained on 540×960 ACDC images sees objects at that scale; fed a 4K frame or a 360p phone clip
-as it is, the same street is 2-4× larger or smaller and the predictions degrade (HRDA issue 47). So the
-picture is resized (PIL bilinear, as the datasets resize at load time) until its short side is the short
-side of the images the checkpoint was evaluated on, the model predicts there (whole or sliding-window,
-as configured) and the logits are resized bilinearly to the picture's own size before the argmax — the
-path ``refign.evaluate`` takes from a test image to its native-size label.
+A network trained on 540×960 ACDC images sees objects at that scale; fed a 4K frame or a 360p phone clip as
+it is, the predictions degrade (HRDA issue 47). So the picture is resized until its short side is that of the
+images the checkpoint was evaluated on, and the logits are resized back before the argmax, the path
+``refign.evaluate`` takes from a test image to its native-size label.
 """
 
 from __future__ import annotations
@@ -19,20 +18,12 @@ from refign.data.transforms import JointTransform
 NORMALISE = JointTransform()  # the evaluation transform: ImageNet normalisation to a (3, H, W) tensor
 
 
-def working_size(size: tuple[int, int], short_side: int | None) -> tuple[int, int]:
-    """(H, W) with the short side ``short_side`` and the aspect ratio kept (rounded); None: unchanged."""
-    h, w = size
-    if not short_side:
-        return h, w
-    s = short_side / min(h, w)
-    return max(1, round(h * s)), max(1, round(w * s))
-
-
-def resize_rgb(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """PIL bilinear resize to (H, W), as ``refign.data.io.load_image`` resizes to a dataset's ``dims``."""
-    if rgb.shape[:2] == tuple(size):
-        return rgb
-    return np.asarray(Image.fromarray(rgb).resize((size[1], size[0]), Image.BILINEAR))
+def model_input(rgb: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+    """The picture resized to (H, W) (PIL bilinear, as ``refign.data.io.load_image`` resizes to a dataset's
+    ``dims``) and normalised as the evaluation transform does: (3, H, W)."""
+    if rgb.shape[:2] != tuple(size):
+        rgb = np.asarray(Image.fromarray(rgb).resize((size[1], size[0]), Image.BILINEAR))
+    return NORMALISE({"image": rgb})["image"]
 
 
 @torch.no_grad()
@@ -41,6 +32,7 @@ def segment(
 ) -> np.ndarray:
     """Train ids (H, W) uint8 of an RGB uint8 picture, at the picture's own size."""
     h, w = rgb.shape[:2]
-    image = NORMALISE({"image": resize_rgb(rgb, working_size((h, w), short_side))})["image"]
+    s = short_side / min(h, w) if short_side else 1  # the short side brought to ``short_side``, aspect kept
+    image = model_input(rgb, (max(1, round(h * s)), max(1, round(w * s))))
     logits = model.predict(image[None].to(device), out_size=(h, w))
     return logits.argmax(1)[0].to(torch.uint8).cpu().numpy()

@@ -157,3 +157,16 @@ def test_megadepth_scene_info_and_test_csv(tmp_path):
         ("missing", f"{root}/Test/test1600Pairs/s1/b.jpg: file not found"),
         ("count", f"{root}/Test/test1600Pairs.csv: 1 of 1600 pairs"),
     ]
+
+
+def test_the_synthetic_pairs_are_checked(tmp_path, capsys):
+    """``pairs=synthetic`` composes for check_data (its training recipe is align_train's alone) and reports
+    the generated train and test pairs."""
+    sizes = ["pairs.train.num_images=8", "pairs.eval.num_images=4", "pairs.train.size=[32,64]"]
+    cfg = compose_cfg(["pairs=synthetic", f"paths.cache_dir={tmp_path}", *sizes], "check_data")
+    train, test = run(cfg)
+    assert (train.title, test.title) == ("synthetic matching train", "synthetic matching test")
+    assert sum(train.found.values()) == 8 and sum(test.found.values()) == 4
+    assert train.sizes == {(32, 64): 8} and test.paired["flow"] == [4, 4]
+    assert not train.problems and not test.problems
+    assert "nothing missing or broken" in capsys.readouterr().out.splitlines()[-1]
