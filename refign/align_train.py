@@ -27,6 +27,11 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     training, ``checkpoint``: the run's ``last.pt``."""
     if cfg.mode not in ("train", "eval"):
         raise ValueError(f"mode must be 'train' or 'eval', got {cfg.mode!r}")
+    if cfg.stage_key not in cfg.stages:  # before anything reads the stage's values through ${stages.…}
+        raise ValueError(
+            f"stage={cfg.stage}: the schedule of pairs={cfg.pairs.name} has {', '.join(cfg.stages)} only "
+            f"(conf/align_stages/; stage 2 is the official schedule's, align_stages@stages=official)"
+        )
     with task_session(cfg) as info:  # trainer.deterministic holds for the matcher too
         if cfg.mode == "train":
             metrics, run_dir = fit(cfg, run_dir, info, build.build_matcher_trainer)

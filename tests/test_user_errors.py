@@ -127,6 +127,16 @@ def test_a_missing_file_or_value_is_one_line(args, line, tmp_path, monkeypatch, 
     assert (code, err) == (2, [f"refign.evaluate: error: {line.format(tmp=tmp_path)}", HINT])
 
 
+def test_a_stage_the_pairs_schedule_lacks_is_one_line(tmp_path, monkeypatch, capsys):
+    """The synthetic pairs train in one stage: stage=2 says so (it was an interpolation error on
+    ``stages.stage2.lr``) and writes nothing."""
+    code, err = cli("align_train", ["stage=2", f"hydra.run.dir={tmp_path}"], monkeypatch, capsys)
+    assert code == 2 and err[0].startswith(
+        "refign.align_train: error: stage=2: the schedule of pairs=synthetic"
+    )
+    assert "has stage1 only" in err[0] and not (tmp_path / "checkpoints").exists()
+
+
 def test_an_unknown_group_option_lists_the_options(tmp_path, monkeypatch, capsys):
     code, err = cli("train", ["dataset=acdcx", f"hydra.run.dir={tmp_path}"], monkeypatch, capsys)
     assert (code, err[1:]) == (2, [HINT])
