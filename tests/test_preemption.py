@@ -26,7 +26,7 @@ from tests.methods import (
     wait_until,
     weights,
 )
-from tests.test_trainer import Toy, make_trainer
+from tests.test_trainer import Toy, logged, make_trainer
 
 
 class SignalledToy(Toy):
@@ -68,6 +68,30 @@ def test_a_signal_finishes_the_step_checkpoints_it_and_the_resumed_run_is_bit_eq
     assert_bit_equal(
         {"w": straight.train_step.method.net.weight}, {"w": resumed.train_step.method.net.weight}
     )
+
+
+def test_the_steps_since_the_last_log_line_are_logged_before_a_signal_stops_the_run(tmp_path):
+    """Logged every 4 steps, stopped after step 6: steps 5-6 get a line of their own at step 6 (they were
+    lost with the process), the resumed run's next line covers 7-8 only, and every step is counted once."""
+    stopped = make_trainer(tmp_path, SignalledToy(signal.SIGTERM, at=5), max_steps=8, log_every=4)
+    with StopSignals(["SIGTERM"]) as stop, pytest.raises(Preempted):
+        stopped.fit(stop)
+    stopped.close()
+    resumed = make_trainer(tmp_path, Toy(), max_steps=8, log_every=4)
+    resumed.restore(last(tmp_path), tmp_path)
+    resumed.fit()
+    resumed.close()
+    lines = [r for r in logged(tmp_path) if "train/y_doubled" in r]
+    assert [r["step"] for r in lines] == [4, 6, 8]
+    straight = make_trainer(tmp_path / "straight", Toy(), max_steps=8, log_every=1)
+    straight.fit()
+    straight.close()
+    per_step = {
+        r["step"]: r["train/y_doubled"] for r in logged(tmp_path / "straight") if "train/y_doubled" in r
+    }
+    for line, first in zip(lines, (1, 5, 7), strict=True):
+        window = [per_step[s] for s in range(first, line["step"] + 1)]
+        assert line["train/y_doubled"] == pytest.approx(sum(window) / len(window))
 
 
 def test_a_signal_before_the_first_step_leaves_a_resumable_run(tmp_path):

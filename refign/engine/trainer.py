@@ -242,6 +242,8 @@ class Trainer:
         self.window = MetricWindow(self.dist.device)
         while self.step < self.cfg.max_steps:
             if stop is not None and self._stop_check_due() and stop.agreed(self.dist):
+                if self.window.counts:  # the steps since the last log line: logged, not lost with the process
+                    self._log_window(bar)
                 bar.close()
                 self._preempt(stop.received or "a stop signal on another rank")
             batch = {k: v.to(self.dist.device, non_blocking=True) for k, v in next(batches).items()}
