@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from refign.data.classes import colorize
 from refign.drawing.labels import overview_row, save_overview
+from refign.inference.media import save_png
 from refign.utils.progress import progress_bar
 
 log = logging.getLogger("refign.predict")
@@ -87,8 +87,8 @@ def predict_dataset(
         name = png_name(batch["filename"][0])
         if (out_dir / TRAINIDS / name).exists() and not overwrite:
             raise FileExistsError(f"two inputs map to the same prediction file {name}")
-        Image.fromarray(pred, "L").save(out_dir / TRAINIDS / name)
-        Image.fromarray(colorize(pred)).save(out_dir / COLOR / name)
+        save_png(out_dir / TRAINIDS / name, pred)
+        save_png(out_dir / COLOR / name, colorize(pred))
         written.append(out_dir / TRAINIDS / name)
         if len(rows) < overview_images:
             label = batch["semantic"][0].numpy() if "semantic" in batch else None
